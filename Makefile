@@ -1,0 +1,36 @@
+# Entry points. `make run` serves the offline default; `make test` runs the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install system-deps export serve bench clean-models
+
+$(STAMP): requirements.txt requirements-nodeps.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -r requirements.txt
+	$(VENV)/bin/pip install --no-deps -r requirements-nodeps.txt
+	touch $@
+
+install: $(STAMP)
+
+system-deps:
+	bash scripts/install_system_deps.sh
+
+export: install
+	$(PY) -m scripts.export.offline_default
+
+serve: export
+	$(PY) -m scripts.serve_triton
+
+run: serve
+
+test: install system-deps export
+	$(PY) -m pytest -q tests
+
+bench: export
+	$(PY) -m scripts.bench_whisper
+
+clean-models:
+	rm -f model_repository/*/config.pbtxt model_repository/*/1/*.pt model_repository/*/1/*.onnx \
+	      model_repository/*/1/tokenizer.json model_repository/*/1/model_info.json

@@ -1,0 +1,101 @@
+"""Triton python-backend model: KoELECTRA harmful-text probability with ONNX Runtime.
+
+A batch is tokenized in one call and scored in one ORT run. Empty texts (silence) score 0.0
+without touching the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+from tokenizers import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+HARMFUL_LABEL = 1
+"""Index of the 'harmful' logit; 0 is 'normal'."""
+
+
+def _param(config: dict, key: str, default: str) -> str:
+    return config.get("parameters", {}).get(key, {}).get("string_value", default)
+
+
+def _session(path: str, on_gpu: bool, device_id: int, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    if threads > 0:
+        options.intra_op_num_threads = threads
+    providers: list = ["CPUExecutionProvider"]
+    if on_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
+    return ort.InferenceSession(path, options, providers=providers)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        self.session = _session(
+            os.path.join(version_dir, _param(config, "onnx", "model.onnx")),
+            args["model_instance_kind"] == "GPU", int(args["model_instance_device_id"]),
+            int(_param(config, "cpu_threads", "0")),
+        )
+        self.tokenizer = Tokenizer.from_file(os.path.join(version_dir, _param(config, "tokenizer", "tokenizer.json")))
+        self.tokenizer.enable_truncation(int(_param(config, "max_length", "128")))
+        self.tokenizer.enable_padding(pad_id=self.tokenizer.token_to_id("[PAD]") or 0)
+        self._log_model_info(version_dir)
+
+    @staticmethod
+    def _log_model_info(version_dir: str) -> None:
+        path = os.path.join(version_dir, "model_info.json")
+        info = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
+        if info.get("untrained"):
+            logger.warning("koelectra is %s: UNTRAINED random weights, HARMFUL_PROB is noise", info.get("name"))
+
+    def _texts(self, request) -> list[str]:
+        raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
+        return [t.decode("utf-8", errors="replace") if isinstance(t, bytes) else str(t) for t in raw]
+
+    def _score(self, texts: list[str]) -> np.ndarray:
+        """Harmful probability per text; one tokenizer call and one ORT run for the non-empty ones."""
+        probs = np.zeros(len(texts), dtype=np.float32)
+        live = [i for i, t in enumerate(texts) if t.strip()]
+        if not live:
+            return probs
+        encodings = self.tokenizer.encode_batch([texts[i] for i in live])
+        feeds = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
+        (logits,) = self.session.run(["logits"], feeds)
+        logits = logits - logits.max(axis=1, keepdims=True)
+        softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        probs[live] = softmax[:, HARMFUL_LABEL]
+        return probs
+
+    def execute(self, requests):
+        texts, owners, responses = [], [], [None] * len(requests)
+        for i, request in enumerate(requests):
+            request_texts = self._texts(request)
+            texts.extend(request_texts)
+            owners.append((i, len(request_texts)))
+        try:
+            probs = self._score(texts)
+        except Exception as exc:  # noqa: BLE001 - reported per request, the server keeps serving
+            logger.exception("koelectra batch of %d failed", len(texts))
+            error = pb_utils.TritonError(f"koelectra failed: {exc}")
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
+        start = 0
+        for i, count in owners:
+            out = probs[start:start + count].reshape(-1, 1)
+            responses[i] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("HARMFUL_PROB", out)])
+            start += count
+        return responses
+
+    def finalize(self):
+        self.session = None

@@ -1,0 +1,111 @@
+"""Triton python-backend model: batched Whisper speech-to-text.
+
+Every request of a batch goes through one encoder pass and one greedy decoding loop
+(``whisper_batch.WhisperBatch``). Bad requests get their own error response; the rest of
+the batch still runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, os.path.dirname(__file__))
+from whisper_batch import MAX_AUDIO_SECONDS, WhisperBatch  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+"""AUDIO is 16 kHz mono float32 in [-1, 1]."""
+
+
+class RequestError(ValueError):
+    """A problem with one request, reported to that request's client only."""
+
+
+def _error(message: str, invalid_argument: bool = False):
+    """A TritonError, with the INVALID_ARG status where this backend version supports codes."""
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None) if invalid_argument else None
+    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+
+
+def _param(config: dict, key: str, default: str) -> str:
+    return config.get("parameters", {}).get(key, {}).get("string_value", default)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        on_gpu = args["model_instance_kind"] == "GPU"
+        device = f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu"
+        threads = int(_param(config, "cpu_threads", "0"))
+        if threads > 0 and not on_gpu:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.model = WhisperBatch(
+            os.path.join(version_dir, _param(config, "checkpoint", "whisper.pt")),
+            device=device,
+            fp16=on_gpu and _param(config, "fp16", "false") == "true",
+        )
+        self.default_language = _param(config, "default_language", "ko")
+        self.model.language_token(self.default_language)  # fail at load time on a bad default
+
+    def _parse(self, request) -> tuple[np.ndarray, int]:
+        audio_tensor = pb_utils.get_input_tensor_by_name(request, "AUDIO")
+        audio = audio_tensor.as_numpy().reshape(-1).astype(np.float32, copy=False)
+        if audio.size == 0:
+            raise RequestError("AUDIO is empty: send at least one 16 kHz sample")
+        if audio.size > MAX_AUDIO_SECONDS * SAMPLE_RATE:
+            raise RequestError(
+                f"AUDIO is {audio.size / SAMPLE_RATE:.1f} s long; the maximum is {MAX_AUDIO_SECONDS:.0f} s "
+                f"of 16 kHz audio per request: split it into shorter segments"
+            )
+        if not np.isfinite(audio).all():
+            raise RequestError("AUDIO contains NaN or infinite samples")
+        language = self.default_language
+        lang_tensor = pb_utils.get_input_tensor_by_name(request, "LANGUAGE")
+        if lang_tensor is not None:
+            raw = lang_tensor.as_numpy().reshape(-1)
+            if raw.size and raw[0]:
+                language = raw[0].decode("utf-8", errors="replace") if isinstance(raw[0], bytes) else str(raw[0])
+        try:
+            return audio, self.model.language_token(language)
+        except ValueError as exc:
+            raise RequestError(str(exc)) from exc
+
+    def execute(self, requests):
+        responses: list = [None] * len(requests)
+        batch, slots = [], []
+        for i, request in enumerate(requests):
+            try:
+                batch.append(self._parse(request))
+                slots.append(i)
+            except RequestError as exc:
+                responses[i] = pb_utils.InferenceResponse(error=_error(str(exc), invalid_argument=True))
+        if batch:
+            self._run(batch, slots, responses)
+        return responses
+
+    def _run(self, batch, slots, responses) -> None:
+        try:
+            results = self.model.transcribe([a for a, _ in batch], [lang for _, lang in batch])
+        except Exception as exc:  # noqa: BLE001 - reported per request, the server keeps serving
+            logger.exception("whisper batch of %d failed", len(batch))
+            for i in slots:
+                responses[i] = pb_utils.InferenceResponse(error=_error(f"whisper failed: {exc}"))
+            return
+        for i, result in zip(slots, results):
+            responses[i] = pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("TRANSCRIPT", np.array([[result.text.encode("utf-8")]], dtype=np.object_)),
+                pb_utils.Tensor("NO_SPEECH_PROB", np.array([[result.no_speech_prob]], dtype=np.float32)),
+            ])
+
+    def finalize(self):
+        self.model = None

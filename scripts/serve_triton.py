@@ -1,0 +1,158 @@
+"""Run the real ``tritonserver`` binary from the nvidia-pytriton wheel on this repository (CPU).
+
+Only the binary is used, not PyTriton's Python API. Three things make it and its python
+backend stub run: LD_LIBRARY_PATH holds the wheel's bundled libraries, the stub for this
+Python version sits next to ``libtriton_python.so`` in a backend directory, and this venv's
+``bin/`` comes first on PATH (the stub finds the venv's packages through it).
+
+    python -m scripts.serve_triton            # Ctrl-C stops it cleanly
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+READY_TIMEOUT_S = 300
+"""How long to wait for every model to load; Whisper on 2 CPU cores takes tens of seconds."""
+STOP_TIMEOUT_S = 30
+"""Grace period for in-flight requests on shutdown before the server is killed."""
+
+
+@dataclass
+class Ports:
+    http: int = 8010
+    grpc: int = 8011
+    metrics: int = 8012
+
+
+def wheel_paths() -> tuple[Path, Path]:
+    """(pytriton/tritonserver dir, nvidia_pytriton.libs dir) of the installed wheel."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("nvidia-pytriton is not installed in this environment: pip install -r requirements.txt")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    return package / "tritonserver", package.parent / "nvidia_pytriton.libs"
+
+
+def prepare_backends(target: Path) -> Path:
+    """Backend directory whose python/ holds libtriton_python.so, its utils and this Python's stub."""
+    server_dir, _ = wheel_paths()
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for item in (server_dir / "backends" / "python").iterdir():
+        if item.is_file():
+            shutil.copy2(item, python_dir / item.name)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = server_dir / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise RuntimeError(f"nvidia-pytriton ships no python backend stub for Python {version}")
+    shutil.copy2(stub, python_dir / stub.name)
+    return target
+
+
+def server_env() -> dict[str, str]:
+    _, libs = wheel_paths()
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libs), env.get("LD_LIBRARY_PATH")]))
+    env["PATH"] = os.pathsep.join([str(Path(sys.prefix) / "bin"), env.get("PATH", "")])
+    return env
+
+
+def command(repository: Path, ports: Ports, backends: Path, extra: list[str]) -> list[str]:
+    server_dir, _ = wheel_paths()
+    return [
+        str(server_dir / "bin" / "tritonserver"), f"--model-repository={repository}",
+        f"--backend-directory={backends}", f"--http-port={ports.http}", f"--grpc-port={ports.grpc}",
+        f"--metrics-port={ports.metrics}", f"--exit-timeout-secs={STOP_TIMEOUT_S}", *extra,
+    ]
+
+
+class TritonServer:
+    """A tritonserver child process; ``start()`` returns once every model is ready."""
+
+    def __init__(self, repository: Path, ports: Ports, extra_args: list[str] | None = None, log_file=None):
+        self.repository, self.ports = repository, ports
+        self.extra_args = extra_args or []
+        self.log_file = log_file
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = READY_TIMEOUT_S) -> "TritonServer":
+        backends = prepare_backends(REPO_ROOT / ".cache" / "triton-backends")
+        cmd = command(self.repository, self.ports, backends, self.extra_args)
+        logger.info("starting %s", " ".join(cmd))
+        self.process = subprocess.Popen(cmd, env=server_env(), stdout=self.log_file, stderr=subprocess.STDOUT)
+        self._wait_ready(timeout_s)
+        logger.info("tritonserver ready: HTTP %d, gRPC %d, metrics %d", *vars(self.ports).values())
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        url = f"http://127.0.0.1:{self.ports.http}/v2/health/ready"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tritonserver exited with code {self.process.returncode} while loading models")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)  # polling interval, not a race fix: readiness has no push notification
+        self.stop()
+        raise TimeoutError(f"tritonserver not ready after {timeout_s:.0f} s")
+
+    def stop(self) -> int | None:
+        """SIGTERM (Triton drains in-flight requests), then SIGKILL after the grace period."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(STOP_TIMEOUT_S + 5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-repository", type=Path, default=REPO_ROOT / "model_repository")
+    p.add_argument("--http-port", type=int, default=Ports.http)
+    p.add_argument("--grpc-port", type=int, default=Ports.grpc)
+    p.add_argument("--metrics-port", type=int, default=Ports.metrics)
+    args, extra = p.parse_known_args(argv)
+    server = TritonServer(args.model_repository, Ports(args.http_port, args.grpc_port, args.metrics_port), extra)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        server.start()
+        print(f"Triton ready: gRPC localhost:{args.grpc_port}, HTTP localhost:{args.http_port}. Ctrl-C stops it.",
+              flush=True)
+        return server.process.wait()
+    except KeyboardInterrupt:
+        logger.info("stopping tritonserver")
+        server.stop()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Shared fixtures: the exported model repository, a real tritonserver on free ports, test speech."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from scripts.serve_triton import Ports, TritonServer  # noqa: E402
+from tests.speech import synthesize  # noqa: E402
+
+MODEL_REPOSITORY = REPO_ROOT / "model_repository"
+ENGLISH_SENTENCE = "Please keep the voice chat friendly and respectful for everyone."
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def model_repository() -> Path:
+    missing = [p for p in ("whisper/1/whisper.pt", "koelectra/1/model.onnx", "ensemble/config.pbtxt")
+               if not (MODEL_REPOSITORY / p).exists()]
+    if missing:
+        pytest.fail(f"model repository not exported ({', '.join(missing)} missing): run `make export`")
+    return MODEL_REPOSITORY
+
+
+@pytest.fixture(scope="session")
+def triton(model_repository, tmp_path_factory) -> str:
+    """A real tritonserver serving the exported repository; yields its gRPC address."""
+    ports = Ports(free_port(), free_port(), free_port())
+    log_path = tmp_path_factory.mktemp("triton") / "tritonserver.log"
+    with open(log_path, "wb") as log, TritonServer(model_repository, ports, log_file=log):
+        yield f"127.0.0.1:{ports.grpc}"
+
+
+@pytest.fixture(scope="session")
+def english_wav(tmp_path_factory) -> Path:
+    return synthesize(ENGLISH_SENTENCE, tmp_path_factory.mktemp("speech") / "english.wav")

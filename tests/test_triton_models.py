@@ -1,0 +1,114 @@
+"""The exported repository on a real tritonserver: batching, accuracy, silence and bad requests."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import InferInput
+
+from tests.conftest import ENGLISH_SENTENCE
+from tests.speech import SAMPLE_RATE, read_wav, synthesize, wer
+from tests.triton_client import InferenceServerException, infer_ensemble, model_counts
+
+
+def run(coro_fn, url):
+    async def wrapper():
+        client = grpcclient.InferenceServerClient(url)
+        try:
+            return await coro_fn(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(wrapper())
+
+
+def test_concurrent_requests_of_different_lengths_are_batched(triton, english_wav):
+    speech = read_wav(english_wav)
+    lengths = [int(len(speech) * (i + 3) / 10) for i in range(8)]  # 8 distinct lengths
+
+    async def scenario(client):
+        before = {m: await model_counts(client, m) for m in ("whisper", "koelectra")}
+        results = await asyncio.gather(*(infer_ensemble(client, speech[:n], "en") for n in lengths))
+        after = {m: await model_counts(client, m) for m in ("whisper", "koelectra")}
+        return results, before, after
+
+    results, before, after = run(scenario, triton)
+    assert len(results) == 8
+    assert all(r.transcript for r in results), [r.transcript for r in results]
+    assert all(0.0 <= r.harmful_prob <= 1.0 for r in results)
+    for model in ("whisper", "koelectra"):
+        inferences = after[model][0] - before[model][0]
+        executions = after[model][1] - before[model][1]
+        assert inferences == 8, (model, inferences)
+        assert executions < inferences, f"{model}: {executions} executions for {inferences} requests, no batching"
+
+
+def test_english_speech_transcribes_accurately(triton, english_wav):
+    result = run(lambda c: infer_ensemble(c, read_wav(english_wav), "en"), triton)
+    error_rate = wer(ENGLISH_SENTENCE, result.transcript)
+    assert error_rate <= 0.25, (result.transcript, error_rate)
+    assert result.no_speech_prob < 0.5
+
+
+def test_silence_gives_empty_transcript(triton):
+    result = run(lambda c: infer_ensemble(c, np.zeros(2 * SAMPLE_RATE, np.float32), "en"), triton)
+    assert result.transcript == ""
+    assert result.harmful_prob == 0.0
+    assert result.no_speech_prob > 0.5
+
+
+def test_korean_word_transcribes_with_the_default_language(triton, tmp_path):
+    # espeak-ng's Korean is poor, but a single greeting comes through; no LANGUAGE input is sent.
+    audio = read_wav(synthesize("안녕하세요", tmp_path / "ko.wav", voice="ko", words_per_minute=120))
+    result = run(lambda c: infer_ensemble(c, audio), triton)
+    assert "안녕하세요" in result.transcript
+
+
+def test_too_long_request_fails_alone_while_a_concurrent_valid_one_succeeds(triton, english_wav):
+    speech = read_wav(english_wav)
+    too_long = np.zeros(35 * SAMPLE_RATE, np.float32)
+
+    async def scenario(client):
+        return await asyncio.gather(
+            infer_ensemble(client, too_long, "en"), infer_ensemble(client, speech, "en"), return_exceptions=True
+        )
+
+    bad, good = run(scenario, triton)
+    assert isinstance(bad, InferenceServerException)
+    assert "35.0 s" in bad.message() and "maximum is 30 s" in bad.message()
+    assert not isinstance(good, Exception), good
+    assert wer(ENGLISH_SENTENCE, good.transcript) <= 0.25
+
+
+@pytest.mark.parametrize(
+    ("audio", "language", "message"),
+    [
+        (np.zeros(0, np.float32), "en", "AUDIO is empty"),
+        (np.full(SAMPLE_RATE, np.nan, np.float32), "en", "NaN"),
+        (np.zeros(SAMPLE_RATE, np.float32), "klingon", "unsupported language"),
+    ],
+)
+def test_bad_requests_get_clear_errors(triton, audio, language, message):
+    with pytest.raises(InferenceServerException) as info:
+        run(lambda c: infer_ensemble(c, audio, language), triton)
+    assert message in info.value.message()
+
+
+def test_koelectra_scores_batches_and_empty_text(triton):
+    texts = ["안녕하세요 반갑습니다", "", "너 진짜 왜 그렇게 못하냐"]
+
+    async def one(client, text):
+        inp = InferInput("TEXT", [1, 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
+        result = await client.infer("koelectra", [inp])
+        return float(result.as_numpy("HARMFUL_PROB").reshape(-1)[0])
+
+    async def scenario(client):
+        return await asyncio.gather(*(one(client, t) for t in texts))
+
+    probs = run(scenario, triton)
+    assert probs[1] == 0.0
+    assert all(0.0 < p < 1.0 for p in (probs[0], probs[2]))

@@ -1,0 +1,50 @@
+"""CTranslate2 -> openai-whisper conversion: same transcript as faster-whisper on the source dir."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+import torch
+import whisper
+
+from scripts.export.ct2_model_bin import ModelBinError, read_model_bin
+from scripts.export.whisper_sources import load_ct2, offline_ct2_dir
+from tests.speech import read_wav
+
+
+@pytest.fixture(scope="module")
+def ct2_dir(model_repository):
+    return offline_ct2_dir(model_repository.parent / ".cache")
+
+
+def test_converted_model_transcribes_like_faster_whisper(ct2_dir, english_wav):
+    from faster_whisper import WhisperModel
+
+    audio = read_wav(english_wav)
+    segments, _ = WhisperModel(str(ct2_dir), device="cpu", compute_type="float32").transcribe(
+        audio, language="en", beam_size=1, temperature=0.0, without_timestamps=True,
+        condition_on_previous_text=False, vad_filter=False,
+    )
+    reference = " ".join(s.text.strip() for s in segments)
+
+    checkpoint = load_ct2(ct2_dir)
+    model = whisper.model.Whisper(whisper.model.ModelDimensions(**checkpoint["dims"]))
+    model.load_state_dict(checkpoint["model_state_dict"])
+    mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(audio)), model.dims.n_mels)
+    result = whisper.decode(model, mel, whisper.DecodingOptions(language="en", without_timestamps=True, fp16=False))
+
+    assert reference, "faster-whisper produced no text"
+    assert result.text.strip() == reference
+
+
+def test_model_bin_reader_rejects_truncated_and_unknown_files(ct2_dir, tmp_path):
+    head = (ct2_dir / "model.bin").open("rb").read(4096)
+    truncated = tmp_path / "truncated.bin"
+    truncated.write_bytes(head)
+    with pytest.raises(ModelBinError, match="truncated"):
+        read_model_bin(truncated)
+    future = tmp_path / "future.bin"
+    future.write_bytes(struct.pack("<I", 99) + head[4:])
+    with pytest.raises(ModelBinError, match="unsupported model.bin version 99"):
+        read_model_bin(future)
