@@ -11,6 +11,7 @@ Python version sits next to ``libtriton_python.so`` in a backend directory, and 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import importlib.util
 import logging
 import os
@@ -48,6 +49,15 @@ def wheel_paths() -> tuple[Path, Path]:
     return package / "tritonserver", package.parent / "nvidia_pytriton.libs"
 
 
+def _install(src: Path, dst: Path) -> None:
+    """Copy unless identical; replace atomically, since a running server may be executing dst."""
+    if dst.exists() and filecmp.cmp(src, dst, shallow=False):
+        return
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
 def prepare_backends(target: Path) -> Path:
     """Backend directory whose python/ holds libtriton_python.so, its utils and this Python's stub."""
     server_dir, _ = wheel_paths()
@@ -55,12 +65,12 @@ def prepare_backends(target: Path) -> Path:
     python_dir.mkdir(parents=True, exist_ok=True)
     for item in (server_dir / "backends" / "python").iterdir():
         if item.is_file():
-            shutil.copy2(item, python_dir / item.name)
+            _install(item, python_dir / item.name)
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = server_dir / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.exists():
         raise RuntimeError(f"nvidia-pytriton ships no python backend stub for Python {version}")
-    shutil.copy2(stub, python_dir / stub.name)
+    _install(stub, python_dir / stub.name)
     return target
 
 

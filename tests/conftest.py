@@ -12,7 +12,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from scripts.serve_triton import Ports, TritonServer  # noqa: E402
-from tests.speech import synthesize  # noqa: E402
+from tests.edge_fixtures import running_edge  # noqa: E402
+from tests.speech import write_dialogue, synthesize  # noqa: E402
 
 MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 ENGLISH_SENTENCE = "Please keep the voice chat friendly and respectful for everyone."
@@ -45,3 +46,25 @@ def triton(model_repository, tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def english_wav(tmp_path_factory) -> Path:
     return synthesize(ENGLISH_SENTENCE, tmp_path_factory.mktemp("speech") / "english.wav")
+
+
+DIALOGUE = [
+    "Good morning everyone, welcome to the game.",
+    "Please keep the voice chat friendly.",
+    "See you in the next round.",
+]
+"""Three English sentences, spoken with 1 s pauses, for the edge tests."""
+
+
+@pytest.fixture(scope="session")
+def dialogue_wav(tmp_path_factory) -> Path:
+    return write_dialogue(DIALOGUE, tmp_path_factory.mktemp("dialogue"))
+
+
+@pytest.fixture(scope="session")
+def edge(triton, tmp_path_factory) -> str:
+    """The real edge (uvicorn) wired to the real tritonserver; yields host:port."""
+    log = tmp_path_factory.mktemp("edge") / "edge.log"
+    # A generous Triton deadline: a slow CI machine must not turn load into timeouts here.
+    with running_edge(free_port(), triton, log, max_frame_bytes=65536, triton_timeout_s=60) as address:
+        yield address

@@ -30,6 +30,38 @@ def read_wav(path: Path) -> np.ndarray:
         return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
 
 
+PAUSE_S = 1.0
+"""Silence between dialogue sentences."""
+LEAD_S = 0.5
+"""Silence before the first sentence."""
+
+
+def write_wav(path: Path, samples: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def write_dialogue(sentences: list[str], directory: Path) -> Path:
+    """Sentences separated by PAUSE_S of silence; also writes speech_times.txt (start end per line)."""
+    parts, times, cursor = [np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32)], [], LEAD_S
+    for i, sentence in enumerate(sentences):
+        speech = read_wav(synthesize(sentence, directory / f"sentence{i}.wav"))
+        parts += [speech, np.zeros(int(PAUSE_S * SAMPLE_RATE), np.float32)]
+        times.append((cursor, cursor + len(speech) / SAMPLE_RATE))
+        cursor += len(speech) / SAMPLE_RATE + PAUSE_S
+    (directory / "speech_times.txt").write_text("".join(f"{a:.3f} {b:.3f}\n" for a, b in times))
+    return write_wav(directory / "dialogue.wav", np.concatenate(parts))
+
+
+def speech_times(wav: Path) -> list[tuple[float, float]]:
+    lines = (wav.parent / "speech_times.txt").read_text().split("\n")
+    return [tuple(map(float, line.split())) for line in lines if line]
+
+
 def normalize(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s']", " ", text.lower())).strip()
 

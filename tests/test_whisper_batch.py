@@ -1,4 +1,4 @@
-"""Batched Whisper decoding (no Triton): a batch gives each clip the text it gets alone."""
+"""Batched Whisper decoding (no Triton)."""
 
 from __future__ import annotations
 
@@ -7,28 +7,51 @@ import sys
 import numpy as np
 import pytest
 
-from tests.speech import SAMPLE_RATE, read_wav
+from tests.conftest import ENGLISH_SENTENCE
+from tests.speech import SAMPLE_RATE, read_wav, wer
 
 
-@pytest.fixture(scope="module")
-def whisper_batch(model_repository):
+def load(model_repository, context: str):
     sys.path.insert(0, str(model_repository / "whisper" / "1"))
     from whisper_batch import WhisperBatch
 
-    return WhisperBatch(str(model_repository / "whisper" / "1" / "whisper.pt"))
+    return WhisperBatch(str(model_repository / "whisper" / "1" / "whisper.pt"), encoder_context=context)
 
 
-def test_batch_matches_one_by_one(whisper_batch, english_wav):
+@pytest.fixture(scope="module")
+def full_context(model_repository):
+    return load(model_repository, "full")
+
+
+@pytest.fixture(scope="module")
+def fit_context(model_repository):
+    return load(model_repository, "fit")
+
+
+def test_full_context_batch_matches_one_by_one(full_context, english_wav):
     speech = read_wav(english_wav)
     clips = [speech, speech[: 2 * SAMPLE_RATE], np.zeros(SAMPLE_RATE, np.float32)]
-    en = whisper_batch.language_token("en")
-    batched = whisper_batch.transcribe(clips, [en] * len(clips))
-    alone = [whisper_batch.transcribe([clip], [en])[0] for clip in clips]
+    en = full_context.language_token("en")
+    batched = full_context.transcribe(clips, [en] * len(clips))
+    alone = [full_context.transcribe([clip], [en])[0] for clip in clips]
     assert [b.text for b in batched] == [a.text for a in alone]
     np.testing.assert_allclose([b.no_speech_prob for b in batched], [a.no_speech_prob for a in alone], atol=1e-3)
     assert batched[0].text and batched[2].text == ""
 
 
-def test_unknown_language_is_rejected(whisper_batch):
+def test_fit_context_encodes_only_what_the_batch_needs(fit_context, english_wav):
+    speech = read_wav(english_wav)
+    assert fit_context.context_frames([speech[: SAMPLE_RATE]]) == 200
+    assert fit_context.context_frames([speech[: SAMPLE_RATE], speech]) >= len(speech) // 160 + 100
+    assert fit_context.context_frames([np.zeros(29 * SAMPLE_RATE, np.float32)]) == 3000
+    en = fit_context.language_token("en")
+    # Accurate alone and when padded up to a longer neighbour in the same batch.
+    for result in (fit_context.transcribe([speech], [en])[0],
+                   fit_context.transcribe([speech, np.zeros(12 * SAMPLE_RATE, np.float32)], [en, en])[0]):
+        assert wer(ENGLISH_SENTENCE, result.text) <= 0.25, result.text
+    assert fit_context.transcribe([np.zeros(2 * SAMPLE_RATE, np.float32)], [en])[0].text == ""
+
+
+def test_unknown_language_is_rejected(fit_context):
     with pytest.raises(ValueError, match="unsupported language"):
-        whisper_batch.language_token("xx")
+        fit_context.language_token("xx")

@@ -42,6 +42,7 @@ def render_config(args: argparse.Namespace) -> str:
             "default_language": args.language,
             "fp16": str(args.fp16).lower(),
             "cpu_threads": args.cpu_threads,
+            "encoder_context": args.encoder_context,
         })
     )
 
@@ -60,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--instance-kind", choices=("CPU", "GPU"), default="CPU")
     p.add_argument("--fp16", action="store_true", help="run in float16 (GPU instances only)")
     p.add_argument("--language", default="ko", help="default language when a request sends none")
+    p.add_argument("--encoder-context", choices=("full", "fit"), default="full",
+                   help="'full': Whisper's 30 s window (accurate, default); 'fit': only the batch's longest clip "
+                        "+ 1 s (2-3x faster on CPU, less accurate on short clips: see docs/PERFORMANCE.md)")
     p.add_argument("--cpu-threads", type=int, default=0, help="torch threads per CPU instance; 0 = torch default")
     args = p.parse_args(argv)
     if args.fp16 and args.instance_kind != "GPU":

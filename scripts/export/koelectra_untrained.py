@@ -7,6 +7,7 @@ path (tokenizer, ONNX export, Triton batching) runs and is tested where no hub i
 from __future__ import annotations
 
 import logging
+import math
 import string
 from pathlib import Path
 
@@ -22,6 +23,10 @@ HANGUL_FIRST, HANGUL_LAST = 0xAC00, 0xD7A3
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 SEED = 1234
 """Fixed so that the offline model, and so the tests, are reproducible."""
+HARMFUL_PRIOR = 0.05
+"""Prior harmful rate built into the classifier bias. With random weights and no prior the model
+says ~0.5 for every text, which at the usual 0.5 threshold would flag everything; with it the
+untrained model rarely flags anything. Its scores remain noise either way."""
 
 
 def build_vocab() -> list[str]:
@@ -45,6 +50,8 @@ def build_untrained(output_dir: Path) -> Path:
         id2label={0: "normal", 1: "harmful"}, label2id={"normal": 0, "harmful": 1},
     )
     model = ElectraForSequenceClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.out_proj.bias.copy_(torch.tensor([0.0, math.log(HARMFUL_PRIOR / (1 - HARMFUL_PRIOR))]))
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     logger.warning("built UNTRAINED KoELECTRA-architecture model %s (random weights, %d-token vocab) at %s",

@@ -53,6 +53,7 @@ class TritonPythonModel:
             os.path.join(version_dir, _param(config, "checkpoint", "whisper.pt")),
             device=device,
             fp16=on_gpu and _param(config, "fp16", "false") == "true",
+            encoder_context=_param(config, "encoder_context", "full"),
         )
         self.default_language = _param(config, "default_language", "ko")
         self.model.language_token(self.default_language)  # fail at load time on a bad default

@@ -26,6 +26,11 @@ NO_SPEECH_THRESHOLD = 0.6
 """Whisper's own rule: above this no-speech probability, with a low average log-probability ..."""
 LOGPROB_THRESHOLD = -1.0
 """... (below this), the window is treated as silence and the transcript is empty."""
+CONTEXT_MARGIN_FRAMES = 100
+"""With encoder_context 'fit', the encoder sees the longest clip of the batch plus this much
+(1 s of mel frames) of trailing silence ..."""
+CONTEXT_GRANULARITY_FRAMES = 100
+"""... rounded up to a whole second (an even frame count, as the stride-2 conv needs)."""
 NO_SPEECH_CERTAIN = 0.8
 """Above this no-speech probability the transcript is empty whatever the log-probability: on digital
 silence Whisper confidently hallucinates short words ("you") that the rule above lets through."""
@@ -41,7 +46,10 @@ class Transcription:
 class WhisperBatch:
     """Holds one Whisper model on one device and transcribes batches of 16 kHz clips."""
 
-    def __init__(self, checkpoint: str, device: str = "cpu", fp16: bool = False):
+    def __init__(self, checkpoint: str, device: str = "cpu", fp16: bool = False, encoder_context: str = "full"):
+        if encoder_context not in ("fit", "full"):
+            raise ValueError("encoder_context must be 'fit' or 'full'")
+        self.fit_context = encoder_context == "fit"
         self.device = torch.device(device)
         self.dtype = torch.float16 if fp16 else torch.float32
         self.model = whisper.load_model(checkpoint, device=self.device).to(self.dtype).eval()
@@ -69,9 +77,17 @@ class WhisperBatch:
         mask[list(self.tokenizer.non_speech_tokens)] = True
         return mask
 
-    def log_mel(self, clips: list[np.ndarray]) -> torch.Tensor:
-        """Batched log-mel of clips zero-padded to 30 s; per-clip dynamic range as in whisper."""
-        audio = torch.zeros(len(clips), N_SAMPLES, device=self.device)
+    def context_frames(self, clips: list[np.ndarray]) -> int:
+        """Mel frames the encoder sees: 30 s ('full', as Whisper was trained) or just enough ('fit')."""
+        full = self.model.dims.n_audio_ctx * 2
+        if not self.fit_context:
+            return full
+        needed = max(len(c) for c in clips) // HOP_LENGTH + CONTEXT_MARGIN_FRAMES
+        return min(full, -(-needed // CONTEXT_GRANULARITY_FRAMES) * CONTEXT_GRANULARITY_FRAMES)
+
+    def log_mel(self, clips: list[np.ndarray], frames: int) -> torch.Tensor:
+        """Batched log-mel of zero-padded clips, ``frames`` long; per-clip dynamic range as in whisper."""
+        audio = torch.zeros(len(clips), frames * HOP_LENGTH, device=self.device)
         for row, clip in enumerate(clips):
             audio[row, : len(clip)] = torch.from_numpy(clip)
         stft = torch.stft(audio, N_FFT, HOP_LENGTH, window=self._window, return_complex=True)
@@ -84,13 +100,23 @@ class WhisperBatch:
     @torch.inference_mode()
     def transcribe(self, clips: list[np.ndarray], language_tokens: list[int]) -> list[Transcription]:
         """Transcribe float32 16 kHz clips (each ≤ 30 s) in one encoder pass and one decode loop."""
-        audio_features = self.model.encoder(self.log_mel(clips))
+        audio_features = self.encode(self.log_mel(clips, self.context_frames(clips)))
         budgets = torch.tensor(
             [min(self.max_tokens, MIN_TOKEN_BUDGET + int(TOKENS_PER_SECOND * len(c) / SAMPLE_RATE)) for c in clips],
             device=self.device,
         )
         tokens, no_speech, logprob_sum, lengths = self._greedy(audio_features, language_tokens, budgets)
         return self._results(tokens, no_speech, logprob_sum, lengths)
+
+    def encode(self, mel: torch.Tensor) -> torch.Tensor:
+        """Whisper's encoder, but accepting fewer than 3000 mel frames (positions sliced to fit)."""
+        enc = self.model.encoder
+        x = torch.nn.functional.gelu(enc.conv1(mel))
+        x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
+        x = (x + enc.positional_embedding[: x.shape[1]]).to(x.dtype)
+        for block in enc.blocks:
+            x = block(x)
+        return enc.ln_post(x)
 
     def _prompt(self, language_tokens: list[int]) -> torch.Tensor:
         t = self.tokenizer

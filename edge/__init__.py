@@ -1,0 +1,1 @@
+"""Edge service: WebSocket audio in, VAD segments to Triton, moderation results out."""

@@ -1,0 +1,201 @@
+"""One WebSocket connection: its config, decoder, segmenter, in-flight segments and stats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+
+import numpy as np
+from pydantic import ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from edge.audio import PcmDecoder
+from edge.metrics import EdgeMetrics
+from edge.protocol import SAMPLE_RATE, ClientConfig, ErrorCode, error_event
+from edge.settings import EdgeSettings
+from edge.triton import TritonCallError, TritonPool
+from edge.vad import Segment, Segmenter, SegmenterLimits
+
+logger = logging.getLogger(__name__)
+
+_END = object()
+"""Queue sentinel: no more results will follow."""
+
+
+class ClientGone(Exception):
+    """The client closed the connection."""
+
+
+class Session:
+    def __init__(self, websocket: WebSocket, settings: EdgeSettings, pool: TritonPool, metrics: EdgeMetrics):
+        self.id = uuid.uuid4().hex
+        self.ws, self.settings, self.pool, self.metrics = websocket, settings, pool, metrics
+        self.config = ClientConfig()
+        self.decoder = PcmDecoder(self.config)
+        self.segmenter = Segmenter(SegmenterLimits.from_settings(settings))
+        self.audio_started = False
+        self.next_seq = 0
+        # Bounded: when full, the receive loop blocks, so a too-fast client is slowed, never dropped.
+        self.pending: asyncio.Queue = asyncio.Queue(maxsize=settings.max_pending_segments)
+        self.latencies_ms: list[float] = []
+        self.harmful_segments = 0
+        self.failed_segments = 0
+        self._send_lock = asyncio.Lock()
+
+    @property
+    def language(self) -> str:
+        return self.config.language or self.settings.default_language
+
+    async def send(self, event: dict) -> None:
+        async with self._send_lock:
+            await self.ws.send_text(json.dumps(event, ensure_ascii=False))
+
+    async def client_error(self, code: str, message: str) -> None:
+        self.metrics.client_errors.labels(code).inc()
+        await self.send(error_event(code, message))
+
+    async def run(self) -> None:
+        """Serve the connection until {"type":"end"} (graceful) or the client goes away (abort)."""
+        await self.send({"type": "ready", "session_id": self.id, "sample_rate": SAMPLE_RATE,
+                         "encoding": self.config.encoding, "channels": self.config.channels,
+                         "language": self.language, "max_frame_bytes": self.settings.max_frame_bytes})
+        sender = asyncio.create_task(self._deliver_results())
+        try:
+            await self._receive_until_end()
+            await self._finish(sender)
+        except (ClientGone, WebSocketDisconnect):
+            logger.info("session %s: client left, cancelling %d in-flight segments", self.id, self.pending.qsize())
+            self._abort(sender)
+        except asyncio.CancelledError:
+            self._abort(sender)
+            raise
+        except Exception:  # noqa: BLE001 - one broken session must not take the server down
+            logger.exception("session %s failed", self.id)
+            self._abort(sender)
+            await self._close_quietly(1011)
+
+    async def _close_quietly(self, code: int) -> None:
+        try:
+            await self.ws.close(code)
+        except Exception:  # noqa: BLE001 - the socket may already be gone
+            pass
+
+    async def _receive_until_end(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise ClientGone()
+            if message.get("bytes") is not None:
+                await self.on_audio(message["bytes"])
+            elif message.get("text") is not None and await self.on_text(message["text"]):
+                return
+
+    async def on_text(self, text: str) -> bool:
+        """Handle a text frame; True when it ends the session."""
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError as exc:
+            await self.client_error(ErrorCode.BAD_JSON, f"text frames must be JSON: {exc.msg}")
+            return False
+        kind = payload.get("type", "config") if isinstance(payload, dict) else None
+        if kind == "end":
+            return True
+        if kind == "config":
+            await self.on_config(payload)
+            return False
+        await self.client_error(ErrorCode.UNKNOWN_MESSAGE, 'expected a JSON object of type "config" or "end"')
+        return False
+
+    async def on_config(self, payload: dict) -> None:
+        if self.audio_started:
+            await self.client_error(ErrorCode.CONFIG_AFTER_AUDIO, "config must come before the first audio frame")
+            return
+        try:
+            config = ClientConfig.model_validate(payload)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+            await self.client_error(ErrorCode.BAD_CONFIG, problems)
+            return
+        self.config, self.decoder = config, PcmDecoder(config)
+        await self.send({"type": "config", **config.model_dump(exclude={"type"}), "language": self.language})
+
+    async def on_audio(self, data: bytes) -> None:
+        received_at = time.perf_counter()
+        if len(data) > self.settings.max_frame_bytes:
+            await self.client_error(ErrorCode.FRAME_TOO_LARGE,
+                                    f"frame of {len(data)} bytes exceeds {self.settings.max_frame_bytes}; "
+                                    "it was not processed, send smaller frames")
+            return
+        self.audio_started = True
+        for segment in self.segmenter.feed(self.decoder.feed(data), received_at):
+            await self._submit(segment)
+
+    async def _submit(self, segment: Segment) -> None:
+        seq = self.next_seq
+        self.next_seq += 1
+        task = asyncio.create_task(self._moderate(seq, segment))
+        await self.pending.put(task)  # blocks at max_pending_segments: backpressure
+
+    async def _moderate(self, seq: int, segment: Segment) -> tuple[dict, float]:
+        base = {"seq": seq, "start_s": round(segment.start_s, 3), "end_s": round(segment.end_s, 3)}
+        try:
+            result = await self.pool.moderate(segment.audio, self.language)
+        except TritonCallError as exc:
+            self.metrics.triton_errors.labels(exc.reason).inc()
+            return {**error_event(exc.code, str(exc), seq), **base}, segment.closed_at
+        harmful = result.harmful_prob >= self.settings.harmful_threshold
+        return {
+            "type": "segment", **base, "text": result.transcript, "is_harmful": harmful,
+            "confidence": round(result.harmful_prob if harmful else 1.0 - result.harmful_prob, 4),
+            "harmful_prob": round(result.harmful_prob, 4), "no_speech_prob": round(result.no_speech_prob, 4),
+        }, segment.closed_at
+
+    async def _deliver_results(self) -> None:
+        """Send results in segment order as they complete."""
+        while (task := await self.pending.get()) is not _END:
+            event, closed_at = await task
+            latency_ms = (time.perf_counter() - closed_at) * 1000
+            self._record(event, latency_ms)
+            await self.send({**event, "latency_ms": round(latency_ms, 1)})
+
+    def _record(self, event: dict, latency_ms: float) -> None:
+        if event["type"] == "error":
+            self.failed_segments += 1
+            self.metrics.segments.labels("error").inc()
+            return
+        self.latencies_ms.append(latency_ms)
+        self.harmful_segments += event["is_harmful"]
+        self.metrics.segments.labels("harmful" if event["is_harmful"] else "normal").inc()
+        self.metrics.segment_latency.observe(latency_ms / 1000)
+
+    async def _finish(self, sender: asyncio.Task) -> None:
+        """Flush buffered speech, deliver every pending result, send the summary, close 1000."""
+        now = time.perf_counter()
+        tail = self.decoder.flush()
+        for segment in self.segmenter.feed(tail, now) + self.segmenter.flush(now):
+            await self._submit(segment)
+        await self.pending.put(_END)
+        await sender
+        await self.send(self.summary())
+        await self.ws.close(1000)
+
+    def summary(self) -> dict:
+        lat = np.array(self.latencies_ms) if self.latencies_ms else None
+        return {
+            "type": "summary", "session_id": self.id, "segments": len(self.latencies_ms),
+            "harmful_segments": self.harmful_segments, "failed_segments": self.failed_segments,
+            "audio_seconds": round(self.decoder.input_seconds, 3),
+            "p50_latency_ms": None if lat is None else round(float(np.percentile(lat, 50)), 1),
+            "p95_latency_ms": None if lat is None else round(float(np.percentile(lat, 95)), 1),
+        }
+
+    def _abort(self, sender: asyncio.Task) -> None:
+        """Client gone: cancel in-flight Triton calls and drop all session state."""
+        sender.cancel()
+        while not self.pending.empty():
+            item = self.pending.get_nowait()
+            if item is not _END:
+                item.cancel()

@@ -1,0 +1,119 @@
+"""Shared asyncio gRPC clients to one or more Triton servers.
+
+One client per server per process. A background task tracks which servers have the ensemble
+ready; segments go round-robin to those (to any server if none is known ready, so the real
+error surfaces). Every call carries a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import InferInput
+from tritonclient.utils import InferenceServerException
+
+from edge.protocol import ErrorCode
+
+logger = logging.getLogger(__name__)
+
+HEALTH_CALL_TIMEOUT_S = 2.0
+"""Deadline of one readiness probe."""
+
+
+@dataclass
+class Moderation:
+    transcript: str
+    harmful_prob: float
+    no_speech_prob: float
+
+
+class TritonCallError(Exception):
+    """A failed segment call; ``code`` is an ErrorCode, ``reason`` the metrics label."""
+
+    def __init__(self, code: str, reason: str, message: str):
+        super().__init__(message)
+        self.code, self.reason = code, reason
+
+
+def _inputs(audio: np.ndarray, language: str) -> list[InferInput]:
+    audio_in = InferInput("AUDIO", [1, len(audio)], "FP32")
+    audio_in.set_data_from_numpy(audio.reshape(1, -1).astype(np.float32, copy=False))
+    lang_in = InferInput("LANGUAGE", [1, 1], "BYTES")
+    lang_in.set_data_from_numpy(np.array([[language.encode()]], dtype=np.object_))
+    return [audio_in, lang_in]
+
+
+def _classify(exc: InferenceServerException) -> TritonCallError:
+    status = str(exc.status() or "")
+    if "DEADLINE_EXCEEDED" in status:
+        return TritonCallError(ErrorCode.TRITON_TIMEOUT, "timeout", "Triton did not answer in time")
+    if "UNAVAILABLE" in status:
+        return TritonCallError(ErrorCode.TRITON_UNAVAILABLE, "unavailable", f"Triton unreachable: {exc.message()}")
+    return TritonCallError(ErrorCode.TRITON_ERROR, "server_error", exc.message() or str(exc))
+
+
+class TritonPool:
+    def __init__(self, urls: list[str], model: str, timeout_s: float, health_interval_s: float):
+        if not urls:
+            raise ValueError("no Triton URL configured")
+        self.model, self.timeout_s, self.health_interval_s = model, timeout_s, health_interval_s
+        self.clients = {url: grpcclient.InferenceServerClient(url) for url in urls}
+        self.ready: set[str] = set()
+        self._round_robin = itertools.count()
+        self._health_task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._health_task = asyncio.create_task(self._health_loop())
+
+    async def close(self) -> None:
+        if self._health_task:
+            self._health_task.cancel()
+        for client in self.clients.values():
+            await client.close()
+
+    async def _probe(self, url: str) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.clients[url].is_model_ready(self.model), HEALTH_CALL_TIMEOUT_S))
+        except (InferenceServerException, asyncio.TimeoutError, grpc.RpcError, OSError):
+            return False
+
+    async def refresh(self) -> set[str]:
+        """Probe every server now; returns (and remembers) the ready ones."""
+        results = await asyncio.gather(*(self._probe(url) for url in self.clients))
+        self.ready = {url for url, ok in zip(self.clients, results) if ok}
+        return self.ready
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_interval_s)  # periodic probe interval
+            before = set(self.ready)
+            if await self.refresh() != before:
+                logger.info("ready Triton servers: %s", sorted(self.ready) or "none")
+
+    def _pick(self) -> str:
+        candidates = sorted(self.ready) or list(self.clients)
+        return candidates[next(self._round_robin) % len(candidates)]
+
+    async def moderate(self, audio: np.ndarray, language: str) -> Moderation:
+        """Run one segment through the ensemble; raises TritonCallError."""
+        url = self._pick()
+        try:
+            result = await self.clients[url].infer(self.model, _inputs(audio, language),
+                                                   client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            error = _classify(exc)
+            if error.code != ErrorCode.TRITON_ERROR:
+                self.ready.discard(url)
+            raise error from exc
+        return Moderation(
+            transcript=result.as_numpy("TRANSCRIPT").reshape(-1)[0].decode("utf-8", errors="replace"),
+            harmful_prob=float(result.as_numpy("HARMFUL_PROB").reshape(-1)[0]),
+            no_speech_prob=float(result.as_numpy("NO_SPEECH_PROB").reshape(-1)[0]),
+        )
