@@ -4,12 +4,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install system-deps export serve bench clean-models
+.PHONY: run test install system-deps export serve-triton bench clean-models
 
-$(STAMP): requirements.txt requirements-nodeps.txt
+$(STAMP): requirements.txt requirements-nodeps.txt package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -r requirements.txt
 	$(VENV)/bin/pip install --no-deps -r requirements-nodeps.txt
+	@# wscat, the WebSocket client of the original spec, for the tests and for trying the edge by hand
+	if command -v npm >/dev/null; then npm ci --silent --no-audit --no-fund; \
+	else echo "npm not found: wscat (used by the tests) is not installed" >&2; fi
 	touch $@
 
 install: $(STAMP)
@@ -20,10 +23,11 @@ system-deps:
 export: install
 	$(PY) -m scripts.export.offline_default
 
-serve: export
+serve-triton: export
 	$(PY) -m scripts.serve_triton
 
-run: serve
+run: export
+	$(PY) -m scripts.run_service
 
 test: install system-deps export
 	$(PY) -m pytest -q tests

@@ -40,6 +40,7 @@ class Session:
         self.next_seq = 0
         # Bounded: when full, the receive loop blocks, so a too-fast client is slowed, never dropped.
         self.pending: asyncio.Queue = asyncio.Queue(maxsize=settings.max_pending_segments)
+        self.in_flight: set[asyncio.Task] = set()
         self.latencies_ms: list[float] = []
         self.harmful_segments = 0
         self.failed_segments = 0
@@ -137,6 +138,8 @@ class Session:
         seq = self.next_seq
         self.next_seq += 1
         task = asyncio.create_task(self._moderate(seq, segment))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
         await self.pending.put(task)  # blocks at max_pending_segments: backpressure
 
     async def _moderate(self, seq: int, segment: Segment) -> tuple[dict, float]:
@@ -195,7 +198,9 @@ class Session:
     def _abort(self, sender: asyncio.Task) -> None:
         """Client gone: cancel in-flight Triton calls and drop all session state."""
         sender.cancel()
+        for task in list(self.in_flight):
+            task.cancel()
+            self.metrics.segments.labels("cancelled").inc()
+        self.in_flight.clear()
         while not self.pending.empty():
-            item = self.pending.get_nowait()
-            if item is not _END:
-                item.cancel()
+            self.pending.get_nowait()

@@ -1,0 +1,162 @@
+"""Every bad-input case gets a typed error event; the session or the server survives it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+
+import numpy as np
+import pytest
+import websockets
+
+from tests.conftest import DIALOGUE
+from tests.edge_fixtures import http_get
+from tests.speech import read_wav
+
+METRICS_WAIT_S = 30
+"""How long to wait for the edge to finish tearing down an aborted session."""
+
+
+def pcm16(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+async def open_session(edge):
+    ws = await websockets.connect(f"ws://{edge}/ws/audio", max_size=None)
+    ready = json.loads(await ws.recv())
+    assert ready["type"] == "ready"
+    return ws
+
+
+async def next_event(ws, timeout: float = 60) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def end_and_collect(ws) -> list[dict]:
+    await ws.send(json.dumps({"type": "end"}))
+    events = [json.loads(m) async for m in ws]
+    assert ws.close_code == 1000
+    return events
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "fragment"),
+    [
+        ("this is not json", "bad_json", "JSON"),
+        ('{"type": "config", "sample_rate": 16000, "bitrate": 5}', "bad_config", "bitrate"),
+        ('{"type": "config", "sample_rate": 96000}', "bad_config", "sample_rate"),
+        ('{"type": "config", "channels": 6}', "bad_config", "channels"),
+        ('{"type": "config", "encoding": "mp3"}', "bad_config", "encoding"),
+        ('{"type": "config", "language": "Korean!"}', "bad_config", "language"),
+        ('{"type": "dance"}', "unknown_message", "config"),
+        ("[1, 2, 3]", "unknown_message", "config"),
+    ],
+)
+def test_bad_text_frames_get_errors_and_the_session_goes_on(edge, frame, code, fragment):
+    async def scenario():
+        ws = await open_session(edge)
+        await ws.send(frame)
+        error = await next_event(ws)
+        await ws.send(json.dumps({"type": "config", "sample_rate": 16000}))  # still accepted: no audio yet
+        ack = await next_event(ws)
+        return error, ack, await end_and_collect(ws)
+
+    error, ack, tail = run(scenario())
+    assert error["type"] == "error" and error["code"] == code and fragment in error["message"], error
+    assert ack["type"] == "config"
+    assert tail[-1]["type"] == "summary"
+
+
+def test_config_after_audio_is_rejected(edge):
+    async def scenario():
+        ws = await open_session(edge)
+        await ws.send(pcm16(np.zeros(1600, np.float32)))
+        await ws.send(json.dumps({"type": "config", "sample_rate": 8000}))
+        error = await next_event(ws)
+        return error, await end_and_collect(ws)
+
+    error, tail = run(scenario())
+    assert error["code"] == "config_after_audio"
+    assert tail[-1]["type"] == "summary" and tail[-1]["audio_seconds"] == pytest.approx(0.1)
+
+
+def test_oversized_frame_is_refused_and_the_session_goes_on(edge, dialogue_wav):
+    # The test edge runs with EDGE_MAX_FRAME_BYTES=65536.
+    speech = pcm16(read_wav(dialogue_wav))
+
+    async def scenario():
+        ws = await open_session(edge)
+        await ws.send(b"\0" * 65538)
+        error = await next_event(ws)
+        for offset in range(0, len(speech), 32000):
+            await ws.send(speech[offset:offset + 32000])
+        return error, await end_and_collect(ws)
+
+    error, tail = run(scenario())
+    assert error["code"] == "frame_too_large" and "65538" in error["message"]
+    assert len([e for e in tail if e["type"] == "segment"]) == len(DIALOGUE)
+
+
+def test_audio_faster_than_real_time_is_queued_not_dropped(edge, dialogue_wav):
+    # Four dialogues back to back, sent as fast as the socket takes them: more segments than
+    # the per-session in-flight limit, so the edge must push back rather than drop.
+    speech = pcm16(np.tile(read_wav(dialogue_wav), 4))
+
+    async def scenario():
+        ws = await open_session(edge)
+        await ws.send(json.dumps({"type": "config", "language": "en"}))
+        for offset in range(0, len(speech), 640):
+            await ws.send(speech[offset:offset + 640])
+        return await end_and_collect(ws)
+
+    events = run(scenario())
+    segments = [e for e in events if e["type"] == "segment"]
+    assert [s["seq"] for s in segments] == list(range(4 * len(DIALOGUE)))
+    assert not [e for e in events if e["type"] == "error"]
+    assert events[-1]["segments"] == 4 * len(DIALOGUE)
+
+
+def metric(edge: str, name: str, labels: str = "") -> float:
+    status, body = http_get(f"http://{edge}/metrics")
+    assert status == 200
+    match = re.search(rf"^{re.escape(name + labels)} (\S+)$", body, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def wait_for_metric(edge: str, name: str, labels: str, predicate) -> float:
+    deadline = time.monotonic() + METRICS_WAIT_S
+    while time.monotonic() < deadline:
+        value = metric(edge, name, labels)
+        if predicate(value):
+            return value
+        time.sleep(0.1)  # polling the scrape endpoint until the condition holds
+    raise AssertionError(f"{name}{labels} never satisfied the condition (last {value})")
+
+
+def test_client_disconnecting_mid_segment_frees_its_session(edge, dialogue_wav):
+    speech = pcm16(read_wav(dialogue_wav)[: 5 * 16000])  # first sentence, its pause, part of the second
+    cancelled_before = metric(edge, "edge_segments_total", '{outcome="cancelled"}')
+
+    async def scenario():
+        ws = await open_session(edge)
+        await ws.send(json.dumps({"type": "config", "language": "en"}))
+        await next_event(ws)
+        for offset in range(0, len(speech), 640):
+            await ws.send(speech[offset:offset + 640])
+        await ws.close()
+
+    run(scenario())
+    wait_for_metric(edge, "edge_active_sessions", "", lambda v: v == 0)
+    assert metric(edge, "edge_segments_total", '{outcome="cancelled"}') >= cancelled_before + 1
+    # The server is unharmed: a new session works end to end.
+    async def fresh():
+        ws = await open_session(edge)
+        return await end_and_collect(ws)
+
+    assert run(fresh())[-1]["type"] == "summary"

@@ -1,0 +1,77 @@
+"""Edge logic without servers: PCM decoding, resampling and VAD segmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.audio import PcmDecoder
+from edge.protocol import ClientConfig
+from edge.vad import Segmenter, SegmenterLimits
+from tests.speech import SAMPLE_RATE, read_wav
+
+
+def tone(seconds: float, rate: int = SAMPLE_RATE, freq: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_partial_samples_carry_over_between_frames():
+    data = (tone(0.5) * 32767).astype("<i2").tobytes()
+    whole = PcmDecoder(ClientConfig()).feed(data)
+    decoder = PcmDecoder(ClientConfig())
+    pieces = [decoder.feed(data[i:i + 333]) for i in range(0, len(data), 333)]  # odd sizes split samples
+    assert decoder.pending_bytes == 0
+    np.testing.assert_array_equal(np.concatenate(pieces), whole)
+
+
+def test_stereo_float_44k_is_resampled_to_16k_mono():
+    left = tone(1.0, 44100)
+    stereo = np.stack([left, left], axis=1).astype("<f4").tobytes()
+    decoder = PcmDecoder(ClientConfig(sample_rate=44100, channels=2, encoding="pcm_f32le"))
+    out = np.concatenate([decoder.feed(stereo[i:i + 3528]) for i in range(0, len(stereo), 3528)]
+                         + [decoder.flush()])
+    assert abs(len(out) - SAMPLE_RATE) <= 32
+    spectrum = np.abs(np.fft.rfft(out[1000:15000]))
+    peak_hz = np.argmax(spectrum) * SAMPLE_RATE / 14000
+    assert abs(peak_hz - 440) < 5
+    assert decoder.input_seconds == pytest.approx(1.0)
+
+
+def segment_all(samples: np.ndarray, limits: SegmenterLimits = SegmenterLimits()):
+    segmenter = Segmenter(limits)
+    out = []
+    for i in range(0, len(samples), 320):  # 20 ms frames, as desktop clients send
+        out += segmenter.feed(samples[i:i + 320], received_at=0.0)
+    return out + segmenter.flush(received_at=0.0)
+
+
+def test_speech_separated_by_pauses_becomes_one_segment_each(dialogue_wav):
+    from tests.speech import speech_times
+
+    segments = segment_all(read_wav(dialogue_wav))
+    times = speech_times(dialogue_wav)
+    assert len(segments) == len(times)
+    for segment, (start, end) in zip(segments, times):
+        # espeak-ng's files carry a little leading/trailing silence, which the VAD rightly trims
+        assert start - 0.3 <= segment.start_s <= start + 0.3
+        assert end - 0.4 <= segment.end_s <= end + 0.3
+        assert len(segment.audio) == round((segment.end_s - segment.start_s) * SAMPLE_RATE)
+
+
+def test_long_speech_is_cut_at_the_maximum_without_losing_audio(dialogue_wav):
+    speech = read_wav(dialogue_wav)
+    limits = SegmenterLimits(max_segment_s=1.0)
+    segments = segment_all(speech, limits)
+    assert all(s.end_s - s.start_s <= 1.0 + 1e-9 for s in segments)
+    # consecutive cuts of one utterance are contiguous: no gap, no overlap
+    touching = [b.start_s - a.end_s for a, b in zip(segments, segments[1:]) if b.start_s - a.end_s < 0.3]
+    assert touching and all(abs(gap) < 1e-9 for gap in touching)
+
+
+def test_short_blips_and_silence_give_no_segment():
+    silence = np.zeros(SAMPLE_RATE, np.float32)
+    rng = np.random.default_rng(0)
+    blip = (rng.standard_normal(int(0.06 * SAMPLE_RATE)) * 0.5).astype(np.float32)
+    assert segment_all(np.concatenate([silence, blip, silence])) == []
+    assert segment_all(silence) == []
