@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 
-from scripts.serve_triton import REPO_ROOT, Ports, TritonServer
-from tests.conftest import free_port
+from scripts.export.pbtxt import link_model, without_dynamic_batching
+from scripts.serve_triton import REPO_ROOT, Ports, TritonServer, free_port
 from tests.speech import read_wav, synthesize
 from tests.triton_client import audio_inputs, model_counts
 
@@ -43,12 +43,8 @@ def build_repository(source: Path, target: Path) -> None:
     """Two copies of the exported whisper config (batching on/off) over the same version dir."""
     config = (source / "config.pbtxt").read_text()
     for name, batched in VARIANTS.items():
-        (target / name).mkdir(parents=True)
-        (target / name / "1").symlink_to(source / "1", target_is_directory=True)
         text = re.sub(r'^name: ".*"$', f'name: "{name}"', config, flags=re.M)
-        if not batched:
-            text = re.sub(r"^dynamic_batching .*\n", "", text, flags=re.M)
-        (target / name / "config.pbtxt").write_text(text)
+        link_model(source, target / name, text if batched else without_dynamic_batching(text))
 
 
 async def closed_loop(url: str, model: str, clips: list[np.ndarray], clients: int, per_client: int):

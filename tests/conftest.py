@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
@@ -11,18 +10,12 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from scripts.serve_triton import Ports, TritonServer  # noqa: E402
-from tests.edge_fixtures import running_edge  # noqa: E402
+from scripts.serve_triton import Ports, TritonServer, free_port  # noqa: E402
+from scripts.edge_process import running_edge  # noqa: E402
 from tests.speech import write_dialogue, synthesize  # noqa: E402
 
 MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 ENGLISH_SENTENCE = "Please keep the voice chat friendly and respectful for everyone."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 import websockets
 
 from tests.conftest import DIALOGUE
-from tests.edge_fixtures import http_get
+from scripts.edge_process import http_get
 from tests.speech import read_wav
 
 METRICS_WAIT_S = 30

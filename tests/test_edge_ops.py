@@ -8,8 +8,9 @@ import json
 import pytest
 
 from edge.client import stream
-from tests.conftest import DIALOGUE, free_port
-from tests.edge_fixtures import http_get, running_edge
+from tests.conftest import DIALOGUE
+from scripts.edge_process import http_get, running_edge
+from scripts.serve_triton import free_port
 
 
 @pytest.fixture(scope="module")

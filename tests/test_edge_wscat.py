@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.edge_fixtures import REPO_ROOT
+from scripts.edge_process import REPO_ROOT
 
 WSCAT = REPO_ROOT / "node_modules" / ".bin" / "wscat"
 

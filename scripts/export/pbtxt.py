@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -31,3 +32,15 @@ def read_max_batch_size(config: Path) -> int:
         if key.strip() == "max_batch_size":
             return int(value.strip())
     raise ValueError(f"{config} has no max_batch_size")
+
+
+def without_dynamic_batching(config: str) -> str:
+    """The same config.pbtxt text with its dynamic_batching block removed (batching off)."""
+    return re.sub(r"^dynamic_batching .*\n", "", config, flags=re.M)
+
+
+def link_model(source: Path, target: Path, config: str) -> None:
+    """A model dir at target that shares source's version dir 1/ but has its own config text."""
+    target.mkdir(parents=True)
+    (target / "1").symlink_to(source / "1", target_is_directory=True)
+    (target / "config.pbtxt").write_text(config)

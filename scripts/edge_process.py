@@ -1,4 +1,4 @@
-"""Run the real edge (uvicorn, `python -m edge`) as a subprocess for integration tests."""
+"""Run the real edge (uvicorn, ``python -m edge``) as a child process, for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from scripts.serve_triton import REPO_ROOT
+
 EDGE_START_TIMEOUT_S = 30
 """uvicorn plus numpy/PyAV imports take a few seconds on a busy 2-core machine."""
 
 
 @contextmanager
 def running_edge(port: int, triton_url: str, log_path: Path, **settings):
+    """Start the edge on 127.0.0.1:port against triton_url; yields "127.0.0.1:port"."""
     env = dict(os.environ, EDGE_PORT=str(port), EDGE_HOST="127.0.0.1", EDGE_TRITON_URL=triton_url,
                **{f"EDGE_{k.upper()}": str(v) for k, v in settings.items()})
     with open(log_path, "wb") as log:
@@ -31,17 +33,17 @@ def running_edge(port: int, triton_url: str, log_path: Path, **settings):
             process.wait(30)
 
 
-def wait_http(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + EDGE_START_TIMEOUT_S
+def wait_http(url: str, process: subprocess.Popen, timeout_s: float = EDGE_START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"edge exited with {process.returncode}")
+            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
         except OSError:
-            time.sleep(0.2)  # polling interval while uvicorn starts
-    raise TimeoutError(f"edge not up at {url}")
+            time.sleep(0.2)  # polling interval while the server starts
+    raise TimeoutError(f"nothing answered at {url}")
 
 
 def http_get(url: str) -> tuple[int, str]:
