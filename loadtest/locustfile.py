@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 import wave
 from functools import lru_cache
@@ -85,8 +86,12 @@ class DesktopStreamUser(User):
             raise RuntimeError(f"expected a ready event, got {ready}")
         ws.send(json.dumps({"type": "config", "language": options.stream_language}))
         receiver = gevent.spawn(self._receive, ws)
+        frames = load_frames(options.stream_wav)
+        # Each session starts at a random point of the recording, so concurrent users do not
+        # speak in lockstep (real streams are not synchronised).
+        phase = random.randrange(len(frames))
         start = time.perf_counter()
-        for i, frame in enumerate(load_frames(options.stream_wav)):
+        for i, frame in enumerate(frames[phase:] + frames[:phase]):
             gevent.sleep(max(0.0, start + i * FRAME_MS / 1000 - time.perf_counter()))  # real-time pacing
             ws.send_binary(frame)
         ws.send(json.dumps({"type": "end"}))

@@ -36,6 +36,15 @@ NO_SPEECH_CERTAIN = 0.8
 silence Whisper confidently hallucinates short words ("you") that the rule above lets through."""
 
 
+def _quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantisation of every Linear (weights int8, activations quantised per batch)."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+    linear = whisper.model.Linear  # openai-whisper's own nn.Linear subclass
+    return quantize_dynamic(model, {linear: default_dynamic_qconfig}, mapping={linear: DynamicLinear})
+
+
 @dataclass
 class Transcription:
     text: str
@@ -46,13 +55,16 @@ class Transcription:
 class WhisperBatch:
     """Holds one Whisper model on one device and transcribes batches of 16 kHz clips."""
 
-    def __init__(self, checkpoint: str, device: str = "cpu", fp16: bool = False, encoder_context: str = "full"):
+    def __init__(self, checkpoint: str, device: str = "cpu", fp16: bool = False, encoder_context: str = "full",
+                 cpu_int8: bool = False):
         if encoder_context not in ("fit", "full"):
             raise ValueError("encoder_context must be 'fit' or 'full'")
         self.fit_context = encoder_context == "fit"
         self.device = torch.device(device)
         self.dtype = torch.float16 if fp16 else torch.float32
         self.model = whisper.load_model(checkpoint, device=self.device).to(self.dtype).eval()
+        if cpu_int8 and self.device.type == "cpu":
+            self.model = _quantize_linear_int8(self.model)
         dims = self.model.dims
         self.tokenizer = get_tokenizer(
             dims.n_vocab >= 51865, num_languages=dims.n_vocab - 51765 - int(dims.n_vocab >= 51865), task="transcribe"

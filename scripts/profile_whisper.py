@@ -1,0 +1,78 @@
+"""Profile one Whisper batch in-process: where does the time go (mel, encoder, decoding)?
+
+    python -m scripts.profile_whisper [--batch 1 4] [--context full fit] [--int8]
+
+Times the stages of WhisperBatch.transcribe (best of --repeats) on espeak-ng clips of
+VAD-segment length, and the accuracy of each variant, so optimisations target the real bottleneck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from scripts.serve_triton import REPO_ROOT
+from tests.speech import read_wav, synthesize, wer
+
+SENTENCES = [
+    "Good game everyone.",
+    "Can somebody cover the left side please?",
+    "I think we should wait for the others before we start the next round.",
+    "Please keep the voice chat friendly and respectful for everyone, thank you very much.",
+]
+
+
+def stage_times(model, clips, langs) -> dict[str, float]:
+    """Wall time per stage, by timing the stages WhisperBatch.transcribe is made of."""
+    times = {}
+    start = time.perf_counter()
+    mel = model.log_mel(clips, model.context_frames(clips))
+    times["mel"] = time.perf_counter() - start
+    with torch.inference_mode():
+        start = time.perf_counter()
+        features = model.encode(mel)
+        times["encoder"] = time.perf_counter() - start
+        budgets = torch.full((len(clips),), 64)
+        start = time.perf_counter()
+        model._greedy(features, langs, budgets)
+        times["decode"] = time.perf_counter() - start
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--context", nargs="+", default=["full", "fit"])
+    p.add_argument("--int8", action="store_true", help="also profile dynamic int8 quantisation of Linear layers")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(REPO_ROOT / "model_repository" / "whisper" / "1"))
+    from whisper_batch import WhisperBatch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clips = [read_wav(synthesize(s, Path(tmp) / f"{i}.wav")) for i, s in enumerate(SENTENCES)]
+    checkpoint = str(REPO_ROOT / "model_repository" / "whisper" / "1" / "whisper.pt")
+    print("| context | linear int8 | batch | mel ms | encoder ms | decode ms (64 steps) | mean WER |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for context in args.context:
+        for int8 in ([False, True] if args.int8 else [False]):
+            model = WhisperBatch(checkpoint, encoder_context=context, cpu_int8=int8)
+            en = model.language_token("en")
+            for batch in args.batch:
+                chosen = [clips[i % len(clips)] for i in range(batch)]
+                stage_times(model, chosen, [en] * batch)  # warm-up
+                runs = [stage_times(model, chosen, [en] * batch) for _ in range(args.repeats)]
+                best = {k: min(r[k] for r in runs) * 1000 for k in runs[0]}
+                texts = model.transcribe(clips, [en] * len(clips))
+                mean_wer = sum(wer(s, t.text) for s, t in zip(SENTENCES, texts)) / len(SENTENCES)
+                print(f"| {context} | {'yes' if int8 else 'no'} | {batch} | {best['mel']:.0f} | "
+                      f"{best['encoder']:.0f} | {best['decode']:.0f} | {mean_wer:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
