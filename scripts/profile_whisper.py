@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         clips = [read_wav(synthesize(s, Path(tmp) / f"{i}.wav")) for i, s in enumerate(SENTENCES)]
     checkpoint = str(REPO_ROOT / "model_repository" / "whisper" / "1" / "whisper.pt")
-    print("| context | linear int8 | batch | mel ms | encoder ms | decode ms (64 steps) | mean WER |")
+    print("| context | linear int8 | batch | mel ms | encoder ms | decode ms (to EOT, ≤ 64 tokens) | mean WER |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for context in args.context:
         for int8 in ([False, True] if args.int8 else [False]):

@@ -11,11 +11,12 @@ from tests.conftest import ENGLISH_SENTENCE
 from tests.speech import SAMPLE_RATE, read_wav, wer
 
 
-def load(model_repository, context: str):
+def load(model_repository, context: str, cpu_int8: bool = False):
     sys.path.insert(0, str(model_repository / "whisper" / "1"))
     from whisper_batch import WhisperBatch
 
-    return WhisperBatch(str(model_repository / "whisper" / "1" / "whisper.pt"), encoder_context=context)
+    return WhisperBatch(str(model_repository / "whisper" / "1" / "whisper.pt"), encoder_context=context,
+                        cpu_int8=cpu_int8)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,32 @@ def test_fit_context_encodes_only_what_the_batch_needs(fit_context, english_wav)
     assert fit_context.transcribe([np.zeros(2 * SAMPLE_RATE, np.float32)], [en])[0].text == ""
 
 
+def test_int8_linear_layers_keep_transcripts_accurate(model_repository, english_wav):
+    import torch
+
+    model = load(model_repository, "fit", cpu_int8=True)
+    assert not any(type(m) is torch.nn.Linear for m in model.model.modules()), "Linear layers not quantised"
+    result = model.transcribe([read_wav(english_wav)], [model.language_token("en")])[0]
+    assert wer(ENGLISH_SENTENCE, result.text) <= 0.25, result.text
+
+
 def test_unknown_language_is_rejected(fit_context):
     with pytest.raises(ValueError, match="unsupported language"):
         fit_context.language_token("xx")
+
+
+def test_decoding_loops_are_cut_to_one_copy(model_repository):
+    import torch
+
+    sys.path.insert(0, str(model_repository / "whisper" / "1"))
+    from whisper_batch import WhisperBatch
+
+    block = [11, 12, 13, 14]
+    generated = torch.tensor([[5] + block * 3 + [0] * 3,     # a 4-token block three times: a loop
+                              [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 0, 0, 0, 0],  # no repetition
+                              [7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 0, 0, 0]])  # row already done
+    lengths = torch.tensor([13, 13, 13])
+    done = torch.tensor([False, False, True])
+    looping = WhisperBatch._stop_loops(generated, 13, lengths, done)
+    assert looping.tolist() == [True, False, False]
+    assert lengths.tolist() == [5, 13, 13]  # row 0 keeps its prefix and the first copy of the block

@@ -48,3 +48,14 @@ def test_model_bin_reader_rejects_truncated_and_unknown_files(ct2_dir, tmp_path)
     future.write_bytes(struct.pack("<I", 99) + head[4:])
     with pytest.raises(ModelBinError, match="unsupported model.bin version 99"):
         read_model_bin(future)
+
+
+def test_random_stand_in_has_the_published_shape():
+    from scripts.export.whisper_sources import random_weights
+
+    checkpoint = random_weights("tiny")
+    model = whisper.model.Whisper(whisper.model.ModelDimensions(**checkpoint["dims"]))
+    model.load_state_dict(checkpoint["model_state_dict"])
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(39e6, rel=0.05)  # Whisper tiny: 39 M
+    with pytest.raises(ValueError, match="unknown shape"):
+        random_weights("huge")

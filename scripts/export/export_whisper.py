@@ -43,6 +43,7 @@ def render_config(args: argparse.Namespace) -> str:
             "fp16": str(args.fp16).lower(),
             "cpu_threads": args.cpu_threads,
             "encoder_context": args.encoder_context,
+            "cpu_int8": str(args.cpu_int8).lower(),
         })
     )
 
@@ -50,7 +51,8 @@ def render_config(args: argparse.Namespace) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default="offline-base",
-                   help="openai-whisper name or .pt, CTranslate2 dir, HF dir, or 'offline-base' (default)")
+                   help="openai-whisper name or .pt, CTranslate2 dir, HF dir, 'offline-base' (default), or "
+                        "'random:<name>' (random weights of a published shape, for speed tests only)")
     p.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository")
     p.add_argument("--model-name", default="whisper")
     p.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".cache", help="downloads and assembled sources")
@@ -64,10 +66,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--encoder-context", choices=("full", "fit"), default="full",
                    help="'full': Whisper's 30 s window (accurate, default); 'fit': only the batch's longest clip "
                         "+ 1 s (2-3x faster on CPU, less accurate on short clips: see docs/PERFORMANCE.md)")
+    p.add_argument("--cpu-int8", action="store_true",
+                   help="dynamic int8 quantisation of Linear layers on CPU instances (~20%% faster)")
     p.add_argument("--cpu-threads", type=int, default=0, help="torch threads per CPU instance; 0 = torch default")
     args = p.parse_args(argv)
     if args.fp16 and args.instance_kind != "GPU":
         p.error("--fp16 needs --instance-kind GPU: CPU kernels are slow or missing in float16")
+    if args.cpu_int8 and args.instance_kind != "CPU":
+        p.error("--cpu-int8 applies to CPU instances only")
     if args.max_batch_size < 1:
         p.error("--max-batch-size must be at least 1")
     return args

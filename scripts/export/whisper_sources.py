@@ -165,10 +165,39 @@ def load_hf(model_dir: Path) -> dict:
     return {"dims": dims, "model_state_dict": state}
 
 
+# (n_mels, n_audio_state/n_text_state, heads, encoder layers, decoder layers, n_vocab) of the
+# published openai-whisper models, for random-weight stand-ins of the real shape.
+_SHAPES = {
+    "tiny": (80, 384, 6, 4, 4, 51865), "base": (80, 512, 8, 6, 6, 51865), "small": (80, 768, 12, 12, 12, 51865),
+    "medium": (80, 1024, 16, 24, 24, 51865), "large-v3": (128, 1280, 20, 32, 32, 51866),
+    "large-v3-turbo": (128, 1280, 20, 32, 4, 51866),
+}
+
+
+def random_weights(name: str, seed: int = 0) -> dict:
+    """Randomly initialised Whisper of a published model's exact shape: for speed measurements
+    where the real weights cannot be brought (transcripts are garbage)."""
+    import whisper
+
+    if name not in _SHAPES:
+        raise ValueError(f"random:{name}: unknown shape, use one of {sorted(_SHAPES)}")
+    mels, state, heads, enc_layers, dec_layers, vocab = _SHAPES[name]
+    dims = {"n_mels": mels, "n_audio_ctx": 1500, "n_audio_state": state, "n_audio_head": heads,
+            "n_audio_layer": enc_layers, "n_vocab": vocab, "n_text_ctx": 448, "n_text_state": state,
+            "n_text_head": heads, "n_text_layer": dec_layers}
+    torch.manual_seed(seed)
+    model = whisper.model.Whisper(whisper.model.ModelDimensions(**dims))
+    logger.warning("random:%s has RANDOM weights of the real shape: for speed measurements only", name)
+    return {"dims": dims, "model_state_dict": {k: v.half() for k, v in model.state_dict().items()}}
+
+
 def load_checkpoint(source: str, cache_dir: Path) -> dict:
-    """Dispatch on the source: 'offline-base', a CTranslate2 dir, a HF dir, or an openai-whisper name/.pt."""
+    """Dispatch on the source: 'offline-base', 'random:<name>', a CTranslate2 dir, a HF dir, or an
+    openai-whisper name/.pt."""
     if source == "offline-base":
         return load_ct2(offline_ct2_dir(cache_dir))
+    if source.startswith("random:"):
+        return random_weights(source.split(":", 1)[1])
     path = Path(source)
     if path.is_dir() and (path / "model.bin").exists():
         return load_ct2(path)

@@ -54,6 +54,7 @@ class TritonPythonModel:
             device=device,
             fp16=on_gpu and _param(config, "fp16", "false") == "true",
             encoder_context=_param(config, "encoder_context", "full"),
+            cpu_int8=not on_gpu and _param(config, "cpu_int8", "false") == "true",
         )
         self.default_language = _param(config, "default_language", "ko")
         self.model.language_token(self.default_language)  # fail at load time on a bad default

@@ -31,6 +31,9 @@ CONTEXT_MARGIN_FRAMES = 100
 (1 s of mel frames) of trailing silence ..."""
 CONTEXT_GRANULARITY_FRAMES = 100
 """... rounded up to a whole second (an even frame count, as the stride-2 conv needs)."""
+REPEAT_MIN_TOKENS, REPEAT_MAX_TOKENS = 2, 32
+"""A block of this many tokens produced three times in a row is a decoding loop (Whisper's
+classic failure, common on clipped speech): decoding stops and keeps the first copy."""
 NO_SPEECH_CERTAIN = 0.8
 """Above this no-speech probability the transcript is empty whatever the log-probability: on digital
 silence Whisper confidently hallucinates short words ("you") that the rule above lets through."""
@@ -38,11 +41,16 @@ silence Whisper confidently hallucinates short words ("you") that the rule above
 
 def _quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantisation of every Linear (weights int8, activations quantised per batch)."""
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+    from torch.ao.quantization import quantize_dynamic
 
-    linear = whisper.model.Linear  # openai-whisper's own nn.Linear subclass
-    return quantize_dynamic(model, {linear: default_dynamic_qconfig}, mapping={linear: DynamicLinear})
+    # openai-whisper subclasses nn.Linear (only to cast dtypes); the quantiser wants the plain class.
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, whisper.model.Linear):
+                plain = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+                plain.load_state_dict(child.state_dict())
+                setattr(parent, name, plain)
+    return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 @dataclass
@@ -156,6 +164,7 @@ class WhisperBatch:
                 logprob_sum += torch.where(done, 0.0, logprobs)
                 lengths += (~done & ~newly_done).long()
                 done |= newly_done | (lengths >= budgets)
+                done |= self._stop_loops(generated, step + 1, lengths, done)
                 if bool(done.all()):
                     break
                 step_logits = self.model.decoder(next_tokens[:, None], audio_features, kv_cache=cache)[:, -1]
@@ -163,6 +172,19 @@ class WhisperBatch:
             for hook in hooks:
                 hook.remove()
         return generated, no_speech, logprob_sum, lengths
+
+    @staticmethod
+    def _stop_loops(generated: torch.Tensor, filled: int, lengths: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        """Rows whose last tokens repeat one block three times: cut them to one copy, mark them done."""
+        looping = torch.zeros_like(done)
+        for k in range(REPEAT_MIN_TOKENS, min(REPEAT_MAX_TOKENS, filled // 3) + 1):
+            a = generated[:, filled - k:filled]
+            b = generated[:, filled - 2 * k:filled - k]
+            c = generated[:, filled - 3 * k:filled - 2 * k]
+            hit = (a == b).all(1) & (b == c).all(1) & ~done & ~looping
+            lengths[hit] = filled - 2 * k
+            looping |= hit
+        return looping
 
     def _pick(self, logits: torch.Tensor, first: bool) -> tuple[torch.Tensor, torch.Tensor]:
         logits = logits.masked_fill(self._suppress, float("-inf"))
