@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import platform
 import re
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from loadtest.sweep import REPO_ROOT, add_arguments, max_within_sla, plot, sweep, table, write_section
+from loadtest.sweep import REPO_ROOT, add_arguments, machine, max_within_sla, plot, sweep, table, write_section
 from scripts.edge_process import running_edge, wait_http
 from scripts.export.pbtxt import link_model, parameters, without_dynamic_batching
 from scripts.serve_triton import Ports, TritonServer, free_port
@@ -87,7 +86,7 @@ def baseline(repository: Path, logs: Path):
 def report(results: dict, args, name: str) -> str:
     best = {key: max_within_sla(levels) for key, levels in results.items()}
     ratio = (lambda a, b: "∞ (baseline holds none)" if b == 0 else f"{a / b:.1f}×")
-    lines = [f"- **Date:** {dt.date.today()}; **machine:** {platform.machine()}, {_cores()} cores, no GPU",
+    lines = [f"- **Date:** {dt.date.today()}; **machine:** {machine()}, no GPU; load generated on the same machine",
              f"- **SLA:** segment p95 ≤ {args.sla_p95_ms:.0f} ms; {args.duration} s of load per level; "
              "each stream plays loadtest/audio/dialogue_en.wav in real time (20 ms frames), over and over",
              f"- **Command:** `python -m loadtest.compare --systems {args.systems} --duration {args.duration}`", "",
@@ -98,12 +97,6 @@ def report(results: dict, args, name: str) -> str:
         lines += ["", f"({key}) {SYSTEMS[key]}", "", table(levels)]
     lines += ["", f"![p50/p95 against streams](img/{name}.png)"]
     return "\n".join(lines)
-
-
-def _cores() -> int:
-    import os
-
-    return os.cpu_count() or 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,17 +114,23 @@ def write_section(name: str, body: str, path: Path = PERFORMANCE_MD) -> None:
     path.write_text(text)
 
 
-def describe(args, label: str, levels: list[Level]) -> str:
-    return (f"**{label}** — `{args.host}`, {dt.date.today()}, "
-            f"{platform.machine()} {platform.processor() or ''} ({_cpu_count()} cores), "
-            f"{args.duration} s per level, SLA p95 ≤ {args.sla_p95_ms:.0f} ms, "
-            f"max streams within SLA: **{max_within_sla(levels)}**\n\n{table(levels)}")
-
-
-def _cpu_count() -> int:
+def machine() -> str:
+    """CPU model and core count of this machine, e.g. 'AMD EPYC, 2 cores'."""
     import os
 
-    return os.cpu_count() or 0
+    model = platform.machine()
+    try:
+        names = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        model = names[0].strip() if names else model
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def describe(args, label: str, levels: list[Level]) -> str:
+    return (f"**{label}** — {dt.date.today()}, `{args.host}`; machine: {machine()} (load generated on the "
+            f"same machine); model and settings: {args.model}; {args.duration} s per level, SLA p95 ≤ "
+            f"{args.sla_p95_ms:.0f} ms; max streams within SLA: **{max_within_sla(levels)}**\n\n{table(levels)}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -139,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="ws://localhost:8000")
     p.add_argument("--label", default="edge + Triton")
+    p.add_argument("--model", default="as exported by `make export`: Whisper base (30 s encoder context, fp32, "
+                   "max batch 16, queue delay 10 ms), koelectra-small-untrained; edge defaults",
+                   help="model and settings of the system under test, for the report")
     add_arguments(p)
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
