@@ -149,6 +149,10 @@ class Session:
         except TritonCallError as exc:
             self.metrics.triton_errors.labels(exc.reason).inc()
             return {**error_event(exc.code, str(exc), seq), **base}, segment.closed_at
+        except Exception as exc:  # noqa: BLE001 - e.g. a malformed response; the session goes on
+            logger.exception("session %s: segment %d failed", self.id, seq)
+            self.metrics.triton_errors.labels("internal").inc()
+            return {**error_event(ErrorCode.TRITON_ERROR, f"moderation failed: {exc}", seq), **base}, segment.closed_at
         harmful = result.harmful_prob >= self.settings.harmful_threshold
         return {
             "type": "segment", **base, "text": result.transcript, "is_harmful": harmful,
