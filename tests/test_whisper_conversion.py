@@ -59,3 +59,27 @@ def test_random_stand_in_has_the_published_shape():
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(39e6, rel=0.05)  # Whisper tiny: 39 M
     with pytest.raises(ValueError, match="unknown shape"):
         random_weights("huge")
+
+
+def test_hugging_face_checkpoint_converts_to_the_same_network(tmp_path):
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from scripts.export.whisper_sources import load_hf
+
+    config = WhisperConfig(vocab_size=51865, num_mel_bins=80, d_model=64, encoder_layers=2, decoder_layers=2,
+                           encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=256,
+                           decoder_ffn_dim=256, max_source_positions=1500, max_target_positions=448)
+    torch.manual_seed(0)
+    hf = WhisperForConditionalGeneration(config).eval()
+    hf.save_pretrained(tmp_path)
+    checkpoint = load_hf(tmp_path)
+    model = whisper.model.Whisper(whisper.model.ModelDimensions(**checkpoint["dims"]))
+    model.load_state_dict({k: v.float() for k, v in checkpoint["model_state_dict"].items()})
+    model.eval()
+    hf = hf.half().float()  # the checkpoint is stored in float16: compare like with like
+    mel = torch.randn(1, 80, 3000)
+    tokens = torch.tensor([[50258, 50259, 50359, 50363]])
+    with torch.no_grad():
+        ours = model(mel, tokens)
+        theirs = hf(input_features=mel, decoder_input_ids=tokens).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-3, rtol=1e-3)

@@ -140,6 +140,8 @@ def load_hf(model_dir: Path) -> dict:
 
     hf = WhisperForConditionalGeneration.from_pretrained(model_dir)
     cfg = hf.config
+    if cfg.encoder_ffn_dim != 4 * cfg.d_model or cfg.decoder_ffn_dim != 4 * cfg.d_model:
+        raise ValueError(f"{model_dir}: openai-whisper needs feed-forward size 4 x d_model ({4 * cfg.d_model})")
     renames = [
         (r"^model\.", ""), (r"\.layers\.", ".blocks."), (r"\.self_attn_layer_norm\.", ".attn_ln."),
         (r"\.encoder_attn_layer_norm\.", ".cross_attn_ln."), (r"\.final_layer_norm\.", ".mlp_ln."),
