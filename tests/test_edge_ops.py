@@ -62,3 +62,23 @@ def test_edge_spreads_over_servers_and_skips_a_dead_one(triton, tmp_path, dialog
         result = asyncio.run(stream(dialogue_wav, f"ws://{edge}/ws/audio", language="en"))
     assert not result.of_type("error")
     assert len(result.of_type("segment")) == len(DIALOGUE)
+
+
+def test_sessions_over_the_limit_are_refused_with_1013(triton, tmp_path):
+    import websockets
+
+    async def scenario(edge):
+        async with websockets.connect(f"ws://{edge}/ws/audio") as first:
+            assert json.loads(await first.recv())["type"] == "ready"
+            async with websockets.connect(f"ws://{edge}/ws/audio") as second:
+                refusal = json.loads(await second.recv())
+                await second.wait_closed()
+                code = second.close_code
+            await first.send(json.dumps({"type": "end"}))  # the first session is unaffected
+            tail = [json.loads(m) async for m in first]
+        return refusal, code, tail
+
+    with running_edge(free_port(), triton, tmp_path / "edge.log", max_sessions=1) as edge:
+        refusal, code, tail = asyncio.run(scenario(edge))
+    assert refusal["code"] == "server_busy" and code == 1013
+    assert tail[-1]["type"] == "summary"
