@@ -19,6 +19,8 @@ from pathlib import Path
 
 import websockets
 
+from edge.protocol import sample_bytes
+
 FRAME_MS = 20
 """Frame length a desktop capture loop typically sends."""
 WAVE_FORMAT_IEEE_FLOAT = 3
@@ -33,8 +35,7 @@ class WavAudio:
 
     @property
     def frame_bytes(self) -> int:
-        width = 2 if self.encoding == "pcm_s16le" else 4
-        return self.sample_rate * FRAME_MS // 1000 * width * self.channels
+        return self.sample_rate * FRAME_MS // 1000 * sample_bytes(self.encoding) * self.channels
 
 
 @dataclass

@@ -10,6 +10,11 @@ SAMPLE_RATE = 16000
 """Rate the pipeline works at; client audio at other rates is resampled to it."""
 
 
+def sample_bytes(encoding: str) -> int:
+    """Bytes of one sample of one channel."""
+    return 2 if encoding == "pcm_s16le" else 4
+
+
 class ClientConfig(BaseModel):
     """Optional first text frame. Defaults match a raw 16 kHz mono s16le client (wscat -b)."""
 
@@ -24,7 +29,7 @@ class ClientConfig(BaseModel):
     @property
     def bytes_per_frame(self) -> int:
         """Bytes of one sample across all channels."""
-        return (2 if self.encoding == "pcm_s16le" else 4) * self.channels
+        return sample_bytes(self.encoding) * self.channels
 
 
 class ErrorCode:

@@ -68,7 +68,7 @@ class Session:
             await self._receive_until_end()
             await self._finish(sender)
         except (ClientGone, WebSocketDisconnect):
-            logger.info("session %s: client left, cancelling %d in-flight segments", self.id, self.pending.qsize())
+            logger.info("session %s: client left, cancelling %d in-flight segments", self.id, len(self.in_flight))
             self._abort(sender)
         except asyncio.CancelledError:
             self._abort(sender)

@@ -41,12 +41,25 @@ class TritonCallError(Exception):
         self.code, self.reason = code, reason
 
 
-def _inputs(audio: np.ndarray, language: str) -> list[InferInput]:
-    audio_in = InferInput("AUDIO", [1, len(audio)], "FP32")
-    audio_in.set_data_from_numpy(audio.reshape(1, -1).astype(np.float32, copy=False))
-    lang_in = InferInput("LANGUAGE", [1, 1], "BYTES")
-    lang_in.set_data_from_numpy(np.array([[language.encode()]], dtype=np.object_))
-    return [audio_in, lang_in]
+def ensemble_inputs(audio: np.ndarray, language: str | None) -> list[InferInput]:
+    """AUDIO [1, n] and, unless None (server default), LANGUAGE [1, 1]."""
+    audio = np.asarray(audio, dtype=np.float32).reshape(1, -1)
+    inputs = [InferInput("AUDIO", list(audio.shape), "FP32")]
+    inputs[0].set_data_from_numpy(audio)
+    if language is not None:
+        lang_in = InferInput("LANGUAGE", [1, 1], "BYTES")
+        lang_in.set_data_from_numpy(np.array([[language.encode()]], dtype=np.object_))
+        inputs.append(lang_in)
+    return inputs
+
+
+def parse_moderation(result) -> Moderation:
+    """The ensemble's three outputs of a one-segment response."""
+    return Moderation(
+        transcript=result.as_numpy("TRANSCRIPT").reshape(-1)[0].decode("utf-8", errors="replace"),
+        harmful_prob=float(result.as_numpy("HARMFUL_PROB").reshape(-1)[0]),
+        no_speech_prob=float(result.as_numpy("NO_SPEECH_PROB").reshape(-1)[0]),
+    )
 
 
 def _classify(exc: InferenceServerException) -> TritonCallError:
@@ -105,15 +118,11 @@ class TritonPool:
         """Run one segment through the ensemble; raises TritonCallError."""
         url = self._pick()
         try:
-            result = await self.clients[url].infer(self.model, _inputs(audio, language),
+            result = await self.clients[url].infer(self.model, ensemble_inputs(audio, language),
                                                    client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             error = _classify(exc)
             if error.code != ErrorCode.TRITON_ERROR:
                 self.ready.discard(url)
             raise error from exc
-        return Moderation(
-            transcript=result.as_numpy("TRANSCRIPT").reshape(-1)[0].decode("utf-8", errors="replace"),
-            harmful_prob=float(result.as_numpy("HARMFUL_PROB").reshape(-1)[0]),
-            no_speech_prob=float(result.as_numpy("NO_SPEECH_PROB").reshape(-1)[0]),
-        )
+        return parse_moderation(result)

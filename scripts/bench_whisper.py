@@ -25,7 +25,8 @@ import tritonclient.grpc.aio as grpcclient
 from scripts.export.pbtxt import link_model, without_dynamic_batching
 from scripts.serve_triton import REPO_ROOT, Ports, TritonServer, free_port
 from tests.speech import read_wav, synthesize
-from tests.triton_client import audio_inputs, model_counts
+from edge.triton import ensemble_inputs
+from tests.triton_client import model_counts
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ async def closed_loop(url: str, model: str, clips: list[np.ndarray], clients: in
         for i in range(per_client):
             clip = clips[(index + i) % len(clips)]
             start = time.perf_counter()
-            await client.infer(model, audio_inputs(clip, "en"), client_timeout=600)
+            await client.infer(model, ensemble_inputs(clip, "en"), client_timeout=600)
             latencies.append(time.perf_counter() - start)
 
     try:

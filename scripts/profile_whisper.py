@@ -16,15 +16,10 @@ from pathlib import Path
 
 import torch
 
+from scripts.bench_whisper import SENTENCES
 from scripts.serve_triton import REPO_ROOT
 from tests.speech import read_wav, synthesize, wer
 
-SENTENCES = [
-    "Good game everyone.",
-    "Can somebody cover the left side please?",
-    "I think we should wait for the others before we start the next round.",
-    "Please keep the voice chat friendly and respectful for everyone, thank you very much.",
-]
 
 
 def stage_times(model, clips, langs) -> dict[str, float]:

@@ -1,41 +1,21 @@
-"""Thin helpers over tritonclient's asyncio gRPC client for the tests."""
+"""Thin helpers over tritonclient's asyncio gRPC client for the tests.
+
+Requests and responses are built and read by the edge's own helpers (edge.triton), so tests
+and product speak to the ensemble the same way.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import tritonclient.grpc.aio as grpcclient
-from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
-
-@dataclass
-class EnsembleResult:
-    transcript: str
-    harmful_prob: float
-    no_speech_prob: float
-
-
-def audio_inputs(audio: np.ndarray, language: str | None) -> list[InferInput]:
-    audio = np.asarray(audio, dtype=np.float32).reshape(1, -1)
-    inputs = [InferInput("AUDIO", list(audio.shape), "FP32")]
-    inputs[0].set_data_from_numpy(audio)
-    if language is not None:
-        lang = InferInput("LANGUAGE", [1, 1], "BYTES")
-        lang.set_data_from_numpy(np.array([[language.encode()]], dtype=np.object_))
-        inputs.append(lang)
-    return inputs
+from edge.triton import Moderation, ensemble_inputs, parse_moderation
 
 
 async def infer_ensemble(client: grpcclient.InferenceServerClient, audio, language: str | None = None,
-                         model: str = "ensemble") -> EnsembleResult:
-    result = await client.infer(model, audio_inputs(audio, language), client_timeout=120)
-    return EnsembleResult(
-        transcript=result.as_numpy("TRANSCRIPT").reshape(-1)[0].decode("utf-8"),
-        harmful_prob=float(result.as_numpy("HARMFUL_PROB").reshape(-1)[0]),
-        no_speech_prob=float(result.as_numpy("NO_SPEECH_PROB").reshape(-1)[0]),
-    )
+                         model: str = "ensemble") -> Moderation:
+    result = await client.infer(model, ensemble_inputs(audio, language), client_timeout=120)
+    return parse_moderation(result)
 
 
 async def model_counts(client: grpcclient.InferenceServerClient, model: str) -> tuple[int, int]:
@@ -45,4 +25,4 @@ async def model_counts(client: grpcclient.InferenceServerClient, model: str) -> 
     return int(entry.get("inference_count", 0)), int(entry.get("execution_count", 0))
 
 
-__all__ = ["EnsembleResult", "InferenceServerException", "audio_inputs", "infer_ensemble", "model_counts"]
+__all__ = ["InferenceServerException", "infer_ensemble", "model_counts"]
