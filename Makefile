@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install system-deps export serve-triton bench clean-models
+.PHONY: run test unit lint install system-deps export serve-triton bench clean-models
 
 $(STAMP): requirements.txt requirements-nodeps.txt package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -29,12 +29,20 @@ serve-triton: export
 run: export
 	$(PY) -m scripts.run_service
 
+# Both tiers: the unit tier first (seconds, no servers), then the integration tier.
 test: install system-deps export
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests/unit tests/integration
+
+# The unit tier alone: no tritonserver, exported models or espeak-ng needed.
+unit: install
+	$(PY) -m pytest -q -m "not integration"
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 bench: export
 	$(PY) -m scripts.bench_whisper
 
 clean-models:
-	rm -f model_repository/*/config.pbtxt model_repository/*/1/*.pt model_repository/*/1/*.onnx \
+	rm -f model_repository/*/config.pbtxt model_repository/*/config.values.json model_repository/*/1/*.pt model_repository/*/1/*.onnx \
 	      model_repository/*/1/tokenizer.json model_repository/*/1/model_info.json

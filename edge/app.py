@@ -7,33 +7,42 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from edge.admission import Admission
+from edge.dependencies import EdgeServices
 from edge.metrics import EdgeMetrics
 from edge.routers import audio, health, metrics
 from edge.settings import EdgeSettings
-from edge.triton import TritonPool
+from edge.triton import ModerationPool, TritonPool
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: EdgeSettings | None = None) -> FastAPI:
+def triton_pool(settings: EdgeSettings) -> TritonPool:
+    """The production pool: gRPC clients to the Triton servers of ``settings``."""
+    return TritonPool(settings.triton_urls(), settings.triton_model, settings.triton_timeout_s,
+                      settings.triton_health_interval_s)
+
+
+def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None = None) -> FastAPI:
+    """The edge app; ``pool`` defaults to a TritonPool built from ``settings``. The app starts
+    and closes the pool with its own lifespan."""
     settings = settings or EdgeSettings()
+    pool = pool if pool is not None else triton_pool(settings)
+    edge_metrics = EdgeMetrics()
+    admission = Admission(settings.max_sessions, edge_metrics.active_sessions)
+    services = EdgeServices(settings, pool, edge_metrics, admission)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        pool = TritonPool(settings.triton_urls(), settings.triton_model, settings.triton_timeout_s,
-                          settings.triton_health_interval_s)
+    async def lifespan(_app: FastAPI):
         await pool.start()
-        app.state.pool = pool
-        logger.info("edge up; Triton %s, ready: %s", settings.triton_urls(), sorted(pool.ready) or "none yet")
+        logger.info("edge up; Triton %s, ready: %s", pool.servers, sorted(await pool.refresh()) or "none yet")
         try:
             yield
         finally:
             await pool.close()
 
     app = FastAPI(title="Speech moderation edge", lifespan=lifespan)
-    app.state.settings = settings
-    app.state.metrics = EdgeMetrics()
-    app.state.open_sessions = 0
+    app.state.services = services
     for router in (audio.router, health.router, metrics.router):
         app.include_router(router)
     return app

@@ -16,14 +16,16 @@ import time
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import websockets
 
-from edge.protocol import sample_bytes
+from edge.protocol import SERVER_EVENTS, AnyServerEvent, ClientConfig, ErrorEvent, sample_bytes
 
 FRAME_MS = 20
 """Frame length a desktop capture loop typically sends."""
 WAVE_FORMAT_IEEE_FLOAT = 3
+EventT = TypeVar("EventT")
 
 
 @dataclass
@@ -40,10 +42,11 @@ class WavAudio:
 
 @dataclass
 class StreamResult:
-    events: list[dict] = field(default_factory=list)
+    events: list[AnyServerEvent] = field(default_factory=list)
+    """Every event the server sent, parsed (and so checked) against the protocol models."""
 
-    def of_type(self, kind: str) -> list[dict]:
-        return [e for e in self.events if e.get("type") == kind]
+    def of_type(self, kind: type[EventT]) -> list[EventT]:
+        return [e for e in self.events if isinstance(e, kind)]
 
 
 def read_wav(path: Path) -> WavAudio:
@@ -65,13 +68,16 @@ def read_wav(path: Path) -> WavAudio:
         return WavAudio(w.readframes(w.getnframes()), w.getframerate(), w.getnchannels(), "pcm_s16le")
 
 
-def config_frame(audio: WavAudio, language: str | None) -> dict | None:
-    config = {}
+def config_frame(audio: WavAudio, language: str | None) -> str | None:
+    """The config text frame the file needs, or None when the server's defaults fit it."""
+    fields = {}
     if (audio.sample_rate, audio.channels, audio.encoding) != (16000, 1, "pcm_s16le"):
-        config.update(sample_rate=audio.sample_rate, channels=audio.channels, encoding=audio.encoding)
+        fields.update(sample_rate=audio.sample_rate, channels=audio.channels, encoding=audio.encoding)
     if language:
-        config["language"] = language
-    return {"type": "config", **config} if config else None
+        fields["language"] = language
+    if not fields:
+        return None
+    return json.dumps({"type": "config", **ClientConfig(**fields).model_dump(exclude_unset=True)})
 
 
 async def _send_audio(ws, audio: WavAudio, realtime: bool) -> None:
@@ -88,13 +94,13 @@ async def stream(path: Path, url: str, realtime: bool = False, language: str | N
     """Stream a WAV file through the edge and collect every event until the server closes."""
     audio, result = read_wav(path), StreamResult()
     async with websockets.connect(url, max_size=None) as ws:
-        result.events.append(json.loads(await ws.recv()))  # ready
+        result.events.append(SERVER_EVENTS.validate_json(await ws.recv()))  # ready
         config = config_frame(audio, language)
         if config:
-            await ws.send(json.dumps(config))
+            await ws.send(config)
         sender = asyncio.create_task(_send_audio(ws, audio, realtime))
         async for message in ws:
-            event = json.loads(message)
+            event = SERVER_EVENTS.validate_json(message)
             result.events.append(event)
             if on_event:
                 on_event(event)
@@ -107,11 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("wav", type=Path)
     p.add_argument("--url", default="ws://localhost:8000/ws/audio")
     p.add_argument("--realtime", action="store_true", help="pace frames at real time, like a live capture")
-    p.add_argument("--language", help="Whisper language code, e.g. en (server default: ko)")
+    p.add_argument("--language", help="Whisper language code, e.g. en (default: the model's, ko as exported)")
     args = p.parse_args(argv)
     result = asyncio.run(stream(args.wav, args.url, args.realtime, args.language,
-                                on_event=lambda e: print(json.dumps(e, ensure_ascii=False), flush=True)))
-    return 1 if result.of_type("error") else 0
+                                on_event=lambda e: print(e.wire(), flush=True)))
+    return 1 if result.of_type(ErrorEvent) else 0
 
 
 if __name__ == "__main__":

@@ -1,13 +1,28 @@
-"""WebSocket protocol messages (see docs/PROTOCOL.md)."""
+"""WebSocket protocol messages (see docs/PROTOCOL.md): client messages in, server events out.
+
+Every frame the server sends is one of the ``*Event`` models below, serialised by ``wire()``.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from enum import StrEnum
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 SAMPLE_RATE = 16000
 """Rate the pipeline works at; client audio at other rates is resampled to it."""
+
+Encoding = Literal["pcm_s16le", "pcm_f32le"]
+
+WHISPER_LANGUAGES = frozenset((
+    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw he hi hr ht "
+    "hu hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my ne nl nn no oc pa pl ps "
+    "pt ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo yue zh"
+).split())
+"""Whisper's language codes (openai-whisper's ``LANGUAGES``; a unit test keeps the two equal).
+Kept here so the edge validates a client's language without importing Whisper or torch."""
 
 
 def sample_bytes(encoding: str) -> int:
@@ -15,24 +30,7 @@ def sample_bytes(encoding: str) -> int:
     return 2 if encoding == "pcm_s16le" else 4
 
 
-class ClientConfig(BaseModel):
-    """Optional first text frame. Defaults match a raw 16 kHz mono s16le client (wscat -b)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["config"] = "config"
-    sample_rate: int = Field(SAMPLE_RATE, ge=8000, le=48000)
-    encoding: Literal["pcm_s16le", "pcm_f32le"] = "pcm_s16le"
-    channels: Literal[1, 2] = 1
-    language: str | None = Field(None, pattern=r"^[a-z]{2,3}$")
-
-    @property
-    def bytes_per_frame(self) -> int:
-        """Bytes of one sample across all channels."""
-        return sample_bytes(self.encoding) * self.channels
-
-
-class ErrorCode:
+class ErrorCode(StrEnum):
     """Codes of ``error`` events."""
 
     BAD_JSON = "bad_json"
@@ -46,8 +44,111 @@ class ErrorCode:
     TRITON_ERROR = "triton_error"
 
 
-def error_event(code: str, message: str, seq: int | None = None) -> dict:
-    event = {"type": "error", "code": code, "message": message}
-    if seq is not None:
-        event["seq"] = seq
-    return event
+class ClientConfig(BaseModel):
+    """Optional first text frame. Defaults match a raw 16 kHz mono s16le client (wscat -b)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["config"] = "config"
+    sample_rate: int = Field(SAMPLE_RATE, ge=8000, le=48000)
+    encoding: Encoding = "pcm_s16le"
+    channels: Literal[1, 2] = 1
+    language: str | None = None
+    """A Whisper language code; None leaves the choice to the model's exported default."""
+
+    @field_validator("language")
+    @classmethod
+    def _whisper_code(cls, value: str | None) -> str | None:
+        if value is not None and value not in WHISPER_LANGUAGES:
+            raise ValueError(f"{value!r} is not a Whisper language code; use one such as 'ko', 'en' or 'ja'")
+        return value
+
+    @property
+    def bytes_per_frame(self) -> int:
+        """Bytes of one sample across all channels."""
+        return sample_bytes(self.encoding) * self.channels
+
+
+class ServerEvent(BaseModel):
+    """Base of every server-to-client message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    omit_none: ClassVar[bool] = False
+    """Leave out fields that are None (instead of sending null)."""
+
+    def wire(self) -> str:
+        """The JSON text frame: fields in declaration order, UTF-8 text unescaped."""
+        return json.dumps(self.model_dump(mode="json", exclude_none=self.omit_none), ensure_ascii=False)
+
+
+class ReadyEvent(ServerEvent):
+    """First frame of every session."""
+
+    type: Literal["ready"] = "ready"
+    session_id: str
+    sample_rate: int
+    encoding: Encoding
+    channels: int
+    language: str | None
+    """The model's default language, or null while no Triton server has reported it."""
+    max_frame_bytes: int
+
+
+class ConfigEvent(ServerEvent):
+    """Acknowledges an accepted config frame with the effective values."""
+
+    type: Literal["config"] = "config"
+    sample_rate: int
+    encoding: Encoding
+    channels: int
+    language: str | None
+
+
+class SegmentEvent(ServerEvent):
+    """The moderation result of one speech segment."""
+
+    type: Literal["segment"] = "segment"
+    seq: int
+    start_s: float
+    end_s: float
+    text: str
+    is_harmful: bool
+    confidence: float
+    harmful_prob: float
+    no_speech_prob: float
+    latency_ms: float = 0.0
+    """Set when the event is sent."""
+
+
+class ErrorEvent(ServerEvent):
+    """A problem; with ``seq`` (and the segment's times and latency) when it replaces a segment result."""
+
+    omit_none: ClassVar[bool] = True
+
+    type: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+    seq: int | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    latency_ms: float | None = None
+
+
+class SummaryEvent(ServerEvent):
+    """Last frame of a session that ended with ``{"type": "end"}``."""
+
+    type: Literal["summary"] = "summary"
+    session_id: str
+    segments: int
+    harmful_segments: int
+    failed_segments: int
+    audio_seconds: float
+    p50_latency_ms: float | None
+    p95_latency_ms: float | None
+
+
+AnyServerEvent = Annotated[ReadyEvent | ConfigEvent | SegmentEvent | ErrorEvent | SummaryEvent,
+                           Field(discriminator="type")]
+SERVER_EVENTS: TypeAdapter[AnyServerEvent] = TypeAdapter(AnyServerEvent)
+"""Parses any server frame into its event model (clients and tests use it)."""

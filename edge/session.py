@@ -14,9 +14,19 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from edge.audio import PcmDecoder
 from edge.metrics import EdgeMetrics
-from edge.protocol import SAMPLE_RATE, ClientConfig, ErrorCode, error_event
+from edge.protocol import (
+    SAMPLE_RATE,
+    ClientConfig,
+    ConfigEvent,
+    ErrorCode,
+    ErrorEvent,
+    ReadyEvent,
+    SegmentEvent,
+    ServerEvent,
+    SummaryEvent,
+)
 from edge.settings import EdgeSettings
-from edge.triton import TritonCallError, TritonPool
+from edge.triton import ModerationPool, TritonCallError
 from edge.vad import Segment, Segmenter, SegmenterLimits
 
 logger = logging.getLogger(__name__)
@@ -29,8 +39,12 @@ class ClientGone(Exception):
     """The client closed the connection."""
 
 
+SegmentResult = SegmentEvent | ErrorEvent
+"""What a segment's moderation yields: its result, or the error that replaces it."""
+
+
 class Session:
-    def __init__(self, websocket: WebSocket, settings: EdgeSettings, pool: TritonPool, metrics: EdgeMetrics):
+    def __init__(self, websocket: WebSocket, settings: EdgeSettings, pool: ModerationPool, metrics: EdgeMetrics):
         self.id = uuid.uuid4().hex
         self.ws, self.settings, self.pool, self.metrics = websocket, settings, pool, metrics
         self.config = ClientConfig()
@@ -38,8 +52,10 @@ class Session:
         self.segmenter = Segmenter(SegmenterLimits.from_settings(settings))
         self.audio_started = False
         self.next_seq = 0
-        # Bounded: when full, the receive loop blocks, so a too-fast client is slowed, never dropped.
-        self.pending: asyncio.Queue = asyncio.Queue(maxsize=settings.max_pending_segments)
+        # A slot per segment in flight, freed when its result is sent; with none free the receive
+        # loop waits, so a too-fast client is slowed, never dropped.
+        self._slots = asyncio.Semaphore(settings.max_pending_segments)
+        self.pending: asyncio.Queue = asyncio.Queue()
         self.in_flight: set[asyncio.Task] = set()
         self.latencies_ms: list[float] = []
         self.harmful_segments = 0
@@ -47,22 +63,23 @@ class Session:
         self._send_lock = asyncio.Lock()
 
     @property
-    def language(self) -> str:
-        return self.config.language or self.settings.default_language
+    def language(self) -> str | None:
+        """The session's language as far as the edge knows: the client's, else the model's default."""
+        return self.config.language or self.pool.default_language
 
-    async def send(self, event: dict) -> None:
+    async def send(self, event: ServerEvent) -> None:
         async with self._send_lock:
-            await self.ws.send_text(json.dumps(event, ensure_ascii=False))
+            await self.ws.send_text(event.wire())
 
-    async def client_error(self, code: str, message: str) -> None:
+    async def client_error(self, code: ErrorCode, message: str) -> None:
         self.metrics.client_errors.labels(code).inc()
-        await self.send(error_event(code, message))
+        await self.send(ErrorEvent(code=code, message=message))
 
     async def run(self) -> None:
         """Serve the connection until {"type":"end"} (graceful) or the client goes away (abort)."""
-        await self.send({"type": "ready", "session_id": self.id, "sample_rate": SAMPLE_RATE,
-                         "encoding": self.config.encoding, "channels": self.config.channels,
-                         "language": self.language, "max_frame_bytes": self.settings.max_frame_bytes})
+        await self.send(ReadyEvent(session_id=self.id, sample_rate=SAMPLE_RATE, encoding=self.config.encoding,
+                                   channels=self.config.channels, language=self.language,
+                                   max_frame_bytes=self.settings.max_frame_bytes))
         sender = asyncio.create_task(self._deliver_results())
         try:
             await self._receive_until_end()
@@ -121,7 +138,8 @@ class Session:
             await self.client_error(ErrorCode.BAD_CONFIG, problems)
             return
         self.config, self.decoder = config, PcmDecoder(config)
-        await self.send({"type": "config", **config.model_dump(exclude={"type"}), "language": self.language})
+        await self.send(ConfigEvent(sample_rate=config.sample_rate, encoding=config.encoding,
+                                    channels=config.channels, language=self.language))
 
     async def on_audio(self, data: bytes) -> None:
         received_at = time.perf_counter()
@@ -135,48 +153,52 @@ class Session:
             await self._submit(segment)
 
     async def _submit(self, segment: Segment) -> None:
+        await self._slots.acquire()  # waits while max_pending_segments are in flight: backpressure
         seq = self.next_seq
         self.next_seq += 1
         task = asyncio.create_task(self._moderate(seq, segment))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
-        await self.pending.put(task)  # blocks at max_pending_segments: backpressure
+        self.pending.put_nowait(task)
 
-    async def _moderate(self, seq: int, segment: Segment) -> tuple[dict, float]:
-        base = {"seq": seq, "start_s": round(segment.start_s, 3), "end_s": round(segment.end_s, 3)}
+    async def _moderate(self, seq: int, segment: Segment) -> tuple[SegmentResult, float]:
+        times = {"seq": seq, "start_s": round(segment.start_s, 3), "end_s": round(segment.end_s, 3)}
         try:
-            result = await self.pool.moderate(segment.audio, self.language)
+            # The client's language, or None: the model's exported default then applies.
+            result = await self.pool.moderate(segment.audio, self.config.language)
         except TritonCallError as exc:
             self.metrics.triton_errors.labels(exc.reason).inc()
-            return {**error_event(exc.code, str(exc), seq), **base}, segment.closed_at
+            return ErrorEvent(code=exc.code, message=str(exc), **times), segment.closed_at
         except Exception as exc:  # noqa: BLE001 - e.g. a malformed response; the session goes on
             logger.exception("session %s: segment %d failed", self.id, seq)
             self.metrics.triton_errors.labels("internal").inc()
-            return {**error_event(ErrorCode.TRITON_ERROR, f"moderation failed: {exc}", seq), **base}, segment.closed_at
+            return ErrorEvent(code=ErrorCode.TRITON_ERROR, message=f"moderation failed: {exc}", **times), \
+                segment.closed_at
         harmful = result.harmful_prob >= self.settings.harmful_threshold
-        return {
-            "type": "segment", **base, "text": result.transcript, "is_harmful": harmful,
-            "confidence": round(result.harmful_prob if harmful else 1.0 - result.harmful_prob, 4),
-            "harmful_prob": round(result.harmful_prob, 4), "no_speech_prob": round(result.no_speech_prob, 4),
-        }, segment.closed_at
+        return SegmentEvent(
+            **times, text=result.transcript, is_harmful=harmful,
+            confidence=round(result.harmful_prob if harmful else 1.0 - result.harmful_prob, 4),
+            harmful_prob=round(result.harmful_prob, 4), no_speech_prob=round(result.no_speech_prob, 4),
+        ), segment.closed_at
 
     async def _deliver_results(self) -> None:
         """Send results in segment order as they complete."""
         while (task := await self.pending.get()) is not _END:
             event, closed_at = await task
-            latency_ms = (time.perf_counter() - closed_at) * 1000
-            self._record(event, latency_ms)
-            await self.send({**event, "latency_ms": round(latency_ms, 1)})
+            event.latency_ms = round((time.perf_counter() - closed_at) * 1000, 1)
+            self._record(event)
+            await self.send(event)
+            self._slots.release()
 
-    def _record(self, event: dict, latency_ms: float) -> None:
-        if event["type"] == "error":
+    def _record(self, event: SegmentResult) -> None:
+        if isinstance(event, ErrorEvent):
             self.failed_segments += 1
             self.metrics.segments.labels("error").inc()
             return
-        self.latencies_ms.append(latency_ms)
-        self.harmful_segments += event["is_harmful"]
-        self.metrics.segments.labels("harmful" if event["is_harmful"] else "normal").inc()
-        self.metrics.segment_latency.observe(latency_ms / 1000)
+        self.latencies_ms.append(event.latency_ms)
+        self.harmful_segments += event.is_harmful
+        self.metrics.segments.labels("harmful" if event.is_harmful else "normal").inc()
+        self.metrics.segment_latency.observe(event.latency_ms / 1000)
 
     async def _finish(self, sender: asyncio.Task) -> None:
         """Flush buffered speech, deliver every pending result, send the summary, close 1000."""
@@ -184,20 +206,19 @@ class Session:
         tail = self.decoder.flush()
         for segment in self.segmenter.feed(tail, now) + self.segmenter.flush(now):
             await self._submit(segment)
-        await self.pending.put(_END)
+        self.pending.put_nowait(_END)
         await sender
         await self.send(self.summary())
         await self.ws.close(1000)
 
-    def summary(self) -> dict:
+    def summary(self) -> SummaryEvent:
         lat = np.array(self.latencies_ms) if self.latencies_ms else None
-        return {
-            "type": "summary", "session_id": self.id, "segments": len(self.latencies_ms),
-            "harmful_segments": self.harmful_segments, "failed_segments": self.failed_segments,
-            "audio_seconds": round(self.decoder.input_seconds, 3),
-            "p50_latency_ms": None if lat is None else round(float(np.percentile(lat, 50)), 1),
-            "p95_latency_ms": None if lat is None else round(float(np.percentile(lat, 95)), 1),
-        }
+        return SummaryEvent(
+            session_id=self.id, segments=len(self.latencies_ms), harmful_segments=self.harmful_segments,
+            failed_segments=self.failed_segments, audio_seconds=round(self.decoder.input_seconds, 3),
+            p50_latency_ms=None if lat is None else round(float(np.percentile(lat, 50)), 1),
+            p95_latency_ms=None if lat is None else round(float(np.percentile(lat, 95)), 1),
+        )
 
     def _abort(self, sender: asyncio.Task) -> None:
         """Client gone: cancel in-flight Triton calls and drop all session state."""

@@ -16,13 +16,12 @@ class EdgeSettings(BaseSettings):
     triton_url: str = Field("localhost:8011", validation_alias=AliasChoices("EDGE_TRITON_URL", "TRITON_URL"))
     """Triton gRPC address, or a comma-separated list; segments are spread over the ready ones."""
     triton_model: str = "ensemble"
-    """Triton model that takes AUDIO (+LANGUAGE) and returns TRANSCRIPT, HARMFUL_PROB, NO_SPEECH_PROB."""
+    """Triton model that takes AUDIO (+LANGUAGE) and returns TRANSCRIPT, HARMFUL_PROB, NO_SPEECH_PROB.
+    Its ``default_language`` parameter is the language of clients that name none."""
     triton_timeout_s: float = Field(15.0, gt=0)
     """Deadline of one segment's Triton call; past it the segment gets an error event."""
     triton_health_interval_s: float = Field(2.0, gt=0)
     """How often each Triton server's model readiness is re-checked."""
-    default_language: str = "ko"
-    """Whisper language code used when a client's config names none."""
     harmful_threshold: float = Field(0.5, ge=0, le=1)
     """A segment is harmful when its HARMFUL_PROB is at least this."""
     vad_aggressiveness: int = Field(2, ge=0, le=3)
@@ -49,4 +48,5 @@ class EdgeSettings(BaseSettings):
     """uvicorn and application log level."""
 
     def triton_urls(self) -> list[str]:
+        """The Triton addresses of ``triton_url``."""
         return [url.strip() for url in self.triton_url.split(",") if url.strip()]

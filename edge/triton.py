@@ -3,6 +3,9 @@
 One client per server per process. A background task tracks which servers have the ensemble
 ready; segments go round-robin to those (to any server if none is known ready, so the real
 error surfaces). Every call carries a deadline.
+
+The model's default language is read from the ensemble's config (its ``default_language``
+parameter, copied there from the whisper export), so the edge never keeps a default of its own.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import itertools
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 import numpy as np
@@ -34,11 +38,36 @@ class Moderation:
 
 
 class TritonCallError(Exception):
-    """A failed segment call; ``code`` is an ErrorCode, ``reason`` the metrics label."""
+    """A failed segment call; ``reason`` is the metrics label."""
 
-    def __init__(self, code: str, reason: str, message: str):
+    def __init__(self, code: ErrorCode, reason: str, message: str):
         super().__init__(message)
         self.code, self.reason = code, reason
+
+
+class ModerationPool(Protocol):
+    """What the edge needs from its inference back end (TritonPool, or a fake in unit tests)."""
+
+    model: str
+    """Name of the model segments are sent to."""
+
+    @property
+    def servers(self) -> list[str]:
+        """Every configured server address."""
+
+    @property
+    def default_language(self) -> str | None:
+        """The model's language for requests that name none; None until a server reported it."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def refresh(self) -> set[str]:
+        """Probe the servers now; returns the ready ones."""
+
+    async def moderate(self, audio: np.ndarray, language: str | None) -> Moderation:
+        """One segment through the model; raises TritonCallError."""
 
 
 def ensemble_inputs(audio: np.ndarray, language: str | None) -> list[InferInput]:
@@ -53,12 +82,19 @@ def ensemble_inputs(audio: np.ndarray, language: str | None) -> list[InferInput]
     return inputs
 
 
+def _output(result, name: str) -> np.ndarray:
+    values = result.as_numpy(name)
+    if values is None or values.size < 1:
+        raise TritonCallError(ErrorCode.TRITON_ERROR, "bad_response", f"Triton's response has no {name} output")
+    return values.reshape(-1)
+
+
 def parse_moderation(result) -> Moderation:
-    """The ensemble's three outputs of a one-segment response."""
+    """The ensemble's three outputs of a one-segment response; TritonCallError when one is missing."""
     return Moderation(
-        transcript=result.as_numpy("TRANSCRIPT").reshape(-1)[0].decode("utf-8", errors="replace"),
-        harmful_prob=float(result.as_numpy("HARMFUL_PROB").reshape(-1)[0]),
-        no_speech_prob=float(result.as_numpy("NO_SPEECH_PROB").reshape(-1)[0]),
+        transcript=_output(result, "TRANSCRIPT")[0].decode("utf-8", errors="replace"),
+        harmful_prob=float(_output(result, "HARMFUL_PROB")[0]),
+        no_speech_prob=float(_output(result, "NO_SPEECH_PROB")[0]),
     )
 
 
@@ -78,8 +114,17 @@ class TritonPool:
         self.model, self.timeout_s, self.health_interval_s = model, timeout_s, health_interval_s
         self.clients = {url: grpcclient.InferenceServerClient(url) for url in urls}
         self.ready: set[str] = set()
+        self._default_language: str | None = None
         self._round_robin = itertools.count()
         self._health_task: asyncio.Task | None = None
+
+    @property
+    def servers(self) -> list[str]:
+        return list(self.clients)
+
+    @property
+    def default_language(self) -> str | None:
+        return self._default_language
 
     async def start(self) -> None:
         await self.refresh()
@@ -94,14 +139,30 @@ class TritonPool:
     async def _probe(self, url: str) -> bool:
         try:
             return bool(await asyncio.wait_for(self.clients[url].is_model_ready(self.model), HEALTH_CALL_TIMEOUT_S))
-        except (InferenceServerException, asyncio.TimeoutError, grpc.RpcError, OSError):
+        except (InferenceServerException, TimeoutError, grpc.RpcError, OSError):
             return False
 
     async def refresh(self) -> set[str]:
         """Probe every server now; returns (and remembers) the ready ones."""
         results = await asyncio.gather(*(self._probe(url) for url in self.clients))
-        self.ready = {url for url, ok in zip(self.clients, results) if ok}
+        self.ready = {url for url, ok in zip(self.clients, results, strict=True) if ok}
+        if self.ready and self._default_language is None:
+            self._default_language = await self._read_default_language(min(self.ready))
         return self.ready
+
+    async def _read_default_language(self, url: str) -> str | None:
+        """The ``default_language`` parameter of the model's config on one server."""
+        try:
+            config = await asyncio.wait_for(self.clients[url].get_model_config(self.model, as_json=True),
+                                            HEALTH_CALL_TIMEOUT_S)
+        except (InferenceServerException, TimeoutError, grpc.RpcError, OSError):
+            return None
+        language = config["config"].get("parameters", {}).get("default_language", {}).get("string_value")
+        if language:
+            logger.info("model %s on %s transcribes %r when a client names no language", self.model, url, language)
+        else:
+            logger.warning("model %s on %s has no default_language parameter", self.model, url)
+        return language or None
 
     async def _health_loop(self) -> None:
         while True:
@@ -114,7 +175,7 @@ class TritonPool:
         candidates = sorted(self.ready) or list(self.clients)
         return candidates[next(self._round_robin) % len(candidates)]
 
-    async def moderate(self, audio: np.ndarray, language: str) -> Moderation:
+    async def moderate(self, audio: np.ndarray, language: str | None) -> Moderation:
         """Run one segment through the ensemble; raises TritonCallError."""
         url = self._pick()
         try:

@@ -28,7 +28,7 @@ class SegmenterLimits:
     post_roll_ms: int = 200
 
     @classmethod
-    def from_settings(cls, s) -> "SegmenterLimits":
+    def from_settings(cls, s) -> SegmenterLimits:
         return cls(s.vad_frame_ms, s.vad_aggressiveness, s.min_silence_ms, s.max_segment_s, s.min_speech_ms,
                    s.pre_roll_ms, s.post_roll_ms)
 

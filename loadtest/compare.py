@@ -14,20 +14,19 @@ concurrent real-time streams within the SLA and the ratios go into docs/PERFORMA
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import logging
-import re
-import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from loadtest.sweep import REPO_ROOT, add_arguments, machine, max_within_sla, plot, sweep, table, write_section
-from scripts.edge_process import running_edge, wait_http
-from scripts.export.pbtxt import link_model, parameters, without_dynamic_batching
-from scripts.serve_triton import Ports, TritonServer, free_port
+from loadtest.sweep import add_arguments, machine, max_within_sla, plot, sweep, table, write_section
+from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
+from scripts.export import triton_config
+from scripts.export.triton_config import EnsembleValues, KoelectraValues, WhisperValues
+from scripts.launch import ManagedProcess, free_port, running_edge
+from scripts.serve_triton import Ports, TritonServer
 
 logger = logging.getLogger(__name__)
 
@@ -37,55 +36,64 @@ SYSTEMS = {
     "c": "BASELINE in-process 1 s chunks",
     "f": "edge + Triton, dynamic batching, CPU-fast whisper (fit context + int8)",
 }
-FAST_PARAMETERS = {"encoder_context": "fit", "cpu_int8": "true"}
-"""Whisper parameters of system (f): the CPU speed profile measured in docs/PERFORMANCE.md."""
+FAST_WHISPER = {"encoder_context": "fit", "cpu_int8": True}
+"""Whisper values of system (f): the CPU speed profile measured in docs/PERFORMANCE.md."""
+BASELINE_START_TIMEOUT_S = 120
+"""The baseline loads Whisper and the classifier before it answers."""
 
 
-def unbatched_repository(source: Path, target: Path) -> Path:
-    for model in ("whisper", "koelectra", "ensemble"):
-        config = (source / model / "config.pbtxt").read_text()
-        link_model(source / model, target / model, without_dynamic_batching(config))
-    return target
-
-
-def fast_repository(source: Path, target: Path) -> Path:
-    """The exported repository with whisper switched to the CPU-fast parameters."""
-    for model in ("whisper", "koelectra", "ensemble"):
-        config = (source / model / "config.pbtxt").read_text()
-        if model == "whisper":
-            for key, value in FAST_PARAMETERS.items():
-                config = re.sub(rf'parameters {{ key: "{key}" .*\n', "", config)
-            config += parameters(FAST_PARAMETERS)
-        link_model(source / model, target / model, config)
+def variant_repository(source: Path, target: Path, whisper_update: dict, batching: bool = True) -> Path:
+    """The exported repository re-rendered from its templates: whisper values changed by
+    ``whisper_update``, and every member's dynamic batching off unless ``batching``."""
+    off = {} if batching else {"max_queue_delay_us": None}
+    whisper = triton_config.read(source / "whisper", WhisperValues).model_copy(update={**off, **whisper_update})
+    koelectra = triton_config.read(source / "koelectra", KoelectraValues).model_copy(update=off)
+    ensemble = EnsembleValues.of(triton_config.read(source / "ensemble", EnsembleValues).name, whisper, koelectra)
+    for values in (whisper, koelectra, ensemble):
+        triton_config.write_variant(source / values.name, target, values)
     return target
 
 
 @contextmanager
 def edge_on_triton(repository: Path, logs: Path):
     ports = Ports(free_port(), free_port(), free_port())
-    with open(logs / "triton.log", "wb") as log, TritonServer(repository, ports, log_file=log):
-        with running_edge(free_port(), f"127.0.0.1:{ports.grpc}", logs / "edge.log") as edge:
-            yield f"ws://{edge}"
+    with open(logs / "triton.log", "wb") as log, TritonServer(repository, ports, log_file=log), \
+            open(logs / "edge.log", "wb") as edge_log, \
+            running_edge(free_port(), f"127.0.0.1:{ports.grpc}", edge_log) as edge:
+        yield f"ws://{edge.address}"
 
 
 @contextmanager
 def baseline(repository: Path, logs: Path):
     port = free_port()
+    cmd = [sys.executable, "-m", "loadtest.baselines.inprocess_server", "--port", str(port),
+           "--model-repository", str(repository)]
     with open(logs / "baseline.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "loadtest.baselines.inprocess_server", "--port", str(port),
-                                 "--model-repository", str(repository)], cwd=REPO_ROOT, stdout=log,
-                                stderr=subprocess.STDOUT)
+        server = ManagedProcess("baseline", cmd, log=log)
+        server.start(f"http://127.0.0.1:{port}/docs", BASELINE_START_TIMEOUT_S)
         try:
-            wait_http(f"http://127.0.0.1:{port}/docs", proc, timeout_s=120)
             yield f"ws://127.0.0.1:{port}"
         finally:
-            proc.terminate()
-            proc.wait(30)
+            server.stop()
+
+
+def system_under_test(key: str, repository: Path, tmp: Path, logs: Path):
+    """A context manager that runs system ``key`` and yields its WebSocket base URL."""
+    if key == "a":
+        return edge_on_triton(repository, logs)
+    if key == "b":
+        return edge_on_triton(variant_repository(repository, tmp / "unbatched", {}, batching=False), logs)
+    if key == "f":
+        return edge_on_triton(variant_repository(repository, tmp / "fast", FAST_WHISPER), logs)
+    return baseline(repository, logs)
 
 
 def report(results: dict, args, name: str) -> str:
     best = {key: max_within_sla(levels) for key, levels in results.items()}
-    ratio = (lambda a, b: "∞ (baseline holds none)" if b == 0 else f"{a / b:.1f}×")
+
+    def ratio(a: int, b: int) -> str:
+        return "∞ (baseline holds none)" if b == 0 else f"{a / b:.1f}×"
+
     lines = [f"- **Date:** {dt.date.today()}; **machine:** {machine()}, no GPU; load generated on the same machine",
              f"- **SLA:** segment p95 ≤ {args.sla_p95_ms:.0f} ms; {args.duration} s of load per level; "
              "each stream plays loadtest/audio/dialogue_en.wav in real time (20 ms frames), over and over",
@@ -100,27 +108,18 @@ def report(results: dict, args, name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-repository", type=Path, default=REPO_ROOT / "model_repository")
+    setup_logging()
+    p = parser(__doc__)
+    p.add_argument("--model-repository", type=Path, default=MODEL_REPOSITORY)
     p.add_argument("--systems", default="abcf", help="which of a, b, c, f to run")
     add_arguments(p)
     args = p.parse_args(argv)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
         for key in args.systems:
             out = args.out.parent / "compare" / key
             out.mkdir(parents=True, exist_ok=True)
-            if key == "a":
-                server = edge_on_triton(args.model_repository, out)
-            elif key == "b":
-                server = edge_on_triton(unbatched_repository(args.model_repository, tmp / "unbatched"), out)
-            elif key == "f":
-                server = edge_on_triton(fast_repository(args.model_repository, tmp / "fast"), out)
-            else:
-                server = baseline(args.model_repository, out)
-            with server as host:
+            with system_under_test(key, args.model_repository, Path(tmp), out) as host:
                 logger.info("sweeping (%s) %s at %s", key, SYSTEMS[key], host)
                 results[key] = sweep(host, args, out)
     name = "compare" if set("abc") <= set(args.systems) else f"compare-{args.systems}"

@@ -1,24 +1,17 @@
-"""Regenerate loadtest/audio/dialogue_en.wav: three English sentences, 1 s pauses (espeak-ng, sox).
+"""Regenerate loadtest/audio/dialogue_en.wav and its sidecar dialogue_en.json: three English
+sentences with 1 s pauses (espeak-ng, sox).
 
     python -m loadtest.make_audio
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-
-from tests.conftest import DIALOGUE
-from tests.speech import write_dialogue
-
-TARGET = Path(__file__).parent / "audio" / "dialogue_en.wav"
+from scripts.speech import DIALOGUE, DIALOGUE_WAV, write_dialogue
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copy(write_dialogue(DIALOGUE, Path(tmp)), TARGET)
-    print(f"wrote {TARGET}")
+    write_dialogue(DIALOGUE, DIALOGUE_WAV)
+    print(f"wrote {DIALOGUE_WAV} and {DIALOGUE_WAV.with_suffix('.json')}")
 
 
 if __name__ == "__main__":

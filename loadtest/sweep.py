@@ -19,9 +19,10 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from scripts.cli import REPO_ROOT, parser, setup_logging
+
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO_ROOT / "loadtest" / "locustfile.py"
 PERFORMANCE_MD = REPO_ROOT / "docs" / "PERFORMANCE.md"
 
@@ -141,8 +142,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    setup_logging()
+    p = parser(__doc__)
     p.add_argument("--host", default="ws://localhost:8000")
     p.add_argument("--label", default="edge + Triton")
     p.add_argument("--model", default="as exported by `make export`: Whisper base (30 s encoder context, fp32, "
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     levels = sweep(args.host, args, args.out)
-    slug = re.sub(r"\W+", "-", args.label.lower()).strip("-")
+    slug = "-".join(re.findall(r"\w+", args.label.lower()))
     plot({args.label: levels}, args.sla_p95_ms, REPO_ROOT / "docs" / "img" / f"sweep-{slug}.png")
     write_section(f"sweep:{slug}", describe(args, args.label, levels) +
                   f"\n\n![p50/p95 against streams](img/sweep-{slug}.png)")

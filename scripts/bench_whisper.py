@@ -9,12 +9,10 @@ as soon as the previous one returns) over speech clips of 1.5-6 s, the length of
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
 import platform
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -22,30 +20,26 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 
-from scripts.export.pbtxt import link_model, without_dynamic_batching
-from scripts.serve_triton import REPO_ROOT, Ports, TritonServer, free_port
-from tests.speech import read_wav, synthesize
 from edge.triton import ensemble_inputs
-from tests.triton_client import model_counts
+from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
+from scripts.export import triton_config
+from scripts.export.triton_config import WhisperValues
+from scripts.launch import free_port
+from scripts.serve_triton import Ports, TritonServer
+from scripts.speech import BENCH_SENTENCES, read_wav, synthesize
+from scripts.triton_stats import model_counts
 
 logger = logging.getLogger(__name__)
 
-SENTENCES = [
-    "Good game everyone.",
-    "Can somebody cover the left side please?",
-    "I think we should wait for the others before we start the next round.",
-    "Please keep the voice chat friendly and respectful for everyone, thank you very much.",
-]
-"""Spoken by espeak-ng: about 1.5, 2.5, 4 and 6 seconds."""
 VARIANTS = {"whisper_batched": True, "whisper_unbatched": False}
 
 
 def build_repository(source: Path, target: Path) -> None:
-    """Two copies of the exported whisper config (batching on/off) over the same version dir."""
-    config = (source / "config.pbtxt").read_text()
+    """Two renderings of the exported whisper config (batching on/off) over the same version dir."""
+    exported = triton_config.read(source, WhisperValues)
     for name, batched in VARIANTS.items():
-        text = re.sub(r'^name: ".*"$', f'name: "{name}"', config, flags=re.M)
-        link_model(source, target / name, text if batched else without_dynamic_batching(text))
+        update = {"name": name} if batched else {"name": name, "max_queue_delay_us": None}
+        triton_config.write_variant(source, target, exported.model_copy(update=update))
 
 
 async def closed_loop(url: str, model: str, clips: list[np.ndarray], clients: int, per_client: int):
@@ -87,16 +81,16 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-repository", type=Path, default=REPO_ROOT / "model_repository")
+    setup_logging()
+    p = parser(__doc__)
+    p.add_argument("--model-repository", type=Path, default=MODEL_REPOSITORY)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     p.add_argument("--requests-per-client", type=int, default=3)
     p.add_argument("--output", type=Path, default=REPO_ROOT / "bench-results" / "whisper.json")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        clips = [read_wav(synthesize(s, tmp / f"clip{i}.wav")) for i, s in enumerate(SENTENCES)]
+        clips = [read_wav(synthesize(s, tmp / f"clip{i}.wav")) for i, s in enumerate(BENCH_SENTENCES)]
         build_repository(args.model_repository / "whisper", tmp / "repo")
         ports = Ports(free_port(), free_port(), free_port())
         with open(tmp / "triton.log", "wb") as log, TritonServer(tmp / "repo", ports, log_file=log):

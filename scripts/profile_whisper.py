@@ -8,7 +8,6 @@ VAD-segment length, and the accuracy of each variant, so optimisations target th
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -16,10 +15,8 @@ from pathlib import Path
 
 import torch
 
-from scripts.bench_whisper import SENTENCES
-from scripts.serve_triton import REPO_ROOT
-from tests.speech import read_wav, synthesize, wer
-
+from scripts.cli import MODEL_REPOSITORY, parser
+from scripts.speech import BENCH_SENTENCES, read_wav, synthesize, wer
 
 
 def stage_times(model, clips, langs) -> dict[str, float]:
@@ -40,18 +37,18 @@ def stage_times(model, clips, langs) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     p.add_argument("--context", nargs="+", default=["full", "fit"])
     p.add_argument("--int8", action="store_true", help="also profile dynamic int8 quantisation of Linear layers")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
-    sys.path.insert(0, str(REPO_ROOT / "model_repository" / "whisper" / "1"))
+    sys.path.insert(0, str(MODEL_REPOSITORY / "whisper" / "1"))
     from whisper_batch import WhisperBatch
 
     with tempfile.TemporaryDirectory() as tmp:
-        clips = [read_wav(synthesize(s, Path(tmp) / f"{i}.wav")) for i, s in enumerate(SENTENCES)]
-    checkpoint = str(REPO_ROOT / "model_repository" / "whisper" / "1" / "whisper.pt")
+        clips = [read_wav(synthesize(s, Path(tmp) / f"{i}.wav")) for i, s in enumerate(BENCH_SENTENCES)]
+    checkpoint = str(MODEL_REPOSITORY / "whisper" / "1" / "whisper.pt")
     print("| context | linear int8 | batch | mel ms | encoder ms | decode ms (to EOT, ≤ 64 tokens) | mean WER |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for context in args.context:
@@ -64,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
                 runs = [stage_times(model, chosen, [en] * batch) for _ in range(args.repeats)]
                 best = {k: min(r[k] for r in runs) * 1000 for k in runs[0]}
                 texts = model.transcribe(clips, [en] * len(clips))
-                mean_wer = sum(wer(s, t.text) for s, t in zip(SENTENCES, texts)) / len(SENTENCES)
+                rates = [wer(s, t.text) for s, t in zip(BENCH_SENTENCES, texts, strict=True)]
+                mean_wer = sum(rates) / len(rates)
                 print(f"| {context} | {'yes' if int8 else 'no'} | {batch} | {best['mel']:.0f} | "
                       f"{best['encoder']:.0f} | {best['decode']:.0f} | {mean_wer:.3f} |", flush=True)
 

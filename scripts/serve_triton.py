@@ -10,24 +10,22 @@ Python version sits next to ``libtriton_python.so`` in a backend directory, and 
 
 from __future__ import annotations
 
-import argparse
 import filecmp
 import importlib.util
 import logging
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
+
+from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
+from scripts.launch import ManagedProcess
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 300
 """How long to wait for every model to load; Whisper on 2 CPU cores takes tens of seconds."""
 STOP_TIMEOUT_S = 30
@@ -39,13 +37,6 @@ class Ports:
     http: int = 8010
     grpc: int = 8011
     metrics: int = 8012
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (for tests and benchmarks)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wheel_paths() -> tuple[Path, Path]:
@@ -102,74 +93,64 @@ def command(repository: Path, ports: Ports, backends: Path, extra: list[str]) ->
 class TritonServer:
     """A tritonserver child process; ``start()`` returns once every model is ready."""
 
-    def __init__(self, repository: Path, ports: Ports, extra_args: list[str] | None = None, log_file=None):
+    def __init__(self, repository: Path, ports: Ports, extra_args: list[str] | None = None, log_file: IO | None = None):
         self.repository, self.ports = repository, ports
         self.extra_args = extra_args or []
         self.log_file = log_file
-        self.process: subprocess.Popen | None = None
+        self.server: ManagedProcess | None = None
 
-    def start(self, timeout_s: float = READY_TIMEOUT_S) -> "TritonServer":
+    def start(self, timeout_s: float = READY_TIMEOUT_S) -> TritonServer:
         backends = prepare_backends(REPO_ROOT / ".cache" / "triton-backends")
-        cmd = command(self.repository, self.ports, backends, self.extra_args)
-        logger.info("starting %s", " ".join(cmd))
-        self.process = subprocess.Popen(cmd, env=server_env(), stdout=self.log_file, stderr=subprocess.STDOUT)
-        self._wait_ready(timeout_s)
+        # Triton drains in-flight requests for STOP_TIMEOUT_S after SIGTERM; it is killed after that.
+        self.server = ManagedProcess("tritonserver", command(self.repository, self.ports, backends, self.extra_args),
+                                     env=server_env(), log=self.log_file, stop_grace_s=STOP_TIMEOUT_S + 5)
+        self.server.start(f"http://127.0.0.1:{self.ports.http}/v2/health/ready", timeout_s)
         logger.info("tritonserver ready: HTTP %d, gRPC %d, metrics %d", *vars(self.ports).values())
         return self
 
-    def _wait_ready(self, timeout_s: float) -> None:
-        url = f"http://127.0.0.1:{self.ports.http}/v2/health/ready"
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with code {self.process.returncode} while loading models")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.5)  # polling interval, not a race fix: readiness has no push notification
-        self.stop()
-        raise TimeoutError(f"tritonserver not ready after {timeout_s:.0f} s")
-
     def stop(self) -> int | None:
-        """SIGTERM (Triton drains in-flight requests), then SIGKILL after the grace period."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(STOP_TIMEOUT_S + 5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        return None if self.server is None else self.server.stop()
 
-    def __enter__(self) -> "TritonServer":
+    def wait(self) -> int:
+        if self.server is None:
+            raise RuntimeError("tritonserver was never started")
+        return self.server.wait()
+
+    def __enter__(self) -> TritonServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
 
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt, so Ctrl-C and `kill` stop the children the same way."""
+    def interrupt(*_):
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-repository", type=Path, default=REPO_ROOT / "model_repository")
+    setup_logging()
+    p = parser(__doc__)
+    p.add_argument("--model-repository", type=Path, default=MODEL_REPOSITORY)
     p.add_argument("--http-port", type=int, default=Ports.http)
     p.add_argument("--grpc-port", type=int, default=Ports.grpc)
     p.add_argument("--metrics-port", type=int, default=Ports.metrics)
     args, extra = p.parse_known_args(argv)
     server = TritonServer(args.model_repository, Ports(args.http_port, args.grpc_port, args.metrics_port), extra)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    stop_on_sigterm()
     try:
         server.start()
         print(f"Triton ready: gRPC localhost:{args.grpc_port}, HTTP localhost:{args.http_port}. Ctrl-C stops it.",
               flush=True)
-        return server.process.wait()
+        return server.wait()
     except KeyboardInterrupt:
         logger.info("stopping tritonserver")
-        server.stop()
         return 0
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

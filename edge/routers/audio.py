@@ -6,29 +6,32 @@ import logging
 
 from fastapi import APIRouter, WebSocket
 
-from edge.protocol import ErrorCode, error_event
+from edge.admission import SessionLimitReached
+from edge.dependencies import AdmissionDep, MetricsDep, PoolDep, SettingsDep
+from edge.protocol import ErrorCode, ErrorEvent
 from edge.session import Session
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
+TRY_AGAIN_LATER = 1013
+"""WebSocket close code for a refused session (RFC 6455 registry: Try Again Later)."""
+
 
 @router.websocket("/ws/audio")
-async def audio_socket(websocket: WebSocket) -> None:
-    state = websocket.app.state
+async def audio_socket(websocket: WebSocket, settings: SettingsDep, pool: PoolDep, metrics: MetricsDep,
+                       admission: AdmissionDep) -> None:
     await websocket.accept()
-    if state.open_sessions >= state.settings.max_sessions:
-        await websocket.send_json(error_event(ErrorCode.SERVER_BUSY, "too many sessions on this edge, retry later"))
-        await websocket.close(1013)
-        return
-    session = Session(websocket, state.settings, state.pool, state.metrics)
-    state.open_sessions += 1
-    state.metrics.active_sessions.inc()
-    logger.info("session %s opened", session.id)
     try:
-        await session.run()
-    finally:
-        state.open_sessions -= 1
-        state.metrics.active_sessions.dec()
-        logger.info("session %s closed", session.id)
+        with admission.admit():
+            session = Session(websocket, settings, pool, metrics)
+            logger.info("session %s opened", session.id)
+            try:
+                await session.run()
+            finally:
+                logger.info("session %s closed", session.id)
+    except SessionLimitReached:
+        refusal = ErrorEvent(code=ErrorCode.SERVER_BUSY, message="too many sessions on this edge, retry later")
+        await websocket.send_text(refusal.wire())
+        await websocket.close(TRY_AGAIN_LATER)

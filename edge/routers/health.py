@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+
+from edge.dependencies import PoolDep
 
 router = APIRouter()
 
@@ -15,10 +17,9 @@ async def healthz() -> dict:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> JSONResponse:
-    """Ready when at least one Triton server answers and has the ensemble ready."""
-    pool = request.app.state.pool
+async def readyz(pool: PoolDep) -> JSONResponse:
+    """Ready when at least one Triton server answers and has the model ready."""
     ready = sorted(await pool.refresh())
     body = {"status": "ready" if ready else "unavailable", "model": pool.model, "ready_servers": ready,
-            "servers": list(pool.clients)}
+            "servers": pool.servers}
     return JSONResponse(body, status_code=200 if ready else 503)

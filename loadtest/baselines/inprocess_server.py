@@ -14,7 +14,6 @@ summary), and uses the same exported weights as the Triton models.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -29,9 +28,10 @@ import whisper
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from tokenizers import Tokenizer
 
+from scripts.cli import MODEL_REPOSITORY, parser, setup_logging
+
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CHUNK_SAMPLES = 16000
 """The original design's fixed 1 s chunks of 16 kHz audio."""
 
@@ -120,9 +120,9 @@ async def process_chunks(websocket, model, classifier, chunks: asyncio.Queue, st
     while (item := await chunks.get()) is not None:
         latencies.append(await send_chunk(websocket, model, classifier, item[0], state["language"], seq, item[1]))
         seq += 1
-    await websocket.send_text(json.dumps({"type": "summary", "segments": len(latencies),
-                                          "p50_latency_ms": float(np.percentile(latencies, 50)) if latencies else None,
-                                          "p95_latency_ms": float(np.percentile(latencies, 95)) if latencies else None}))
+    p50, p95 = (float(np.percentile(latencies, q)) for q in (50, 95)) if latencies else (None, None)
+    await websocket.send_text(json.dumps({"type": "summary", "segments": len(latencies), "p50_latency_ms": p50,
+                                          "p95_latency_ms": p95}))
     await websocket.close(1000)
 
 
@@ -138,11 +138,11 @@ async def send_chunk(websocket, model, classifier, chunk: bytes, language: str, 
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO)
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    setup_logging()
+    p = parser(__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8100)
-    p.add_argument("--model-repository", type=Path, default=REPO_ROOT / "model_repository")
+    p.add_argument("--model-repository", type=Path, default=MODEL_REPOSITORY)
     args = p.parse_args()
     uvicorn.run(create_app(args.model_repository), host=args.host, port=args.port, log_level="warning")
 

@@ -14,37 +14,35 @@ import logging
 import sys
 from pathlib import Path
 
-from scripts.export import pbtxt
+from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
+from scripts.export import triton_config
 from scripts.export.onnx_parity import ParityError, check_parity, export_onnx
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SOURCE = "monologg/koelectra-base-v3-discriminator"
 MAX_LENGTH = 128
 """Tokens per text; a 5 s utterance is far shorter, longer transcripts are truncated."""
 
 
-def render_config(args: argparse.Namespace) -> str:
-    return (
-        f'name: "{args.model_name}"\nbackend: "python"\nmax_batch_size: {args.max_batch_size}\n'
-        'input [ { name: "TEXT", data_type: TYPE_STRING, dims: [ 1 ] } ]\n'
-        'output [ { name: "HARMFUL_PROB", data_type: TYPE_FP32, dims: [ 1 ] } ]\n'
-        + pbtxt.dynamic_batching(args.max_queue_delay_us)
-        + pbtxt.instance_group(args.instance_count, args.instance_kind)
-        + pbtxt.parameters({"onnx": "model.onnx", "tokenizer": "tokenizer.json", "max_length": args.max_length,
-                            "cpu_threads": args.cpu_threads})
+def config_values(args: argparse.Namespace) -> triton_config.KoelectraValues:
+    """The values of the koelectra model's config template, from the exporter's flags."""
+    return triton_config.KoelectraValues(
+        name=args.model_name, max_batch_size=args.max_batch_size,
+        max_queue_delay_us=None if args.max_queue_delay_us < 0 else args.max_queue_delay_us,
+        instance_count=args.instance_count, instance_kind=args.instance_kind, max_length=args.max_length,
+        cpu_threads=args.cpu_threads,
     )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--source", default=DEFAULT_SOURCE, help="hub id or local checkpoint directory")
     p.add_argument("--untrained", action="store_true",
                    help="build a small UNTRAINED KoELECTRA-architecture model locally (offline; random scores)")
     p.add_argument("--verify-only", action="store_true",
                    help="do not export: check the ONNX already in the repository against --source")
-    p.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository")
+    p.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
     p.add_argument("--model-name", default="koelectra")
     p.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".cache")
     p.add_argument("--max-batch-size", type=int, default=64)
@@ -85,7 +83,7 @@ def export(args: argparse.Namespace) -> Path:
     tokenizer.backend_tokenizer.save(str(model_dir / "1" / "tokenizer.json"))
     info = {"name": name, "source": source, "untrained": args.untrained, "labels": {"0": "normal", "1": "harmful"}}
     (model_dir / "1" / "model_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
-    (model_dir / "config.pbtxt").write_text(render_config(args))
+    triton_config.write(model_dir, config_values(args))
     if args.untrained:
         logger.warning("exported %s: UNTRAINED, random weights - HARMFUL_PROB is noise, not moderation", name)
     logger.info("exported koelectra %s to %s", name, model_dir)
@@ -93,7 +91,7 @@ def export(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         export(parse_args(argv))
     except ParityError as exc:

@@ -13,47 +13,33 @@ from pathlib import Path
 
 import torch
 
-from scripts.export import pbtxt
+from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
+from scripts.export import triton_config
 from scripts.export.whisper_sources import load_checkpoint
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT_NAME = "whisper.pt"
 """File name the whisper model's model.py loads from its version directory."""
 
 
-def render_config(args: argparse.Namespace) -> str:
-    """config.pbtxt for the python-backend whisper model."""
-    return (
-        f'name: "{args.model_name}"\nbackend: "python"\nmax_batch_size: {args.max_batch_size}\n'
-        "input [\n"
-        '  { name: "AUDIO", data_type: TYPE_FP32, dims: [ -1 ], allow_ragged_batch: true },\n'
-        '  { name: "LANGUAGE", data_type: TYPE_STRING, dims: [ 1 ], optional: true }\n'
-        "]\n"
-        "output [\n"
-        '  { name: "TRANSCRIPT", data_type: TYPE_STRING, dims: [ 1 ] },\n'
-        '  { name: "NO_SPEECH_PROB", data_type: TYPE_FP32, dims: [ 1 ] }\n'
-        "]\n"
-        + pbtxt.dynamic_batching(args.max_queue_delay_us)
-        + pbtxt.instance_group(args.instance_count, args.instance_kind)
-        + pbtxt.parameters({
-            "checkpoint": CHECKPOINT_NAME,
-            "default_language": args.language,
-            "fp16": str(args.fp16).lower(),
-            "cpu_threads": args.cpu_threads,
-            "encoder_context": args.encoder_context,
-            "cpu_int8": str(args.cpu_int8).lower(),
-        })
+def config_values(args: argparse.Namespace) -> triton_config.WhisperValues:
+    """The values of the whisper model's config template, from the exporter's flags."""
+    return triton_config.WhisperValues(
+        name=args.model_name, max_batch_size=args.max_batch_size,
+        max_queue_delay_us=None if args.max_queue_delay_us < 0 else args.max_queue_delay_us,
+        instance_count=args.instance_count, instance_kind=args.instance_kind, checkpoint=CHECKPOINT_NAME,
+        default_language=args.language, fp16=args.fp16, cpu_threads=args.cpu_threads,
+        encoder_context=args.encoder_context, cpu_int8=args.cpu_int8,
     )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--source", default="offline-base",
                    help="openai-whisper name or .pt, CTranslate2 dir, HF dir, 'offline-base' (default), or "
                         "'random:<name>' (random weights of a published shape, for speed tests only)")
-    p.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository")
+    p.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
     p.add_argument("--model-name", default="whisper")
     p.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".cache", help="downloads and assembled sources")
     p.add_argument("--max-batch-size", type=int, default=16)
@@ -76,22 +62,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--cpu-int8 applies to CPU instances only")
     if args.max_batch_size < 1:
         p.error("--max-batch-size must be at least 1")
+    if args.language not in whisper_languages():
+        p.error(f"--language {args.language!r} is not a Whisper language code")
     return args
 
 
+def whisper_languages() -> set[str]:
+    from whisper.tokenizer import LANGUAGES
+
+    return set(LANGUAGES)
+
+
 def export(args: argparse.Namespace) -> Path:
-    """Write <repository>/<model-name>/{config.pbtxt,1/whisper.pt}; returns the model directory."""
+    """Write <repository>/<model-name>/{config.pbtxt,config.values.json,1/whisper.pt}; returns the model dir."""
     checkpoint = load_checkpoint(args.source, args.cache_dir)
     model_dir = args.repository / args.model_name
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, model_dir / "1" / CHECKPOINT_NAME)
-    (model_dir / "config.pbtxt").write_text(render_config(args))
+    triton_config.write(model_dir, config_values(args))
     logger.info("exported whisper (%s, dims %s) to %s", args.source, checkpoint["dims"], model_dir)
     return model_dir
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     export(parse_args(argv))
 
 

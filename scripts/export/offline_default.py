@@ -3,25 +3,30 @@ KoELECTRA, and the ensemble. Skips models whose artifacts already exist unless -
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
-from scripts.export import export_ensemble, export_koelectra, export_whisper
+from scripts.cli import MODEL_REPOSITORY, parser, setup_logging
+from scripts.export import export_ensemble, export_koelectra, export_whisper, triton_config
 
 logger = logging.getLogger(__name__)
 
 
+def exported(model_dir: Path, artifact: str) -> bool:
+    """The model's artifact and rendered config are both there."""
+    return (model_dir / "1" / artifact).exists() and (model_dir / triton_config.VALUES_NAME).exists()
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--repository", type=Path, default=export_whisper.REPO_ROOT / "model_repository")
+    setup_logging()
+    p = parser(__doc__)
+    p.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
     p.add_argument("--force", action="store_true", help="re-export even if artifacts exist")
     args = p.parse_args(argv)
     repo = str(args.repository)
-    if args.force or not (args.repository / "whisper" / "1" / export_whisper.CHECKPOINT_NAME).exists():
+    if args.force or not exported(args.repository / "whisper", export_whisper.CHECKPOINT_NAME):
         export_whisper.main(["--repository", repo])
-    if args.force or not (args.repository / "koelectra" / "1" / "model.onnx").exists():
+    if args.force or not exported(args.repository / "koelectra", "model.onnx"):
         if export_koelectra.main(["--untrained", "--repository", repo]) != 0:
             return 1
     export_ensemble.main(["--repository", repo])

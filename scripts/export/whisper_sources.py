@@ -70,7 +70,7 @@ def _split_fused(name: str, value: np.ndarray, prefix: str) -> dict[str, np.ndar
     targets = ["attn.query", "attn.key", "attn.value"] if kind == "self_attention/linear_0" else [
         "cross_attn.key", "cross_attn.value"]
     out = {}
-    for target, chunk in zip(targets, np.split(value, len(targets), axis=0)):
+    for target, chunk in zip(targets, np.split(value, len(targets), axis=0), strict=True):
         if param == "bias" and target.endswith(".key"):
             continue
         out[f"{prefix}.{target}.{_PARAM_NAMES[param]}"] = chunk

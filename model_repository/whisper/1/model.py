@@ -103,7 +103,7 @@ class TritonPythonModel:
             for i in slots:
                 responses[i] = pb_utils.InferenceResponse(error=_error(f"whisper failed: {exc}"))
             return
-        for i, result in zip(slots, results):
+        for i, result in zip(slots, results, strict=True):
             responses[i] = pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor("TRANSCRIPT", np.array([[result.text.encode("utf-8")]], dtype=np.object_)),
                 pb_utils.Tensor("NO_SPEECH_PROB", np.array([[result.no_speech_prob]], dtype=np.float32)),

@@ -10,7 +10,7 @@ import whisper
 
 from scripts.export.ct2_model_bin import ModelBinError, read_model_bin
 from scripts.export.whisper_sources import load_ct2, offline_ct2_dir
-from tests.speech import read_wav
+from scripts.speech import read_wav
 
 
 @pytest.fixture(scope="module")

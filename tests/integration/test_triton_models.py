@@ -8,10 +8,19 @@ import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import InferInput
+from tritonclient.utils import InferenceServerException
 
-from tests.conftest import ENGLISH_SENTENCE
-from tests.speech import SAMPLE_RATE, read_wav, synthesize, wer
-from tests.triton_client import InferenceServerException, infer_ensemble, model_counts
+from edge.triton import Moderation, ensemble_inputs, parse_moderation
+from scripts.cli import MODEL_REPOSITORY
+from scripts.export import triton_config
+from scripts.export.triton_config import EnsembleValues, KoelectraValues, WhisperValues
+from scripts.speech import ENGLISH_SENTENCE, SAMPLE_RATE, read_wav, synthesize, wer
+from scripts.triton_stats import model_counts
+
+
+async def infer_ensemble(client: grpcclient.InferenceServerClient, audio, language: str | None = None) -> Moderation:
+    """One request, built and read by the edge's own helpers, so tests and product speak alike."""
+    return parse_moderation(await client.infer("ensemble", ensemble_inputs(audio, language), client_timeout=120))
 
 
 def run(coro_fn, url):
@@ -112,3 +121,20 @@ def test_koelectra_scores_batches_and_empty_text(triton):
     probs = run(scenario, triton)
     assert probs[1] == 0.0
     assert all(0.0 < p < 1.0 for p in (probs[0], probs[2]))
+
+
+@pytest.mark.parametrize(("model", "values"), [("whisper", WhisperValues), ("koelectra", KoelectraValues),
+                                               ("ensemble", EnsembleValues)])
+def test_every_served_config_is_its_template_rendered_with_the_exported_values(model_repository, model, values):
+    model_dir = model_repository / model
+    rendered = triton_config.render(triton_config.read(model_dir, values))
+    assert (model_dir / "config.pbtxt").read_text() == rendered
+
+
+def test_the_ensemble_publishes_whispers_default_language(triton):
+    async def scenario(client):
+        return await client.get_model_config("ensemble", as_json=True)
+
+    config = run(scenario, triton)["config"]
+    whisper = triton_config.read(MODEL_REPOSITORY / "whisper", WhisperValues)
+    assert config["parameters"]["default_language"]["string_value"] == whisper.default_language == "ko"

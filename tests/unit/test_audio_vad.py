@@ -1,4 +1,4 @@
-"""Edge logic without servers: PCM decoding, resampling and VAD segmentation."""
+"""Edge logic without servers: PCM decoding, resampling and VAD segmentation (on the committed dialogue)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from edge.audio import PcmDecoder
 from edge.protocol import ClientConfig
 from edge.vad import Segmenter, SegmenterLimits
-from tests.speech import SAMPLE_RATE, read_wav
+from scripts.speech import DIALOGUE_WAV, SAMPLE_RATE, read_wav, speech_times
 
 
 def tone(seconds: float, rate: int = SAMPLE_RATE, freq: float = 440.0) -> np.ndarray:
@@ -38,34 +38,32 @@ def test_stereo_float_44k_is_resampled_to_16k_mono():
     assert decoder.input_seconds == pytest.approx(1.0)
 
 
-def segment_all(samples: np.ndarray, limits: SegmenterLimits = SegmenterLimits()):
-    segmenter = Segmenter(limits)
+def segment_all(samples: np.ndarray, limits: SegmenterLimits | None = None):
+    segmenter = Segmenter(limits or SegmenterLimits())
     out = []
     for i in range(0, len(samples), 320):  # 20 ms frames, as desktop clients send
         out += segmenter.feed(samples[i:i + 320], received_at=0.0)
     return out + segmenter.flush(received_at=0.0)
 
 
-def test_speech_separated_by_pauses_becomes_one_segment_each(dialogue_wav):
-    from tests.speech import speech_times
-
-    segments = segment_all(read_wav(dialogue_wav))
-    times = speech_times(dialogue_wav)
+def test_speech_separated_by_pauses_becomes_one_segment_each():
+    segments = segment_all(read_wav(DIALOGUE_WAV))
+    times = speech_times(DIALOGUE_WAV)
     assert len(segments) == len(times)
-    for segment, (start, end) in zip(segments, times):
+    for segment, (start, end) in zip(segments, times, strict=True):
         # espeak-ng's files carry a little leading/trailing silence, which the VAD rightly trims
         assert start - 0.3 <= segment.start_s <= start + 0.3
         assert end - 0.4 <= segment.end_s <= end + 0.3
         assert len(segment.audio) == round((segment.end_s - segment.start_s) * SAMPLE_RATE)
 
 
-def test_long_speech_is_cut_at_the_maximum_without_losing_audio(dialogue_wav):
-    speech = read_wav(dialogue_wav)
+def test_long_speech_is_cut_at_the_maximum_without_losing_audio():
+    speech = read_wav(DIALOGUE_WAV)
     limits = SegmenterLimits(max_segment_s=1.0)
     segments = segment_all(speech, limits)
     assert all(s.end_s - s.start_s <= 1.0 + 1e-9 for s in segments)
     # consecutive cuts of one utterance are contiguous: no gap, no overlap
-    touching = [b.start_s - a.end_s for a, b in zip(segments, segments[1:]) if b.start_s - a.end_s < 0.3]
+    touching = [b.start_s - a.end_s for a, b in zip(segments, segments[1:], strict=False) if b.start_s - a.end_s < 0.3]
     assert touching and all(abs(gap) < 1e-9 for gap in touching)
 
 

@@ -8,18 +8,19 @@ import json
 import pytest
 
 from edge.client import stream
-from tests.conftest import DIALOGUE
-from scripts.edge_process import http_get, running_edge
-from scripts.serve_triton import free_port
+from edge.protocol import ErrorEvent, SegmentEvent, SummaryEvent
+from scripts.launch import free_port, http_get, running_edge
+from scripts.speech import DIALOGUE
 
 
 @pytest.fixture(scope="module")
 def orphan_edge(tmp_path_factory):
     """An edge whose Triton address has nothing listening (Triton stopped)."""
     dead = f"127.0.0.1:{free_port()}"
-    with running_edge(free_port(), dead, tmp_path_factory.mktemp("orphan") / "edge.log",
-                      triton_timeout_s=5, triton_health_interval_s=0.5) as address:
-        yield address
+    log_path = tmp_path_factory.mktemp("orphan") / "edge.log"
+    with open(log_path, "wb") as log, \
+            running_edge(free_port(), dead, log, triton_timeout_s=5, triton_health_interval_s=0.5) as edge:
+        yield edge.address
 
 
 def test_healthz_and_readyz_with_triton_up(edge):
@@ -46,22 +47,23 @@ def test_readyz_is_503_when_triton_is_down(orphan_edge):
 
 def test_segments_get_error_events_when_triton_is_down(orphan_edge, dialogue_wav):
     result = asyncio.run(asyncio.wait_for(stream(dialogue_wav, f"ws://{orphan_edge}/ws/audio", language="en"), 120))
-    errors = result.of_type("error")
-    assert [e["seq"] for e in errors] == list(range(len(DIALOGUE)))
-    assert all(e["code"] == "triton_unavailable" for e in errors), errors
-    assert result.events[-1]["type"] == "summary" and result.events[-1]["failed_segments"] == len(DIALOGUE)
+    errors = result.of_type(ErrorEvent)
+    assert [e.seq for e in errors] == list(range(len(DIALOGUE)))
+    assert all(e.code == "triton_unavailable" for e in errors), errors
+    assert isinstance(result.events[-1], SummaryEvent) and result.events[-1].failed_segments == len(DIALOGUE)
     _, body = http_get(f"http://{orphan_edge}/metrics")
     assert 'edge_triton_errors_total{reason="unavailable"}' in body
 
 
 def test_edge_spreads_over_servers_and_skips_a_dead_one(triton, tmp_path, dialogue_wav):
     urls = f"127.0.0.1:{free_port()},{triton}"  # first server dead, second alive
-    with running_edge(free_port(), urls, tmp_path / "edge.log", triton_health_interval_s=0.5) as edge:
-        status, body = http_get(f"http://{edge}/readyz")
+    with open(tmp_path / "edge.log", "wb") as log, \
+            running_edge(free_port(), urls, log, triton_health_interval_s=0.5) as edge:
+        status, body = http_get(f"http://{edge.address}/readyz")
         assert status == 200 and json.loads(body)["ready_servers"] == [triton]
-        result = asyncio.run(stream(dialogue_wav, f"ws://{edge}/ws/audio", language="en"))
-    assert not result.of_type("error")
-    assert len(result.of_type("segment")) == len(DIALOGUE)
+        result = asyncio.run(stream(dialogue_wav, f"ws://{edge.address}/ws/audio", language="en"))
+    assert not result.of_type(ErrorEvent)
+    assert len(result.of_type(SegmentEvent)) == len(DIALOGUE)
 
 
 def test_sessions_over_the_limit_are_refused_with_1013(triton, tmp_path):
@@ -78,7 +80,7 @@ def test_sessions_over_the_limit_are_refused_with_1013(triton, tmp_path):
             tail = [json.loads(m) async for m in first]
         return refusal, code, tail
 
-    with running_edge(free_port(), triton, tmp_path / "edge.log", max_sessions=1) as edge:
-        refusal, code, tail = asyncio.run(scenario(edge))
+    with open(tmp_path / "edge.log", "wb") as log, running_edge(free_port(), triton, log, max_sessions=1) as edge:
+        refusal, code, tail = asyncio.run(scenario(edge.address))
     assert refusal["code"] == "server_busy" and code == 1013
     assert tail[-1]["type"] == "summary"

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from scripts.edge_process import REPO_ROOT
+from scripts.cli import REPO_ROOT
 
 WSCAT = REPO_ROOT / "node_modules" / ".bin" / "wscat"
 
@@ -39,3 +39,11 @@ def test_wscat_typing_garbage_gets_an_error_not_a_disconnect(edge):
     events = wscat(f"ws://{edge}/ws/audio", "hello there", '{"type":"end"}')
     assert [e["type"] for e in events] == ["ready", "error", "summary"], events
     assert events[1]["code"] == "bad_json"
+
+
+def test_wscat_unknown_language_is_a_client_error_and_the_session_goes_on(edge):
+    events = wscat(f"ws://{edge}/ws/audio", '{"type":"config","language":"xx"}', '{"type":"config","language":"en"}',
+                   '{"type":"end"}')
+    assert [e["type"] for e in events] == ["ready", "error", "config", "summary"], events
+    assert events[1]["code"] == "bad_config" and "language" in events[1]["message"]
+    assert events[2]["language"] == "en"

@@ -7,8 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ENGLISH_SENTENCE
-from tests.speech import SAMPLE_RATE, read_wav, wer
+from scripts.speech import ENGLISH_SENTENCE, SAMPLE_RATE, read_wav, wer
 
 
 def load(model_repository, context: str, cpu_int8: bool = False):

@@ -10,34 +10,34 @@ import pytest
 import websockets
 
 from edge.client import stream
-from tests.conftest import DIALOGUE
-from tests.speech import read_wav, speech_times, wer
+from edge.protocol import ConfigEvent, ErrorEvent, ReadyEvent, SegmentEvent, SummaryEvent
+from scripts.speech import DIALOGUE, read_wav, speech_times, synthesize, wer
 
 MAX_WER = 0.3
 
 
-def check_dialogue(result, wav) -> list[dict]:
-    segments = result.of_type("segment")
-    assert not result.of_type("error"), result.of_type("error")
-    assert [s["seq"] for s in segments] == list(range(len(DIALOGUE))), segments
-    for segment, sentence, (start, end) in zip(segments, DIALOGUE, speech_times(wav)):
-        assert wer(sentence, segment["text"]) <= MAX_WER, (sentence, segment["text"])
+def check_dialogue(result, wav) -> list[SegmentEvent]:
+    segments = result.of_type(SegmentEvent)
+    assert not result.of_type(ErrorEvent), result.of_type(ErrorEvent)
+    assert [s.seq for s in segments] == list(range(len(DIALOGUE))), segments
+    for segment, sentence, (start, end) in zip(segments, DIALOGUE, speech_times(wav), strict=True):
+        assert wer(sentence, segment.text) <= MAX_WER, (sentence, segment.text)
         # VAD edges plus pre/post-roll padding: within half a second of the true speech span.
-        assert abs(segment["start_s"] - start) < 0.5 and abs(segment["end_s"] - end) < 0.5, (segment, start, end)
-        assert segment["latency_ms"] > 0
-        assert isinstance(segment["is_harmful"], bool) and 0.5 <= segment["confidence"] <= 1.0
-    assert result.events[-1]["type"] == "summary"
-    assert result.events[-1]["segments"] == len(DIALOGUE)
+        assert abs(segment.start_s - start) < 0.5 and abs(segment.end_s - end) < 0.5, (segment, start, end)
+        assert segment.latency_ms > 0
+        assert 0.5 <= segment.confidence <= 1.0
+    assert isinstance(result.events[-1], SummaryEvent)
+    assert result.events[-1].segments == len(DIALOGUE)
     return segments
 
 
 def test_reference_client_in_real_time(edge, dialogue_wav):
     result = asyncio.run(stream(dialogue_wav, f"ws://{edge}/ws/audio", realtime=True, language="en"))
-    assert result.events[0]["type"] == "ready" and result.events[0]["sample_rate"] == 16000
+    assert isinstance(result.events[0], ReadyEvent) and result.events[0].sample_rate == 16000
     check_dialogue(result, dialogue_wav)
     summary = result.events[-1]
-    assert summary["audio_seconds"] == pytest.approx(len(read_wav(dialogue_wav)) / 16000, abs=0.01)
-    assert summary["p50_latency_ms"] > 0 and summary["p95_latency_ms"] >= summary["p50_latency_ms"]
+    assert summary.audio_seconds == pytest.approx(len(read_wav(dialogue_wav)) / 16000, abs=0.01)
+    assert summary.p50_latency_ms > 0 and summary.p95_latency_ms >= summary.p50_latency_ms
 
 
 def test_44k_stereo_float_gives_the_same_segments(edge, dialogue_wav, tmp_path):
@@ -46,11 +46,11 @@ def test_44k_stereo_float_gives_the_same_segments(edge, dialogue_wav, tmp_path):
                     str(converted)], check=True)
     reference = asyncio.run(stream(dialogue_wav, f"ws://{edge}/ws/audio", language="en"))
     result = asyncio.run(stream(converted, f"ws://{edge}/ws/audio", language="en"))
-    config_ack = result.of_type("config")[0]
-    assert (config_ack["sample_rate"], config_ack["channels"], config_ack["encoding"]) == (44100, 2, "pcm_f32le")
-    for ours, theirs in zip(check_dialogue(result, dialogue_wav), reference.of_type("segment")):
-        assert abs(ours["start_s"] - theirs["start_s"]) <= 0.07 and abs(ours["end_s"] - theirs["end_s"]) <= 0.07
-        assert wer(theirs["text"], ours["text"]) <= 0.2
+    config_ack = result.of_type(ConfigEvent)[0]
+    assert (config_ack.sample_rate, config_ack.channels, config_ack.encoding) == (44100, 2, "pcm_f32le")
+    for ours, theirs in zip(check_dialogue(result, dialogue_wav), reference.of_type(SegmentEvent), strict=True):
+        assert abs(ours.start_s - theirs.start_s) <= 0.07 and abs(ours.end_s - theirs.end_s) <= 0.07
+        assert wer(theirs.text, ours.text) <= 0.2
 
 
 def test_raw_binary_client_without_config_gets_results(edge, dialogue_wav):
@@ -69,6 +69,7 @@ def test_raw_binary_client_without_config_gets_results(edge, dialogue_wav):
             return ready, events
 
     ready, events = asyncio.run(scenario())
+    # No config: the model's exported default language applies, and the edge reports it.
     assert ready["language"] == "ko" and ready["encoding"] == "pcm_s16le"
     segments = [e for e in events if e["type"] == "segment"]
     assert [s["seq"] for s in segments] == [0, 1, 2]
@@ -91,19 +92,17 @@ SESSION_SENTENCES = [
 
 
 def test_ten_concurrent_sessions_get_only_their_own_results(edge, tmp_path):
-    from tests.speech import synthesize
-
     wavs = [synthesize(s, tmp_path / f"speaker{i}.wav") for i, s in enumerate(SESSION_SENTENCES)]
 
     async def scenario():
         return await asyncio.gather(*(stream(w, f"ws://{edge}/ws/audio", language="en") for w in wavs))
 
     results = asyncio.run(scenario())
-    assert len({r.events[-1]["session_id"] for r in results}) == 10
+    assert len({r.events[-1].session_id for r in results}) == 10
     for own, result in enumerate(results):
-        segments = result.of_type("segment")
-        assert len(segments) == 1, json.dumps(result.events[2:])
-        text = segments[0]["text"]
+        segments = result.of_type(SegmentEvent)
+        assert len(segments) == 1, result.events[2:]
+        text = segments[0].text
         rates = [wer(sentence, text) for sentence in SESSION_SENTENCES]
         assert rates[own] <= MAX_WER, (SESSION_SENTENCES[own], text)
         assert rates[own] == min(rates) and rates.count(min(rates)) == 1, (own, text, rates)

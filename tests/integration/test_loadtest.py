@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.serve_triton import REPO_ROOT
+from scripts.cli import REPO_ROOT
 
 RUN_SECONDS = 20
 """Long enough for each user to finish one real-time session of the ~12 s fixture."""

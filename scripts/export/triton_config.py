@@ -1,0 +1,117 @@
+"""Render each model's committed ``config.pbtxt.template`` into the ``config.pbtxt`` Triton loads.
+
+The templates (Jinja2) sit beside the model code in ``model_repository/<kind>/``. The values an
+exporter chose are written next to the rendered config as ``config.values.json``, so later steps
+(the ensemble export, a benchmark variant with batching off) render the same template with
+changed values instead of editing config text.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import ClassVar, Literal, TypeVar
+
+import jinja2
+from pydantic import BaseModel, ConfigDict, Field
+
+from scripts.cli import MODEL_REPOSITORY
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_NAME = "config.pbtxt.template"
+VALUES_NAME = "config.values.json"
+CONFIG_NAME = "config.pbtxt"
+
+
+class ModelValues(BaseModel):
+    """Values of one model's template; ``kind`` names the template directory."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: ClassVar[str]
+
+    name: str
+    """Model name in the repository (and in Triton)."""
+
+
+class BatchedValues(ModelValues):
+    max_batch_size: int = Field(ge=1)
+    max_queue_delay_us: int | None = Field(ge=0)
+    """Dynamic batching's queue delay; None turns dynamic batching off."""
+    instance_count: int = Field(1, ge=1)
+    instance_kind: Literal["CPU", "GPU"] = "CPU"
+
+
+class WhisperValues(BatchedValues):
+    kind: ClassVar[str] = "whisper"
+    checkpoint: str
+    default_language: str
+    fp16: bool = False
+    cpu_threads: int = 0
+    encoder_context: Literal["full", "fit"] = "full"
+    cpu_int8: bool = False
+
+
+class KoelectraValues(BatchedValues):
+    kind: ClassVar[str] = "koelectra"
+    onnx: str = "model.onnx"
+    tokenizer: str = "tokenizer.json"
+    max_length: int = Field(128, ge=1)
+    cpu_threads: int = 0
+
+
+class EnsembleValues(ModelValues):
+    kind: ClassVar[str] = "ensemble"
+    max_batch_size: int = Field(ge=1)
+    """At most the smallest of its members' (Triton's rule)."""
+    whisper: str
+    koelectra: str
+    default_language: str
+    """The whisper member's default, published so the edge can report it."""
+
+    @classmethod
+    def of(cls, name: str, whisper: WhisperValues, koelectra: KoelectraValues) -> EnsembleValues:
+        return cls(name=name, max_batch_size=min(whisper.max_batch_size, koelectra.max_batch_size),
+                   whisper=whisper.name, koelectra=koelectra.name, default_language=whisper.default_language)
+
+
+ValuesT = TypeVar("ValuesT", bound=ModelValues)
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(MODEL_REPOSITORY), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+    env.filters["pbtxt_bool"] = lambda value: "true" if value else "false"
+    return env
+
+
+def render(values: ModelValues) -> str:
+    """The config.pbtxt text of ``values``, from ``model_repository/<kind>/config.pbtxt.template``."""
+    return _environment().get_template(f"{values.kind}/{TEMPLATE_NAME}").render(values.model_dump())
+
+
+def write(model_dir: Path, values: ModelValues) -> Path:
+    """Render into ``model_dir/config.pbtxt`` and keep the values beside it."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / VALUES_NAME).write_text(values.model_dump_json(indent=2) + "\n")
+    (model_dir / CONFIG_NAME).write_text(render(values))
+    logger.info("rendered %s/%s", model_dir, CONFIG_NAME)
+    return model_dir / CONFIG_NAME
+
+
+def read(model_dir: Path, cls: type[ValuesT]) -> ValuesT:
+    """The values a model was exported with."""
+    path = model_dir / VALUES_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: export {model_dir.name} with scripts/export first")
+    return cls.model_validate_json(path.read_text())
+
+
+def write_variant(source_dir: Path, target_repository: Path, values: ModelValues) -> Path:
+    """A model dir ``target_repository/<values.name>`` that shares ``source_dir``'s version dir 1/
+    but has its own config, rendered from ``values``."""
+    target = target_repository / values.name
+    target.mkdir(parents=True)
+    (target / "1").symlink_to((source_dir / "1").resolve(), target_is_directory=True)
+    write(target, values)
+    return target

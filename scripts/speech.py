@@ -1,0 +1,104 @@
+"""Speech for tests, benchmarks and the load test: reference sentences, espeak-ng synthesis
+(resampled to 16 kHz mono with sox), WAV I/O, and word error rate.
+
+The committed ``loadtest/audio/dialogue_en.wav`` is ``DIALOGUE`` spoken with 1 s pauses; its
+sidecar ``dialogue_en.json`` holds where each sentence's speech lies, so it can be used without
+espeak-ng (``python -m loadtest.make_audio`` regenerates both).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import wave
+from pathlib import Path
+
+import jiwer
+import numpy as np
+
+from scripts.cli import REPO_ROOT
+
+SAMPLE_RATE = 16000
+
+ENGLISH_SENTENCE = "Please keep the voice chat friendly and respectful for everyone."
+"""One sentence that Whisper base transcribes exactly."""
+DIALOGUE = [
+    "Good morning everyone, welcome to the game.",
+    "Please keep the voice chat friendly.",
+    "See you in the next round.",
+]
+"""Three English sentences, spoken with PAUSE_S pauses: three VAD segments."""
+BENCH_SENTENCES = [
+    "Good game everyone.",
+    "Can somebody cover the left side please?",
+    "I think we should wait for the others before we start the next round.",
+    "Please keep the voice chat friendly and respectful for everyone, thank you very much.",
+]
+"""Spoken by espeak-ng: about 1.5, 2.5, 4 and 6 seconds, the lengths of VAD segments."""
+DIALOGUE_WAV = REPO_ROOT / "loadtest" / "audio" / "dialogue_en.wav"
+"""DIALOGUE as a committed 16 kHz mono 16-bit WAV, with its sidecar JSON."""
+
+PAUSE_S = 1.0
+"""Silence between dialogue sentences."""
+LEAD_S = 0.5
+"""Silence before the first sentence."""
+
+
+def synthesize(text: str, path: Path, voice: str = "en-us", words_per_minute: int = 140) -> Path:
+    """Speak text into a 16 kHz mono 16-bit WAV file (needs espeak-ng and sox)."""
+    raw = path.with_suffix(".raw.wav")
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(words_per_minute), "-w", str(raw), text], check=True)
+    subprocess.run(["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(path)], check=True)
+    raw.unlink()
+    return path
+
+
+def read_wav(path: Path) -> np.ndarray:
+    """float32 samples in [-1, 1] of a 16-bit mono WAV."""
+    with wave.open(str(path)) as w:
+        if w.getsampwidth() != 2 or w.getnchannels() != 1:
+            raise ValueError(f"{path}: expected 16-bit mono")
+        return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
+
+
+def write_wav(path: Path, samples: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def pcm16(samples: np.ndarray) -> bytes:
+    """Little-endian 16-bit PCM bytes, as a desktop client sends them."""
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def write_dialogue(sentences: list[str], path: Path) -> Path:
+    """Sentences separated by PAUSE_S of silence into ``path``, plus the sidecar ``path.json``."""
+    parts, times, cursor = [np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32)], [], LEAD_S
+    for i, sentence in enumerate(sentences):
+        speech = read_wav(synthesize(sentence, path.with_name(f"{path.stem}.sentence{i}.wav")))
+        path.with_name(f"{path.stem}.sentence{i}.wav").unlink()
+        parts += [speech, np.zeros(int(PAUSE_S * SAMPLE_RATE), np.float32)]
+        times.append([round(cursor, 3), round(cursor + len(speech) / SAMPLE_RATE, 3)])
+        cursor += len(speech) / SAMPLE_RATE + PAUSE_S
+    sidecar = {"sentences": sentences, "speech_s": times}
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return write_wav(path, np.concatenate(parts))
+
+
+def speech_times(wav: Path) -> list[tuple[float, float]]:
+    """(start, end) in seconds of each sentence of a dialogue written by write_dialogue."""
+    return [tuple(span) for span in json.loads(wav.with_suffix(".json").read_text())["speech_s"]]
+
+
+def normalize(text: str) -> str:
+    """Lower-case words (apostrophes kept), single-spaced: punctuation does not count as an error."""
+    return " ".join(re.findall(r"[\w']+", text.lower()))
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    return jiwer.wer(normalize(reference), normalize(hypothesis))

@@ -1,0 +1,52 @@
+"""Fixtures of the integration tier: the exported model repository, a real tritonserver on free
+ports, the real edge process in front of it, and speech synthesised with espeak-ng."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scripts.cli import MODEL_REPOSITORY
+from scripts.launch import free_port, running_edge
+from scripts.serve_triton import Ports, TritonServer
+from scripts.speech import DIALOGUE, ENGLISH_SENTENCE, synthesize, write_dialogue
+
+
+@pytest.fixture(scope="session")
+def model_repository() -> Path:
+    missing = [p for p in ("whisper/1/whisper.pt", "koelectra/1/model.onnx", "ensemble/config.pbtxt")
+               if not (MODEL_REPOSITORY / p).exists()]
+    if missing:
+        pytest.fail(f"model repository not exported ({', '.join(missing)} missing): run `make export`")
+    return MODEL_REPOSITORY
+
+
+@pytest.fixture(scope="session")
+def triton(model_repository, tmp_path_factory) -> str:
+    """A real tritonserver serving the exported repository; yields its gRPC address."""
+    ports = Ports(free_port(), free_port(), free_port())
+    log_path = tmp_path_factory.mktemp("triton") / "tritonserver.log"
+    with open(log_path, "wb") as log, TritonServer(model_repository, ports, log_file=log):
+        yield f"127.0.0.1:{ports.grpc}"
+
+
+@pytest.fixture(scope="session")
+def english_wav(tmp_path_factory) -> Path:
+    return synthesize(ENGLISH_SENTENCE, tmp_path_factory.mktemp("speech") / "english.wav")
+
+
+@pytest.fixture(scope="session")
+def dialogue_wav(tmp_path_factory) -> Path:
+    """DIALOGUE freshly synthesised (the committed copy is in loadtest/audio)."""
+    return write_dialogue(DIALOGUE, tmp_path_factory.mktemp("dialogue") / "dialogue.wav")
+
+
+@pytest.fixture(scope="session")
+def edge(triton, tmp_path_factory) -> str:
+    """The real edge (uvicorn) wired to the real tritonserver; yields host:port."""
+    log_path = tmp_path_factory.mktemp("edge") / "edge.log"
+    # A generous Triton deadline: a slow CI machine must not turn load into timeouts here.
+    with open(log_path, "wb") as log, \
+            running_edge(free_port(), triton, log, max_frame_bytes=65536, triton_timeout_s=60) as running:
+        yield running.address

@@ -1,0 +1,107 @@
+"""A ModerationPool without Triton, for the unit tier."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.triton import Moderation, TritonCallError
+
+
+@dataclass
+class Call:
+    samples: int
+    language: str | None
+
+
+class FakePool:
+    """Answers segment i with the transcript ``segment i: N samples``.
+
+    ``latency_s`` simulates inference time; ``reverse_every=n`` holds calls until n have arrived
+    and then answers them last-first; ``gated`` holds every call until ``open_gate()``; ``error``
+    makes every call fail with it. Waiting and the gate work in the app's event loop (from a
+    TestClient: ``client.portal.call(pool.open_gate)``)."""
+
+    model = "ensemble"
+
+    def __init__(self, default_language: str | None = "ko", up: bool = True, latency_s: float = 0.0,
+                 reverse_every: int | None = None, gated: bool = False, error: TritonCallError | None = None,
+                 harmful_prob: Callable[[int], float] = lambda index: 0.1):
+        self._default_language, self.up, self.latency_s = default_language, up, latency_s
+        self.reverse_every, self.error, self.harmful_prob = reverse_every, error, harmful_prob
+        self.calls: list[Call] = []
+        self.completed: list[int] = []
+        """Call indices in the order their answers were ready."""
+        self.in_flight = self.peak_in_flight = 0
+        self.started = self.closed = False
+        self._held: list[asyncio.Future] = []
+        self.gated = gated
+        self._gate: asyncio.Event | None = None
+        self._watchers: list[tuple[int, asyncio.Future]] = []
+
+    @property
+    def servers(self) -> list[str]:
+        return ["fake-triton:8001"]
+
+    @property
+    def default_language(self) -> str | None:
+        return self._default_language
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def refresh(self) -> set[str]:
+        return set(self.servers) if self.up else set()
+
+    async def moderate(self, audio: np.ndarray, language: str | None) -> Moderation:
+        index = len(self.calls)
+        self.calls.append(Call(len(audio), language))
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        self._notify_watchers()
+        try:
+            await self._answer_turn()
+        finally:
+            self.in_flight -= 1
+        self.completed.append(index)
+        if self.error is not None:
+            raise self.error
+        return Moderation(f"segment {index}: {len(audio)} samples", self.harmful_prob(index), 0.01)
+
+    async def wait_in_flight(self, count: int) -> None:
+        """Return once ``count`` calls are being answered at the same time."""
+        if self.in_flight < count:
+            watcher = asyncio.get_running_loop().create_future()
+            self._watchers.append((count, watcher))
+            await watcher
+
+    def open_gate(self) -> None:
+        self.gated = False
+        if self._gate is not None:
+            self._gate.set()
+
+    def _notify_watchers(self) -> None:
+        for count, watcher in [w for w in self._watchers if w[0] <= self.in_flight]:
+            self._watchers.remove((count, watcher))
+            watcher.set_result(None)
+
+    async def _answer_turn(self) -> None:
+        if self.gated:
+            self._gate = self._gate or asyncio.Event()
+            await self._gate.wait()
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)  # simulated inference time
+        if self.reverse_every:
+            turn = asyncio.get_running_loop().create_future()
+            self._held.append(turn)
+            if len(self._held) == self.reverse_every:
+                for held in reversed(self._held):
+                    held.set_result(None)
+                self._held.clear()
+            await turn

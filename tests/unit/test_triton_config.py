@@ -1,0 +1,89 @@
+"""The committed config.pbtxt templates render into valid Triton model configs."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from scripts.cli import REPO_ROOT
+from scripts.export import export_koelectra, export_whisper, triton_config
+from scripts.export.triton_config import EnsembleValues, KoelectraValues, WhisperValues
+
+
+def parse(text: str) -> model_config_pb2.ModelConfig:
+    """Triton's own ModelConfig protobuf: unknown fields or bad syntax raise."""
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def parameters(config: model_config_pb2.ModelConfig) -> dict[str, str]:
+    return {key: value.string_value for key, value in config.parameters.items()}
+
+
+@pytest.fixture
+def whisper() -> WhisperValues:
+    return export_whisper.config_values(export_whisper.parse_args([]))
+
+
+@pytest.fixture
+def koelectra() -> KoelectraValues:
+    return export_koelectra.config_values(export_koelectra.parse_args(["--untrained"]))
+
+
+def test_the_exporters_defaults_render_the_documented_configs(whisper, koelectra):
+    w, k = parse(triton_config.render(whisper)), parse(triton_config.render(koelectra))
+    assert (w.name, w.backend, w.max_batch_size) == ("whisper", "python", 16)
+    assert w.dynamic_batching.max_queue_delay_microseconds == 10000
+    assert [i.name for i in w.input] == ["AUDIO", "LANGUAGE"] and w.input[0].allow_ragged_batch
+    assert w.input[1].optional and [o.name for o in w.output] == ["TRANSCRIPT", "NO_SPEECH_PROB"]
+    assert parameters(w) == {"checkpoint": "whisper.pt", "default_language": "ko", "fp16": "false",
+                             "cpu_threads": "0", "encoder_context": "full", "cpu_int8": "false"}
+    assert (k.name, k.max_batch_size, k.dynamic_batching.max_queue_delay_microseconds) == ("koelectra", 64, 2000)
+    assert w.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+
+
+def test_the_ensemble_takes_its_batch_size_and_language_from_its_members(whisper, koelectra):
+    small = whisper.model_copy(update={"max_batch_size": 4, "default_language": "en"})
+    config = parse(triton_config.render(EnsembleValues.of("ensemble", small, koelectra)))
+    assert (config.platform, config.max_batch_size) == ("ensemble", 4)
+    assert [step.model_name for step in config.ensemble_scheduling.step] == ["whisper", "koelectra"]
+    assert parameters(config) == {"default_language": "en"}
+
+
+def test_flags_change_the_rendered_values(koelectra):
+    args = export_whisper.parse_args(["--max-queue-delay-us", "-1", "--instance-kind", "GPU", "--fp16",
+                                      "--language", "ja", "--max-batch-size", "32"])
+    config = parse(triton_config.render(export_whisper.config_values(args)))
+    assert not config.HasField("dynamic_batching")
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert parameters(config)["fp16"] == "true" and parameters(config)["default_language"] == "ja"
+    assert config.max_batch_size == 32
+
+
+def test_the_whisper_exporter_refuses_a_language_whisper_lacks():
+    with pytest.raises(SystemExit):
+        export_whisper.parse_args(["--language", "xx"])
+
+
+def test_values_round_trip_and_variants_share_the_version_directory(whisper, tmp_path):
+    source = tmp_path / "repo" / "whisper"
+    (source / "1").mkdir(parents=True)
+    (source / "1" / "whisper.pt").write_bytes(b"weights")
+    triton_config.write(source, whisper)
+    assert triton_config.read(source, WhisperValues) == whisper
+    variant = whisper.model_copy(update={"name": "whisper_unbatched", "max_queue_delay_us": None})
+    target = triton_config.write_variant(source, tmp_path / "variants", variant)
+    assert (target / "1" / "whisper.pt").read_bytes() == b"weights"
+    config = parse((target / "config.pbtxt").read_text())
+    assert config.name == "whisper_unbatched" and not config.HasField("dynamic_batching")
+
+
+def test_reading_values_of_a_model_never_exported_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="export"):
+        triton_config.read(tmp_path / "whisper", WhisperValues)
+
+
+def test_every_model_directory_has_a_template():
+    models = [d for d in (REPO_ROOT / "model_repository").iterdir() if (d / "1").is_dir()]
+    assert sorted(d.name for d in models) == ["ensemble", "koelectra", "whisper"]
+    assert all((d / triton_config.TEMPLATE_NAME).is_file() for d in models)
