@@ -29,8 +29,8 @@ serve-triton: export
 run: export
 	$(PY) -m scripts.run_service
 
-# Both tiers: the unit tier first (seconds, no servers), then the integration tier.
-test: install system-deps export
+# Lint, then both tiers: the unit tier first (seconds, no servers), then the integration tier.
+test: lint system-deps export
 	$(PY) -m pytest -q tests/unit tests/integration
 
 # The unit tier alone: no tritonserver, exported models or espeak-ng needed.

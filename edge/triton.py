@@ -112,7 +112,9 @@ class TritonPool:
         if not urls:
             raise ValueError("no Triton URL configured")
         self.model, self.timeout_s, self.health_interval_s = model, timeout_s, health_interval_s
-        self.clients = {url: grpcclient.InferenceServerClient(url) for url in urls}
+        self.urls = urls
+        # Created in start(): grpc.aio channels belong to the event loop they are made in.
+        self.clients: dict[str, grpcclient.InferenceServerClient] = {}
         self.ready: set[str] = set()
         self._default_language: str | None = None
         self._round_robin = itertools.count()
@@ -120,13 +122,14 @@ class TritonPool:
 
     @property
     def servers(self) -> list[str]:
-        return list(self.clients)
+        return list(self.urls)
 
     @property
     def default_language(self) -> str | None:
         return self._default_language
 
     async def start(self) -> None:
+        self.clients = {url: grpcclient.InferenceServerClient(url) for url in self.urls}
         await self.refresh()
         self._health_task = asyncio.create_task(self._health_loop())
 

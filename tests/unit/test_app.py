@@ -281,3 +281,17 @@ def test_stereo_float_at_44k_is_resampled_before_segmentation():
         events, _ = end(ws)
     assert (ack.sample_rate, ack.channels, ack.encoding) == (44100, 2, "pcm_f32le")
     assert len([e for e in events if isinstance(e, SegmentEvent)]) == len(DIALOGUE)
+
+
+def test_the_default_triton_pool_starts_inside_the_apps_event_loop():
+    # No pool injected: the app builds its gRPC pool, whose channels must belong to the loop the
+    # app runs in (TestClient runs it in a thread of its own). Nothing listens at this address.
+    from scripts.launch import free_port
+
+    settings = EdgeSettings(triton_url=f"127.0.0.1:{free_port()}", triton_health_interval_s=60)
+    with TestClient(create_app(settings)) as app:
+        response = app.get("/readyz")
+        with app.websocket_connect("/ws/audio") as ws:
+            hello = ready(ws)
+    assert response.status_code == 503 and response.json()["servers"] == [settings.triton_url]
+    assert hello.language is None
