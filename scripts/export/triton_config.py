@@ -58,6 +58,16 @@ class KoelectraValues(BatchedValues):
     tokenizer: str = "tokenizer.json"
     max_length: int = Field(128, ge=1)
     cpu_threads: int = 0
+    trained: bool = False
+    """The classification head was fine-tuned for harmful speech; an untrained one never decides a verdict."""
+
+
+class LexiconValues(BatchedValues):
+    kind: ClassVar[str] = "lexicon"
+    lexicon: str = "lexicon.json"
+    """The assembled term list in the version directory (written by scripts/export/export_lexicon.py)."""
+    overrides: str = "overrides.txt"
+    """The operators' additions and removals, in the model directory (beside config.pbtxt)."""
 
 
 class EnsembleValues(ModelValues):
