@@ -35,7 +35,7 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         await pool.start()
-        logger.info("edge up; Triton %s, ready: %s", pool.servers, sorted(await pool.refresh()) or "none yet")
+        logger.info("edge up; Triton %s", pool.servers)
         try:
             yield
         finally:

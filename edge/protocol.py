@@ -15,6 +15,8 @@ SAMPLE_RATE = 16000
 """Rate the pipeline works at; client audio at other rates is resampled to it."""
 
 Encoding = Literal["pcm_s16le", "pcm_f32le"]
+Signal = Literal["lexicon", "classifier"]
+"""A harmful-speech signal: the lexicon model's term matches, or the trained KoELECTRA classifier."""
 
 WHISPER_LANGUAGES = frozenset((
     "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw he hi hr ht "
@@ -55,6 +57,8 @@ class ClientConfig(BaseModel):
     channels: Literal[1, 2] = 1
     language: str | None = None
     """A Whisper language code; None leaves the choice to the model's exported default."""
+    word_timestamps: bool = False
+    """Send each segment's words with their times (``words`` in segment events)."""
 
     @field_validator("language")
     @classmethod
@@ -74,12 +78,14 @@ class ServerEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    omit_none: ClassVar[bool] = False
-    """Leave out fields that are None (instead of sending null)."""
+    optional_fields: ClassVar[frozenset[str]] = frozenset()
+    """Fields left out of the frame while they are None (others are sent as null)."""
 
     def wire(self) -> str:
         """The JSON text frame: fields in declaration order, UTF-8 text unescaped."""
-        return json.dumps(self.model_dump(mode="json", exclude_none=self.omit_none), ensure_ascii=False)
+        data = self.model_dump(mode="json")
+        data = {k: v for k, v in data.items() if v is not None or k not in self.optional_fields}
+        return json.dumps(data, ensure_ascii=False)
 
 
 class ReadyEvent(ServerEvent):
@@ -93,6 +99,8 @@ class ReadyEvent(ServerEvent):
     language: str | None
     """The model's default language, or null while no Triton server has reported it."""
     max_frame_bytes: int
+    signals: list[Signal]
+    """The harmful-speech signals that decide verdicts; empty while no Triton server has reported them."""
 
 
 class ConfigEvent(ServerEvent):
@@ -103,10 +111,38 @@ class ConfigEvent(ServerEvent):
     encoding: Encoding
     channels: int
     language: str | None
+    word_timestamps: bool
+
+
+class HarmfulSpan(BaseModel):
+    """Where a segment is harmful, in seconds of the client's stream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_s: float
+    end_s: float
+    text: str
+    """The transcript's words there (the whole transcript for a classifier span)."""
+    category: str
+    """The lexicon term's category (profanity, insult, ...), or ``harmful`` for the classifier."""
+    source: Signal
+
+
+class WordTime(BaseModel):
+    """One transcribed word, in seconds of the client's stream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    word: str
+    start_s: float
+    end_s: float
+    probability: float
 
 
 class SegmentEvent(ServerEvent):
     """The moderation result of one speech segment."""
+
+    optional_fields: ClassVar[frozenset[str]] = frozenset({"words"})
 
     type: Literal["segment"] = "segment"
     seq: int
@@ -114,9 +150,16 @@ class SegmentEvent(ServerEvent):
     end_s: float
     text: str
     is_harmful: bool
-    confidence: float
+    reasons: list[Signal]
+    """The signals that found the segment harmful; empty when it is not."""
+    confidence: float | None
+    """Probability of the decision: 1.0 for a lexicon match, the trained classifier's otherwise,
+    null when no trained classifier scored a segment the lexicon did not flag."""
     harmful_prob: float
     no_speech_prob: float
+    harmful_spans: list[HarmfulSpan]
+    words: list[WordTime] | None = None
+    """Only for clients whose config asked for ``word_timestamps``."""
     latency_ms: float = 0.0
     """Set when the event is sent."""
 
@@ -124,7 +167,7 @@ class SegmentEvent(ServerEvent):
 class ErrorEvent(ServerEvent):
     """A problem; with ``seq`` (and the segment's times and latency) when it replaces a segment result."""
 
-    omit_none: ClassVar[bool] = True
+    optional_fields: ClassVar[frozenset[str]] = frozenset({"seq", "start_s", "end_s", "latency_ms"})
 
     type: Literal["error"] = "error"
     code: ErrorCode

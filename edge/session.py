@@ -14,6 +14,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from edge.audio import PcmDecoder
 from edge.metrics import EdgeMetrics
+from edge.moderation import Moderation, judge, stream_words
 from edge.protocol import (
     SAMPLE_RATE,
     ClientConfig,
@@ -65,7 +66,13 @@ class Session:
     @property
     def language(self) -> str | None:
         """The session's language as far as the edge knows: the client's, else the model's default."""
-        return self.config.language or self.pool.default_language
+        return self.config.language or self.pool.facts.default_language
+
+    @property
+    def wants_word_times(self) -> bool:
+        """Whisper aligns words when the client wants them, or when lexicon spans need them."""
+        lexicon = "lexicon" in self.pool.facts.signals
+        return self.config.word_timestamps or (lexicon and self.settings.span_word_times)
 
     async def send(self, event: ServerEvent) -> None:
         async with self._send_lock:
@@ -79,7 +86,8 @@ class Session:
         """Serve the connection until {"type":"end"} (graceful) or the client goes away (abort)."""
         await self.send(ReadyEvent(session_id=self.id, sample_rate=SAMPLE_RATE, encoding=self.config.encoding,
                                    channels=self.config.channels, language=self.language,
-                                   max_frame_bytes=self.settings.max_frame_bytes))
+                                   max_frame_bytes=self.settings.max_frame_bytes,
+                                   signals=list(self.pool.facts.signals)))
         sender = asyncio.create_task(self._deliver_results())
         try:
             await self._receive_until_end()
@@ -139,7 +147,8 @@ class Session:
             return
         self.config, self.decoder = config, PcmDecoder(config)
         await self.send(ConfigEvent(sample_rate=config.sample_rate, encoding=config.encoding,
-                                    channels=config.channels, language=self.language))
+                                    channels=config.channels, language=self.language,
+                                    word_timestamps=config.word_timestamps))
 
     async def on_audio(self, data: bytes) -> None:
         received_at = time.perf_counter()
@@ -165,7 +174,7 @@ class Session:
         times = {"seq": seq, "start_s": round(segment.start_s, 3), "end_s": round(segment.end_s, 3)}
         try:
             # The client's language, or None: the model's exported default then applies.
-            result = await self.pool.moderate(segment.audio, self.config.language)
+            result = await self.pool.moderate(segment.audio, self.config.language, self.wants_word_times)
         except TritonCallError as exc:
             self.metrics.triton_errors.labels(exc.reason).inc()
             return ErrorEvent(code=exc.code, message=str(exc), **times), segment.closed_at
@@ -174,12 +183,16 @@ class Session:
             self.metrics.triton_errors.labels("internal").inc()
             return ErrorEvent(code=ErrorCode.TRITON_ERROR, message=f"moderation failed: {exc}", **times), \
                 segment.closed_at
-        harmful = result.harmful_prob >= self.settings.harmful_threshold
+        return self._segment_event(result, times, segment), segment.closed_at
+
+    def _segment_event(self, result: Moderation, times: dict, segment: Segment) -> SegmentEvent:
+        verdict = judge(result, self.pool.facts, self.settings.harmful_threshold, segment.start_s, segment.end_s)
         return SegmentEvent(
-            **times, text=result.transcript, is_harmful=harmful,
-            confidence=round(result.harmful_prob if harmful else 1.0 - result.harmful_prob, 4),
-            harmful_prob=round(result.harmful_prob, 4), no_speech_prob=round(result.no_speech_prob, 4),
-        ), segment.closed_at
+            **times, text=result.transcript, is_harmful=verdict.is_harmful, reasons=verdict.reasons,
+            confidence=verdict.confidence, harmful_prob=round(result.harmful_prob, 4),
+            no_speech_prob=round(result.no_speech_prob, 4), harmful_spans=verdict.spans,
+            words=stream_words(result, segment.start_s) if self.config.word_timestamps else None,
+        )
 
     async def _deliver_results(self) -> None:
         """Send results in segment order as they complete."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,7 +23,11 @@ class EdgeSettings(BaseSettings):
     triton_health_interval_s: float = Field(2.0, gt=0)
     """How often each Triton server's model readiness is re-checked."""
     harmful_threshold: float = Field(0.5, ge=0, le=1)
-    """A segment is harmful when its HARMFUL_PROB is at least this."""
+    """With a trained classifier, a segment is harmful when its HARMFUL_PROB is at least this."""
+    span_word_times: bool = True
+    """Ask Whisper for word times on every segment, so a lexicon span covers just its words (costs
+    an alignment pass, see docs/PERFORMANCE.md); off: spans cover their whole segment, and word
+    times are computed only for clients that ask for them."""
     vad_aggressiveness: int = Field(2, ge=0, le=3)
     """WebRTC VAD mode: 0 keeps the most audio as speech, 3 filters non-speech hardest."""
     vad_frame_ms: int = 30
@@ -46,6 +50,18 @@ class EdgeSettings(BaseSettings):
     """Concurrent WebSocket sessions per process; more are refused with close code 1013."""
     log_level: str = "info"
     """uvicorn and application log level."""
+
+    default_language: None = None
+    """Removed: the language of clients that name none is the whisper model's (export it with
+    ``--language``). Setting EDGE_DEFAULT_LANGUAGE stops the edge rather than being ignored."""
+
+    @field_validator("default_language", mode="before")
+    @classmethod
+    def _removed(cls, value: object) -> None:
+        if value is not None:
+            raise ValueError("EDGE_DEFAULT_LANGUAGE was removed: export whisper with --language instead "
+                             "(python -m scripts.export.export_whisper --language …, then export_ensemble)")
+        return None
 
     def triton_urls(self) -> list[str]:
         """The Triton addresses of ``triton_url``."""

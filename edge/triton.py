@@ -4,8 +4,9 @@ One client per server per process. A background task tracks which servers have t
 ready; segments go round-robin to those (to any server if none is known ready, so the real
 error surfaces). Every call carries a deadline.
 
-The model's default language is read from the ensemble's config (its ``default_language``
-parameter, copied there from the whisper export), so the edge never keeps a default of its own.
+What the model is (its default language, and which harmful-speech signals it runs) is read
+from the ensemble's config parameters, rendered there at export, so the edge never keeps a
+second copy that could disagree.
 """
 
 from __future__ import annotations
@@ -13,28 +14,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from pydantic import TypeAdapter, ValidationError
 from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
-from edge.protocol import ErrorCode
+from edge.moderation import MATCHES, WORDS, ModelFacts, Moderation
+from edge.protocol import ErrorCode, Signal
 
 logger = logging.getLogger(__name__)
 
 HEALTH_CALL_TIMEOUT_S = 2.0
 """Deadline of one readiness probe."""
-
-
-@dataclass
-class Moderation:
-    transcript: str
-    harmful_prob: float
-    no_speech_prob: float
 
 
 class TritonCallError(Exception):
@@ -56,8 +51,8 @@ class ModerationPool(Protocol):
         """Every configured server address."""
 
     @property
-    def default_language(self) -> str | None:
-        """The model's language for requests that name none; None until a server reported it."""
+    def facts(self) -> ModelFacts:
+        """The model's default language and signals; empty until a server reported them."""
 
     async def start(self) -> None: ...
 
@@ -66,12 +61,13 @@ class ModerationPool(Protocol):
     async def refresh(self) -> set[str]:
         """Probe the servers now; returns the ready ones."""
 
-    async def moderate(self, audio: np.ndarray, language: str | None) -> Moderation:
+    async def moderate(self, audio: np.ndarray, language: str | None, word_timestamps: bool = False) -> Moderation:
         """One segment through the model; raises TritonCallError."""
 
 
-def ensemble_inputs(audio: np.ndarray, language: str | None) -> list[InferInput]:
-    """AUDIO [1, n] and, unless None (server default), LANGUAGE [1, 1]."""
+def ensemble_inputs(audio: np.ndarray, language: str | None, word_timestamps: bool = False) -> list[InferInput]:
+    """AUDIO [1, n]; LANGUAGE [1, 1] unless None (the model's default applies); WORD_TIMESTAMPS
+    [1, 1] only when asked for (the model's alignment pass is skipped otherwise)."""
     audio = np.asarray(audio, dtype=np.float32).reshape(1, -1)
     inputs = [InferInput("AUDIO", list(audio.shape), "FP32")]
     inputs[0].set_data_from_numpy(audio)
@@ -79,6 +75,10 @@ def ensemble_inputs(audio: np.ndarray, language: str | None) -> list[InferInput]
         lang_in = InferInput("LANGUAGE", [1, 1], "BYTES")
         lang_in.set_data_from_numpy(np.array([[language.encode()]], dtype=np.object_))
         inputs.append(lang_in)
+    if word_timestamps:
+        words_in = InferInput("WORD_TIMESTAMPS", [1, 1], "BOOL")
+        words_in.set_data_from_numpy(np.array([[True]]))
+        inputs.append(words_in)
     return inputs
 
 
@@ -89,13 +89,40 @@ def _output(result, name: str) -> np.ndarray:
     return values.reshape(-1)
 
 
+def _json_output(result, name: str, adapter: TypeAdapter) -> list:
+    """A JSON list output; [] when the model has no such output (no lexicon, no word times)."""
+    values = result.as_numpy(name)
+    if values is None or values.size < 1:
+        return []
+    try:
+        return adapter.validate_json(values.reshape(-1)[0])
+    except ValidationError as exc:
+        raise TritonCallError(ErrorCode.TRITON_ERROR, "bad_response",
+                              f"Triton's {name} output is malformed: {exc}") from exc
+
+
 def parse_moderation(result) -> Moderation:
-    """The ensemble's three outputs of a one-segment response; TritonCallError when one is missing."""
+    """A one-segment response of the ensemble; TritonCallError when a required output is missing."""
     return Moderation(
         transcript=_output(result, "TRANSCRIPT")[0].decode("utf-8", errors="replace"),
         harmful_prob=float(_output(result, "HARMFUL_PROB")[0]),
         no_speech_prob=float(_output(result, "NO_SPEECH_PROB")[0]),
+        words=_json_output(result, "WORDS", WORDS),
+        matches=_json_output(result, "MATCHES", MATCHES),
     )
+
+
+def facts_from_parameters(parameters: dict) -> ModelFacts:
+    """ModelFacts from a model config's ``parameters`` (as tritonclient's JSON gives them)."""
+    def value(key: str) -> str:
+        return parameters.get(key, {}).get("string_value", "")
+
+    signals: list[Signal] = []
+    if value("lexicon"):
+        signals.append("lexicon")
+    if value("classifier_trained") == "true":
+        signals.append("classifier")
+    return ModelFacts(default_language=value("default_language") or None, signals=tuple(signals))
 
 
 def _classify(exc: InferenceServerException) -> TritonCallError:
@@ -116,7 +143,7 @@ class TritonPool:
         # Created in start(): grpc.aio channels belong to the event loop they are made in.
         self.clients: dict[str, grpcclient.InferenceServerClient] = {}
         self.ready: set[str] = set()
-        self._default_language: str | None = None
+        self._facts: ModelFacts | None = None
         self._round_robin = itertools.count()
         self._health_task: asyncio.Task | None = None
 
@@ -125,8 +152,8 @@ class TritonPool:
         return list(self.urls)
 
     @property
-    def default_language(self) -> str | None:
-        return self._default_language
+    def facts(self) -> ModelFacts:
+        return self._facts or ModelFacts()
 
     async def start(self) -> None:
         self.clients = {url: grpcclient.InferenceServerClient(url) for url in self.urls}
@@ -148,24 +175,32 @@ class TritonPool:
     async def refresh(self) -> set[str]:
         """Probe every server now; returns (and remembers) the ready ones."""
         results = await asyncio.gather(*(self._probe(url) for url in self.clients))
-        self.ready = {url for url, ok in zip(self.clients, results, strict=True) if ok}
-        if self.ready and self._default_language is None:
-            self._default_language = await self._read_default_language(min(self.ready))
+        ready = {url for url, ok in zip(self.clients, results, strict=True) if ok}
+        # Re-read on a change of ready servers (a restarted Triton may serve another export),
+        # and until a read succeeds; not on every tick.
+        if ready and (ready != self.ready or self._facts is None):
+            facts = await self._read_facts(min(ready))
+            if facts is not None and facts != self._facts:
+                self._log_facts(facts, min(ready))
+            self._facts = facts or self._facts
+        self.ready = ready
         return self.ready
 
-    async def _read_default_language(self, url: str) -> str | None:
-        """The ``default_language`` parameter of the model's config on one server."""
+    async def _read_facts(self, url: str) -> ModelFacts | None:
+        """The model's facts from its config's parameters on one server (None: try again later)."""
         try:
             config = await asyncio.wait_for(self.clients[url].get_model_config(self.model, as_json=True),
                                             HEALTH_CALL_TIMEOUT_S)
         except (InferenceServerException, TimeoutError, grpc.RpcError, OSError):
             return None
-        language = config["config"].get("parameters", {}).get("default_language", {}).get("string_value")
-        if language:
-            logger.info("model %s on %s transcribes %r when a client names no language", self.model, url, language)
-        else:
-            logger.warning("model %s on %s has no default_language parameter", self.model, url)
-        return language or None
+        return facts_from_parameters(config["config"].get("parameters", {}))
+
+    def _log_facts(self, facts: ModelFacts, url: str) -> None:
+        logger.info("model %s on %s: default language %s, signals %s", self.model, url, facts.default_language,
+                    list(facts.signals) or "none")
+        if facts.default_language is None:
+            logger.warning("model %s on %s has no default_language parameter: the edge cannot report the "
+                           "language of clients that name none", self.model, url)
 
     async def _health_loop(self) -> None:
         while True:
@@ -178,11 +213,11 @@ class TritonPool:
         candidates = sorted(self.ready) or list(self.clients)
         return candidates[next(self._round_robin) % len(candidates)]
 
-    async def moderate(self, audio: np.ndarray, language: str | None) -> Moderation:
+    async def moderate(self, audio: np.ndarray, language: str | None, word_timestamps: bool = False) -> Moderation:
         """Run one segment through the ensemble; raises TritonCallError."""
         url = self._pick()
         try:
-            result = await self.clients[url].infer(self.model, ensemble_inputs(audio, language),
+            result = await self.clients[url].infer(self.model, ensemble_inputs(audio, language, word_timestamps),
                                                    client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             error = _classify(exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import tempfile
 import wave
 from pathlib import Path
 
@@ -79,9 +80,9 @@ def pcm16(samples: np.ndarray) -> bytes:
 def write_dialogue(sentences: list[str], path: Path) -> Path:
     """Sentences separated by PAUSE_S of silence into ``path``, plus the sidecar ``path.json``."""
     parts, times, cursor = [np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32)], [], LEAD_S
-    for i, sentence in enumerate(sentences):
-        speech = read_wav(synthesize(sentence, path.with_name(f"{path.stem}.sentence{i}.wav")))
-        path.with_name(f"{path.stem}.sentence{i}.wav").unlink()
+    for sentence in sentences:
+        with tempfile.TemporaryDirectory() as tmp:
+            speech = read_wav(synthesize(sentence, Path(tmp) / "sentence.wav"))
         parts += [speech, np.zeros(int(PAUSE_S * SAMPLE_RATE), np.float32)]
         times.append([round(cursor, 3), round(cursor + len(speech) / SAMPLE_RATE, 3)])
         cursor += len(speech) / SAMPLE_RATE + PAUSE_S

@@ -21,5 +21,5 @@ async def readyz(pool: PoolDep) -> JSONResponse:
     """Ready when at least one Triton server answers and has the model ready."""
     ready = sorted(await pool.refresh())
     body = {"status": "ready" if ready else "unavailable", "model": pool.model, "ready_servers": ready,
-            "servers": pool.servers}
+            "servers": pool.servers, "signals": list(pool.facts.signals)}
     return JSONResponse(body, status_code=200 if ready else 503)

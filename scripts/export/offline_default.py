@@ -12,9 +12,18 @@ from scripts.export import export_ensemble, export_koelectra, export_whisper, tr
 logger = logging.getLogger(__name__)
 
 
+class StaleExport(Exception):
+    """A model exported before config templates: its flags are unknown, so it is not replaced silently."""
+
+
 def exported(model_dir: Path, artifact: str) -> bool:
-    """The model's artifact and rendered config are both there."""
-    return (model_dir / "1" / artifact).exists() and (model_dir / triton_config.VALUES_NAME).exists()
+    """The model's artifact and its config values are there; StaleExport if only the artifact is."""
+    has_artifact = (model_dir / "1" / artifact).exists()
+    if has_artifact and not (model_dir / triton_config.VALUES_NAME).exists():
+        raise StaleExport(f"{model_dir} has {artifact} but no {triton_config.VALUES_NAME} (exported before "
+                          "config templates): re-export it with the flags you used, or pass --force to replace it "
+                          "with the offline default")
+    return has_artifact
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,11 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="re-export even if artifacts exist")
     args = p.parse_args(argv)
     repo = str(args.repository)
-    if args.force or not exported(args.repository / "whisper", export_whisper.CHECKPOINT_NAME):
-        export_whisper.main(["--repository", repo])
-    if args.force or not exported(args.repository / "koelectra", "model.onnx"):
-        if export_koelectra.main(["--untrained", "--repository", repo]) != 0:
-            return 1
+    try:
+        if args.force or not exported(args.repository / "whisper", export_whisper.CHECKPOINT_NAME):
+            export_whisper.main(["--repository", repo])
+        if args.force or not exported(args.repository / "koelectra", "model.onnx"):
+            if export_koelectra.main(["--untrained", "--repository", repo]) != 0:
+                return 1
+    except StaleExport as exc:
+        logger.error("%s", exc)
+        return 1
     export_ensemble.main(["--repository", repo])
     return 0
 

@@ -8,17 +8,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.triton import Moderation, TritonCallError
+from edge.moderation import ModelFacts, Moderation
+from edge.triton import TritonCallError
 
 
 @dataclass
 class Call:
     samples: int
     language: str | None
+    word_timestamps: bool
+
+
+def numbered(index: int, audio: np.ndarray) -> Moderation:
+    """The default answer: a transcript naming the call and its length."""
+    return Moderation(f"segment {index}: {len(audio)} samples", 0.1, 0.01)
 
 
 class FakePool:
-    """Answers segment i with the transcript ``segment i: N samples``.
+    """Answers call i with ``respond(i, audio)`` (by default the transcript ``segment i: N samples``).
 
     ``latency_s`` simulates inference time; ``reverse_every=n`` holds calls until n have arrived
     and then answers them last-first; ``gated`` holds every call until ``open_gate()``; ``error``
@@ -27,11 +34,11 @@ class FakePool:
 
     model = "ensemble"
 
-    def __init__(self, default_language: str | None = "ko", up: bool = True, latency_s: float = 0.0,
+    def __init__(self, facts: ModelFacts | None = None, up: bool = True, latency_s: float = 0.0,
                  reverse_every: int | None = None, gated: bool = False, error: TritonCallError | None = None,
-                 harmful_prob: Callable[[int], float] = lambda index: 0.1):
-        self._default_language, self.up, self.latency_s = default_language, up, latency_s
-        self.reverse_every, self.error, self.harmful_prob = reverse_every, error, harmful_prob
+                 respond: Callable[[int, np.ndarray], Moderation] = numbered):
+        self._facts, self.up, self.latency_s = facts or ModelFacts("ko"), up, latency_s
+        self.reverse_every, self.error, self.respond = reverse_every, error, respond
         self.calls: list[Call] = []
         self.completed: list[int] = []
         """Call indices in the order their answers were ready."""
@@ -47,8 +54,8 @@ class FakePool:
         return ["fake-triton:8001"]
 
     @property
-    def default_language(self) -> str | None:
-        return self._default_language
+    def facts(self) -> ModelFacts:
+        return self._facts
 
     async def start(self) -> None:
         self.started = True
@@ -59,9 +66,9 @@ class FakePool:
     async def refresh(self) -> set[str]:
         return set(self.servers) if self.up else set()
 
-    async def moderate(self, audio: np.ndarray, language: str | None) -> Moderation:
+    async def moderate(self, audio: np.ndarray, language: str | None, word_timestamps: bool = False) -> Moderation:
         index = len(self.calls)
-        self.calls.append(Call(len(audio), language))
+        self.calls.append(Call(len(audio), language, word_timestamps))
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         self._notify_watchers()
@@ -72,7 +79,7 @@ class FakePool:
         self.completed.append(index)
         if self.error is not None:
             raise self.error
-        return Moderation(f"segment {index}: {len(audio)} samples", self.harmful_prob(index), 0.01)
+        return self.respond(index, audio)
 
     async def wait_in_flight(self, count: int) -> None:
         """Return once ``count`` calls are being answered at the same time."""

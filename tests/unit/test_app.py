@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edge.app import create_app
+from edge.moderation import LexiconMatch, ModelFacts, ModelWord, Moderation
 from edge.protocol import SERVER_EVENTS, ConfigEvent, ErrorCode, ErrorEvent, ReadyEvent, SegmentEvent, SummaryEvent
 from edge.settings import EdgeSettings
 from edge.triton import TritonCallError
@@ -65,7 +66,7 @@ def test_a_dialogue_gets_one_result_per_sentence_in_order_then_a_summary():
     segments = [e for e in events if isinstance(e, SegmentEvent)]
     assert [s.seq for s in segments] == list(range(len(DIALOGUE)))
     assert [s.text for s in segments] == [f"segment {i}: {c.samples} samples" for i, c in enumerate(pool.calls)]
-    assert all(not s.is_harmful and s.confidence == 0.9 and s.latency_ms >= 0 for s in segments)
+    assert all(not s.is_harmful and s.confidence is None and s.latency_ms >= 0 for s in segments)
     summary = events[-1]
     assert isinstance(summary, SummaryEvent) and code == 1000
     assert (summary.segments, summary.failed_segments, summary.session_id) == (3, 0, hello.session_id)
@@ -73,7 +74,7 @@ def test_a_dialogue_gets_one_result_per_sentence_in_order_then_a_summary():
 
 
 def test_without_a_language_the_edge_sends_none_and_reports_the_models_default():
-    pool = FakePool(default_language="ja")
+    pool = FakePool(ModelFacts("ja"))
     with client(pool) as app, app.websocket_connect("/ws/audio") as ws:
         assert ready(ws).language == "ja"
         ws.send_text('{"type": "config", "sample_rate": 16000}')
@@ -84,8 +85,9 @@ def test_without_a_language_the_edge_sends_none_and_reports_the_models_default()
 
 
 def test_before_triton_reports_its_default_the_ready_language_is_null():
-    with client(FakePool(default_language=None, up=False)) as app, app.websocket_connect("/ws/audio") as ws:
-        assert ready(ws).language is None
+    with client(FakePool(ModelFacts(), up=False)) as app, app.websocket_connect("/ws/audio") as ws:
+        hello = ready(ws)
+    assert hello.language is None and hello.signals == []
 
 
 def test_a_named_language_reaches_the_model():
@@ -189,16 +191,33 @@ def test_failed_segments_get_error_events_in_their_place():
     assert f'edge_triton_errors_total{{reason="timeout"}} {float(len(DIALOGUE))}' in metrics
 
 
-def test_harmful_segments_are_flagged_with_the_confidence_of_the_decision():
-    with client(FakePool(harmful_prob=lambda i: 0.8 if i == 1 else 0.2)) as app, \
-            app.websocket_connect("/ws/audio") as ws:
+def scored(probabilities: list[float]):
+    return lambda index, audio: Moderation(f"segment {index}", probabilities[index], 0.01)
+
+
+def verdicts_of(pool: FakePool) -> list:
+    with client(pool) as app, app.websocket_connect("/ws/audio") as ws:
         ready(ws)
         send_audio(ws)
         events, _ = end(ws)
+    return events
+
+
+def test_a_trained_classifier_decides_with_the_confidence_of_its_decision():
+    events = verdicts_of(FakePool(ModelFacts("ko", ("classifier",)), respond=scored([0.2, 0.8, 0.2])))
     segments = [e for e in events if isinstance(e, SegmentEvent)]
-    assert [(s.is_harmful, s.confidence, s.harmful_prob) for s in segments] == [
-        (False, 0.8, 0.2), (True, 0.8, 0.8), (False, 0.8, 0.2)]
+    assert [(s.is_harmful, s.reasons, s.confidence, s.harmful_prob) for s in segments] == [
+        (False, [], 0.8, 0.2), (True, ["classifier"], 0.8, 0.8), (False, [], 0.8, 0.2)]
+    assert [(h.source, h.start_s, h.end_s) for h in segments[1].harmful_spans] == [
+        ("classifier", segments[1].start_s, segments[1].end_s)]
     assert events[-1].harmful_segments == 1
+
+
+def test_an_untrained_classifier_never_decides():
+    events = verdicts_of(FakePool(ModelFacts("ko", ()), respond=scored([0.9, 0.99, 0.7])))
+    segments = [e for e in events if isinstance(e, SegmentEvent)]
+    assert [(s.is_harmful, s.reasons, s.confidence, s.harmful_spans) for s in segments] == [(False, [], None, [])] * 3
+    assert events[-1].harmful_segments == 0
 
 
 def test_a_client_faster_than_the_model_is_held_to_the_in_flight_limit_and_loses_nothing():
@@ -237,17 +256,21 @@ def test_sessions_over_the_limit_are_refused_with_1013_and_slots_come_back():
     assert "edge_active_sessions 0.0" in metrics
 
 
-def test_a_client_that_leaves_mid_stream_frees_its_session():
-    with client(FakePool(latency_s=0.05)) as app:
+def test_a_client_that_leaves_mid_stream_frees_its_session_and_cancels_its_calls():
+    pool = FakePool(gated=True)
+    with client(pool) as app:
         with app.websocket_connect("/ws/audio") as ws:
             ready(ws)
             send_audio(ws)
+            app.portal.call(pool.wait_in_flight, 1)  # a Triton call is under way when the client leaves
         with app.websocket_connect("/ws/audio") as ws:  # the next session still works
             ready(ws)
+            app.portal.call(pool.open_gate)
             events, _ = end(ws)
         metrics = app.get("/metrics").text
     assert isinstance(events[-1], SummaryEvent)
     assert "edge_active_sessions 0.0" in metrics
+    assert 'edge_segments_total{outcome="cancelled"}' in metrics and pool.completed == []
 
 
 def test_probes_follow_the_pool_and_the_app_owns_its_lifecycle():
@@ -295,3 +318,49 @@ def test_the_default_triton_pool_starts_inside_the_apps_event_loop():
             hello = ready(ws)
     assert response.status_code == 503 and response.json()["servers"] == [settings.triton_url]
     assert hello.language is None
+
+
+def lexicon_hit(index, audio) -> Moderation:
+    """Segment 1 says a listed word; Whisper's word times are relative to the segment."""
+    if index != 1:
+        return Moderation("good game", 0.1, 0.01, [ModelWord(word="good", start=0.2, end=0.5, probability=0.9),
+                                                    ModelWord(word=" game", start=0.5, end=0.9, probability=0.9)])
+    transcript = "what the fuck"
+    return Moderation(transcript, 0.1, 0.01,
+                      [ModelWord(word=w, start=a, end=b, probability=0.8)
+                       for w, a, b in (("what", 0.3, 0.6), (" the", 0.6, 0.8), (" fuck", 0.8, 1.2))],
+                      [LexiconMatch(start=9, end=13, text="fuck", term="fuck", category="profanity",
+                                    sources=["better_profanity"])])
+
+
+@pytest.mark.parametrize("asks_for_words", [False, True])
+def test_a_lexicon_match_is_a_harmful_span_at_its_words_stream_time(asks_for_words):
+    pool = FakePool(ModelFacts("ko", ("lexicon",)), respond=lexicon_hit)
+    with client(pool) as app, app.websocket_connect("/ws/audio") as ws:
+        hello = ready(ws)
+        ws.send_text(json.dumps({"type": "config", "word_timestamps": asks_for_words}))
+        ack = next_event(ws)
+        send_audio(ws)
+        events, _ = end(ws)
+        probe = app.get("/readyz").json()
+    segments = [e for e in events if isinstance(e, SegmentEvent)]
+    assert hello.signals == ["lexicon"] == probe["signals"] and ack.word_timestamps is asks_for_words
+    assert [(s.is_harmful, s.reasons) for s in segments] == [(False, []), (True, ["lexicon"]), (False, [])]
+    span = segments[1].harmful_spans[0]
+    assert (span.text, span.category, span.source) == ("fuck", "profanity", "lexicon")
+    assert (span.start_s, span.end_s) == (round(segments[1].start_s + 0.8, 3), round(segments[1].start_s + 1.2, 3))
+    assert all(call.word_timestamps for call in pool.calls)  # spans need word times, asked or not
+    if asks_for_words:
+        assert [w.word for w in segments[1].words] == ["what", "the", "fuck"]
+        assert segments[1].words[0].start_s == round(segments[1].start_s + 0.3, 3)
+    else:
+        assert all(s.words is None for s in segments)
+
+
+def test_without_a_lexicon_word_times_are_computed_only_for_clients_that_ask():
+    pool = FakePool(ModelFacts("ko", ("classifier",)))
+    with client(pool) as app, app.websocket_connect("/ws/audio") as ws:
+        ready(ws)
+        send_audio(ws)
+        end(ws)
+    assert pool.calls and not any(call.word_timestamps for call in pool.calls)

@@ -1,0 +1,120 @@
+"""What the model says about one segment, and the verdict the edge draws from it.
+
+A segment is harmful when the lexicon matched a term, or when a *trained* classifier's
+probability reaches the threshold; an untrained classifier never decides. Lexicon matches are
+character spans of the transcript; Whisper's word times turn them into stream times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, TypeAdapter
+
+from edge.protocol import HarmfulSpan, Signal, WordTime
+
+
+class ModelWord(BaseModel):
+    """One element of the whisper model's WORDS output (seconds relative to the segment)."""
+
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+class LexiconMatch(BaseModel):
+    """One element of the lexicon model's MATCHES output (character offsets into the transcript)."""
+
+    start: int
+    end: int
+    text: str
+    term: str
+    category: str
+    sources: list[str]
+
+
+WORDS = TypeAdapter(list[ModelWord])
+MATCHES = TypeAdapter(list[LexiconMatch])
+
+
+@dataclass
+class Moderation:
+    transcript: str
+    harmful_prob: float
+    no_speech_prob: float
+    words: list[ModelWord] = field(default_factory=list)
+    matches: list[LexiconMatch] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the served model tells about itself (parameters of the ensemble's config)."""
+
+    default_language: str | None = None
+    signals: tuple[Signal, ...] = ()
+    """The signals that can decide a verdict: "lexicon" when the ensemble runs one, "classifier"
+    when KoELECTRA was exported as trained."""
+
+
+@dataclass
+class Verdict:
+    is_harmful: bool
+    reasons: list[Signal]
+    confidence: float | None
+    spans: list[HarmfulSpan]
+
+
+def judge(result: Moderation, facts: ModelFacts, threshold: float, offset_s: float, end_s: float) -> Verdict:
+    """The verdict on a segment that starts at ``offset_s`` and ends at ``end_s`` of the stream."""
+    reasons: list[Signal] = []
+    spans = lexicon_spans(result, offset_s, end_s) if "lexicon" in facts.signals else []
+    if spans:
+        reasons.append("lexicon")
+    classifier = "classifier" in facts.signals
+    if classifier and result.harmful_prob >= threshold:
+        reasons.append("classifier")
+        spans.append(HarmfulSpan(start_s=round(offset_s, 3), end_s=round(end_s, 3), text=result.transcript,
+                                 category="harmful", source="classifier"))
+    harmful = bool(reasons)
+    if "lexicon" in reasons:
+        confidence = 1.0
+    elif classifier:
+        confidence = round(result.harmful_prob if harmful else 1.0 - result.harmful_prob, 4)
+    else:
+        confidence = None
+    return Verdict(harmful, reasons, confidence, spans)
+
+
+def word_offsets(transcript: str, words: list[ModelWord]) -> list[tuple[int, int]]:
+    """Character range of each word in the transcript (words are found in order; (-1, -1) if absent)."""
+    ranges, cursor = [], 0
+    for word in words:
+        text = word.word.strip()
+        at = transcript.find(text, cursor) if text else -1
+        if at < 0:
+            ranges.append((-1, -1))
+            continue
+        ranges.append((at, at + len(text)))
+        cursor = at + len(text)
+    return ranges
+
+
+def lexicon_spans(result: Moderation, offset_s: float, end_s: float) -> list[HarmfulSpan]:
+    """One span per lexicon match: the times of the words it touches, or the whole segment when
+    there are no word times."""
+    ranges = word_offsets(result.transcript, result.words)
+    spans = []
+    for match in result.matches:
+        hit = [w for w, (a, b) in zip(result.words, ranges, strict=True) if a < match.end and b > match.start]
+        start, end = (min(w.start for w in hit) + offset_s, max(w.end for w in hit) + offset_s) if hit \
+            else (offset_s, end_s)
+        spans.append(HarmfulSpan(start_s=round(start, 3), end_s=round(end, 3), text=match.text,
+                                 category=match.category, source="lexicon"))
+    return spans
+
+
+def stream_words(result: Moderation, offset_s: float) -> list[WordTime]:
+    """The segment's words in stream time."""
+    return [WordTime(word=w.word.strip(), start_s=round(w.start + offset_s, 3), end_s=round(w.end + offset_s, 3),
+                     probability=round(w.probability, 4)) for w in result.words]

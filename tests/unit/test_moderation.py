@@ -1,0 +1,76 @@
+"""The edge's verdict: lexicon spans timed by Whisper's words, the classifier only when trained."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.moderation import LexiconMatch, ModelFacts, ModelWord, Moderation, judge, word_offsets
+from edge.triton import facts_from_parameters
+
+LEXICON = ModelFacts("ko", ("lexicon",))
+
+
+def words(*timed: tuple[str, float, float]) -> list[ModelWord]:
+    return [ModelWord(word=w, start=a, end=b, probability=0.9) for w, a, b in timed]
+
+
+def match(text: str, transcript: str, category: str = "profanity") -> LexiconMatch:
+    start = transcript.index(text)
+    return LexiconMatch(start=start, end=start + len(text), text=text, term=text, category=category,
+                        sources=["test"])
+
+
+def test_a_lexicon_span_covers_the_words_of_its_match_in_stream_time():
+    transcript = "아 진짜 씨발 왜 그래"
+    result = Moderation(transcript, 0.9, 0.01, words(("아", 0.0, 0.2), (" 진짜", 0.2, 0.6), (" 씨발", 0.6, 1.0),
+                                                     (" 왜", 1.1, 1.3), (" 그래", 1.3, 1.7)),
+                        [match("씨발", transcript)])
+    verdict = judge(result, LEXICON, 0.5, offset_s=10.0, end_s=12.0)
+    assert (verdict.is_harmful, verdict.reasons, verdict.confidence) == (True, ["lexicon"], 1.0)
+    assert [(s.start_s, s.end_s, s.text, s.category, s.source) for s in verdict.spans] == [
+        (10.6, 11.0, "씨발", "profanity", "lexicon")]
+
+
+def test_a_match_inside_a_word_takes_the_whole_word_and_one_across_words_takes_both():
+    transcript = "this is bullshit man"
+    timed = words(("this", 0.0, 0.3), (" is", 0.3, 0.5), (" bullshit", 0.5, 1.1), (" man", 1.1, 1.4))
+    inside = judge(Moderation(transcript, 0.0, 0.0, timed, [match("shit", transcript)]), LEXICON, 0.5, 0.0, 2.0)
+    across = judge(Moderation(transcript, 0.0, 0.0, timed, [match("is bull", transcript)]), LEXICON, 0.5, 0.0, 2.0)
+    assert [(s.start_s, s.end_s) for s in inside.spans] == [(0.5, 1.1)]
+    assert [(s.start_s, s.end_s) for s in across.spans] == [(0.3, 1.1)]
+
+
+def test_without_word_times_a_span_covers_its_segment():
+    transcript = "씨발"
+    verdict = judge(Moderation(transcript, 0.0, 0.0, [], [match("씨발", transcript)]), LEXICON, 0.5, 3.0, 4.5)
+    assert [(s.start_s, s.end_s) for s in verdict.spans] == [(3.0, 4.5)]
+
+
+def test_no_signal_and_an_untrained_classifier_flag_nothing():
+    result = Moderation("괜찮아", 0.99, 0.0)
+    assert judge(result, ModelFacts("ko", ()), 0.5, 0.0, 1.0).is_harmful is False
+    assert judge(result, LEXICON, 0.5, 0.0, 1.0).confidence is None
+
+
+@pytest.mark.parametrize(("prob", "harmful", "confidence"), [(0.7, True, 0.7), (0.2, False, 0.8)])
+def test_a_trained_classifier_decides_at_the_threshold(prob, harmful, confidence):
+    verdict = judge(Moderation("text", prob, 0.0), ModelFacts("ko", ("lexicon", "classifier")), 0.5, 1.0, 2.0)
+    assert (verdict.is_harmful, verdict.confidence) == (harmful, confidence)
+    assert [s.source for s in verdict.spans] == (["classifier"] if harmful else [])
+
+
+def test_words_are_found_in_order_even_when_repeated():
+    transcript = "no no no"
+    assert word_offsets(transcript, words(("no", 0, 1), (" no", 1, 2), (" no", 2, 3), ("yes", 3, 4))) == [
+        (0, 2), (3, 5), (6, 8), (-1, -1)]
+
+
+def test_model_facts_come_from_the_ensemble_parameters():
+    def params(**values):
+        return {key: {"string_value": value} for key, value in values.items()}
+
+    assert facts_from_parameters(params(default_language="ko", lexicon="lexicon", classifier_trained="false")) == \
+        ModelFacts("ko", ("lexicon",))
+    assert facts_from_parameters(params(default_language="en", lexicon="", classifier_trained="true")) == \
+        ModelFacts("en", ("classifier",))
+    assert facts_from_parameters({}) == ModelFacts(None, ())
