@@ -44,6 +44,10 @@ PAUSE_S = 1.0
 """Silence between dialogue sentences."""
 LEAD_S = 0.5
 """Silence before the first sentence."""
+WORD_GAP_S = 0.35
+"""Silence between separately synthesised words: long enough that a word's true time is exact."""
+SILENCE_LEVEL = 0.01
+"""Amplitude below which espeak-ng's leading and trailing padding counts as silence."""
 
 
 def synthesize(text: str, path: Path, voice: str = "en-us", words_per_minute: int = 140) -> Path:
@@ -89,6 +93,27 @@ def write_dialogue(sentences: list[str], path: Path) -> Path:
     sidecar = {"sentences": sentences, "speech_s": times}
     path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return write_wav(path, np.concatenate(parts))
+
+
+def write_words(words: list[str], path: Path, gap_s: float = WORD_GAP_S) -> list[tuple[float, float]]:
+    """Words synthesised one by one and joined with ``gap_s`` of silence (LEAD_S before, PAUSE_S
+    after), so the truth of every word's time is known; returns (start, end) of each word."""
+    parts, times, cursor = [np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32)], [], LEAD_S
+    for word in words:
+        with tempfile.TemporaryDirectory() as tmp:
+            speech = trim_silence(read_wav(synthesize(word, Path(tmp) / "word.wav")))
+        times.append((round(cursor, 3), round(cursor + len(speech) / SAMPLE_RATE, 3)))
+        parts += [speech, np.zeros(int(gap_s * SAMPLE_RATE), np.float32)]
+        cursor += len(speech) / SAMPLE_RATE + gap_s
+    parts.append(np.zeros(int(PAUSE_S * SAMPLE_RATE), np.float32))
+    write_wav(path, np.concatenate(parts))
+    return times
+
+
+def trim_silence(samples: np.ndarray, threshold: float = SILENCE_LEVEL) -> np.ndarray:
+    """The samples between the first and the last one louder than ``threshold`` (espeak-ng pads)."""
+    loud = np.flatnonzero(np.abs(samples) > threshold)
+    return samples[loud[0]:loud[-1] + 1] if loud.size else samples[:0]
 
 
 def speech_times(wav: Path) -> list[tuple[float, float]]:

@@ -76,13 +76,20 @@ class EnsembleValues(ModelValues):
     """At most the smallest of its members' (Triton's rule)."""
     whisper: str
     koelectra: str
+    lexicon: str | None = None
+    """The lexicon member, run beside koelectra on the transcript; None: no lexicon step."""
     default_language: str
     """The whisper member's default, published so the edge can report it."""
+    classifier_trained: bool = False
+    """The koelectra member's, published so the edge lets only a trained classifier decide."""
 
     @classmethod
-    def of(cls, name: str, whisper: WhisperValues, koelectra: KoelectraValues) -> EnsembleValues:
-        return cls(name=name, max_batch_size=min(whisper.max_batch_size, koelectra.max_batch_size),
-                   whisper=whisper.name, koelectra=koelectra.name, default_language=whisper.default_language)
+    def of(cls, name: str, whisper: WhisperValues, koelectra: KoelectraValues,
+           lexicon: LexiconValues | None = None) -> EnsembleValues:
+        members = [whisper, koelectra] + ([lexicon] if lexicon else [])
+        return cls(name=name, max_batch_size=min(m.max_batch_size for m in members), whisper=whisper.name,
+                   koelectra=koelectra.name, lexicon=lexicon.name if lexicon else None,
+                   default_language=whisper.default_language, classifier_trained=koelectra.trained)
 
 
 ValuesT = TypeVar("ValuesT", bound=ModelValues)

@@ -8,7 +8,7 @@ from tritonclient.grpc import model_config_pb2
 
 from scripts.cli import REPO_ROOT
 from scripts.export import export_koelectra, export_whisper, triton_config
-from scripts.export.triton_config import EnsembleValues, KoelectraValues, WhisperValues
+from scripts.export.triton_config import EnsembleValues, KoelectraValues, LexiconValues, WhisperValues
 
 
 def parse(text: str) -> model_config_pb2.ModelConfig:
@@ -47,7 +47,20 @@ def test_the_ensemble_takes_its_batch_size_and_language_from_its_members(whisper
     config = parse(triton_config.render(EnsembleValues.of("ensemble", small, koelectra)))
     assert (config.platform, config.max_batch_size) == ("ensemble", 4)
     assert [step.model_name for step in config.ensemble_scheduling.step] == ["whisper", "koelectra"]
-    assert parameters(config) == {"default_language": "en"}
+    assert parameters(config) == {"default_language": "en", "lexicon": "", "classifier_trained": "false"}
+    assert [o.name for o in config.output] == ["TRANSCRIPT", "HARMFUL_PROB", "NO_SPEECH_PROB", "WORDS"]
+
+
+def test_an_ensemble_with_a_lexicon_runs_it_on_the_transcript_and_publishes_its_signals(whisper, koelectra):
+    lexicon = LexiconValues(name="lexicon", max_batch_size=2, max_queue_delay_us=1000)
+    trained = koelectra.model_copy(update={"trained": True})
+    config = parse(triton_config.render(EnsembleValues.of("ensemble", whisper, trained, lexicon)))
+    steps = {step.model_name: step for step in config.ensemble_scheduling.step}
+    assert list(steps) == ["whisper", "lexicon", "koelectra"] and config.max_batch_size == 2
+    assert dict(steps["lexicon"].input_map) == {"TEXT": "TRANSCRIPT"}
+    assert dict(steps["lexicon"].output_map) == {"MATCHES": "MATCHES"}
+    assert "MATCHES" in [o.name for o in config.output]
+    assert parameters(config) == {"default_language": "ko", "lexicon": "lexicon", "classifier_trained": "true"}
 
 
 def test_flags_change_the_rendered_values(koelectra):
