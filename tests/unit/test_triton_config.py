@@ -98,5 +98,5 @@ def test_reading_values_of_a_model_never_exported_says_what_to_do(tmp_path):
 
 def test_every_model_directory_has_a_template():
     models = [d for d in (REPO_ROOT / "model_repository").iterdir() if (d / "1").is_dir()]
-    assert sorted(d.name for d in models) == ["ensemble", "koelectra", "whisper"]
+    assert sorted(d.name for d in models) == ["ensemble", "koelectra", "lexicon", "whisper"]
     assert all((d / triton_config.TEMPLATE_NAME).is_file() for d in models)

@@ -1,0 +1,89 @@
+"""The lexicon model on a real tritonserver, alone in a temporary repository: a batch of texts in
+one request answered per text, exact Korean spans, obfuscations flagged, traps not, bad input
+refused on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import InferInput
+from tritonclient.utils import InferenceServerException
+
+from scripts.export import export_lexicon
+from scripts.launch import free_port
+from scripts.serve_triton import Ports, TritonServer
+from scripts.triton_stats import model_counts
+
+
+@pytest.fixture(scope="module")
+def lexicon_triton(tmp_path_factory) -> str:
+    """tritonserver serving only the lexicon, exported by its exporter (which copies the model code
+    and the overrides file into the repository); yields its gRPC address."""
+    repository = tmp_path_factory.mktemp("lexicon-repository")
+    if export_lexicon.main(["--repository", str(repository), "--max-queue-delay-us", "20000"]) != 0:
+        pytest.fail("export_lexicon failed: is badwords-ko installed (`npm ci`)?")
+    ports = Ports(free_port(), free_port(), free_port())
+    log_path = tmp_path_factory.mktemp("lexicon-triton") / "tritonserver.log"
+    with open(log_path, "wb") as log, TritonServer(repository, ports, log_file=log):
+        yield f"127.0.0.1:{ports.grpc}"
+
+
+def text_input(texts: list[str | bytes]) -> InferInput:
+    raw = [t.encode("utf-8") if isinstance(t, str) else t for t in texts]
+    tensor = InferInput("TEXT", [len(raw), 1], "BYTES")
+    tensor.set_data_from_numpy(np.array(raw, dtype=np.object_).reshape(-1, 1))
+    return tensor
+
+
+async def matches(client: grpcclient.InferenceServerClient, texts: list[str | bytes]) -> list[list[dict]]:
+    result = await client.infer("lexicon", [text_input(texts)], client_timeout=60)
+    out = result.as_numpy("MATCHES")
+    assert out.shape == (len(texts), 1)
+    return [json.loads(item.decode("utf-8")) for item in out.reshape(-1)]
+
+
+def run(url: str, scenario):
+    async def wrapper():
+        client = grpcclient.InferenceServerClient(url)
+        try:
+            return await scenario(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(wrapper())
+
+
+def test_a_batch_of_texts_in_one_request_is_answered_per_text(lexicon_triton):
+    texts = ["시1발 진짜 왜 이래", "ㅅㅂ 또 졌네", "씨 발 뭐하냐", "여기가 우리 여행의 시발점이야",
+             "수박씨 발라 먹어야 돼", "", "저 개발자 지망생이에요", "Shut the fuck up"]
+    found = run(lexicon_triton, lambda client: matches(client, texts))
+    assert [[m["text"] for m in per_text] for per_text in found] == [
+        ["시1발"], ["ㅅㅂ"], ["씨 발"], [], [], [], [], ["fuck"]]
+    assert found[0][0]["term"] == "시발" and found[0][0]["sources"] and found[0][0]["category"]
+
+
+def test_korean_spans_are_character_offsets_into_the_text(lexicon_triton):
+    text = "야 이 개새끼야, 아 씨 발 진짜"
+    (found,) = run(lexicon_triton, lambda client: matches(client, [text]))
+    assert [(m["start"], m["end"], m["text"]) for m in found] == [(4, 7, "개새끼"), (12, 15, "씨 발")]
+    assert all(text[m["start"]:m["end"]] == m["text"] for m in found)
+
+
+def test_concurrent_requests_are_batched_answered_each_and_a_bad_one_fails_alone(lexicon_triton):
+    texts = [f"{i}번 플레이어 ㅅㅂ 진짜" if i % 2 else f"{i}번 플레이어 안녕하세요" for i in range(8)]
+
+    async def scenario(client):
+        before = await model_counts(client, "lexicon")
+        bad = client.infer("lexicon", [text_input([b"\xff\xfe broken"])], client_timeout=60)
+        results = await asyncio.gather(bad, *(matches(client, [t]) for t in texts), return_exceptions=True)
+        return results, before, await model_counts(client, "lexicon")
+
+    (bad, *good), before, after = run(lexicon_triton, scenario)
+    assert isinstance(bad, InferenceServerException) and "UTF-8" in bad.message()
+    assert [bool(per_request[0]) for per_request in good] == [i % 2 == 1 for i in range(8)]
+    executions = after[1] - before[1]
+    assert executions < 9, f"{executions} executions for 9 concurrent requests: no dynamic batching"
