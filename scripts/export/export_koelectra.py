@@ -4,6 +4,13 @@ The source is a Hugging Face ``ElectraForSequenceClassification`` checkpoint (la
 a hub id (default ``monologg/koelectra-base-v3-discriminator``, needs internet) or a local
 fine-tuned directory. ``--untrained`` builds a small randomly initialised model instead, for
 machines without internet; its scores are meaningless.
+
+Whether the classifier is *trained* (its head fine-tuned for harmful speech) is recorded in
+``model_info.json`` and in the config values (``trained``), from which the ensemble tells the
+edge: only a trained classifier decides verdicts. It is trained when --source holds the marker
+``moderation_training.json`` of ``scripts/train/finetune_koelectra.py``, or when --trained says
+so (a checkpoint fine-tuned elsewhere); a hub base such as the default (random head) and
+--untrained are not.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from pathlib import Path
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
 from scripts.export import triton_config
 from scripts.export.onnx_parity import ParityError, check_parity, export_onnx
+from scripts.train import TRAINING_MARKER, marked_trained, read_training_marker
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +39,27 @@ def config_values(args: argparse.Namespace) -> triton_config.KoelectraValues:
         name=args.model_name, max_batch_size=args.max_batch_size,
         max_queue_delay_us=None if args.max_queue_delay_us < 0 else args.max_queue_delay_us,
         instance_count=args.instance_count, instance_kind=args.instance_kind, max_length=args.max_length,
-        cpu_threads=args.cpu_threads,
+        cpu_threads=args.cpu_threads, trained=classifier_trained(args),
     )
+
+
+def classifier_trained(args: argparse.Namespace) -> bool:
+    """Whether the exported classifier was fine-tuned for harmful speech: --trained, or the
+    fine-tuning tool's marker in --source. Never --untrained."""
+    if args.untrained:
+        return False
+    return args.trained or marked_trained(args.source)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = parser(__doc__)
     p.add_argument("--source", default=DEFAULT_SOURCE, help="hub id or local checkpoint directory")
-    p.add_argument("--untrained", action="store_true",
-                   help="build a small UNTRAINED KoELECTRA-architecture model locally (offline; random scores)")
+    training = p.add_mutually_exclusive_group()
+    training.add_argument("--untrained", action="store_true",
+                          help="build a small UNTRAINED KoELECTRA-architecture model locally (offline; random scores)")
+    training.add_argument("--trained", action="store_true",
+                          help=f"--source was fine-tuned for harmful speech elsewhere (no {TRAINING_MARKER} in it): "
+                               "let its HARMFUL_PROB decide verdicts")
     p.add_argument("--verify-only", action="store_true",
                    help="do not export: check the ONNX already in the repository against --source")
     p.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
@@ -81,13 +101,37 @@ def export(args: argparse.Namespace) -> Path:
     if args.verify_only:
         return model_dir
     tokenizer.backend_tokenizer.save(str(model_dir / "1" / "tokenizer.json"))
-    info = {"name": name, "source": source, "untrained": args.untrained, "labels": {"0": "normal", "1": "harmful"}}
-    (model_dir / "1" / "model_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
+    write_model_info(model_dir / "1", args, name, source)
     triton_config.write(model_dir, config_values(args))
-    if args.untrained:
-        logger.warning("exported %s: UNTRAINED, random weights - HARMFUL_PROB is noise, not moderation", name)
+    log_training_state(args, name)
     logger.info("exported koelectra %s to %s", name, model_dir)
     return model_dir
+
+
+def write_model_info(version_dir: Path, args: argparse.Namespace, name: str, source: str) -> None:
+    """model_info.json: what was exported. ``untrained`` (the offline random model) is kept for the
+    readers that predate ``trained``; the marker's base and metrics come along when there is one."""
+    info = {"name": name, "source": source, "trained": classifier_trained(args), "untrained": args.untrained,
+            "labels": {"0": "normal", "1": "harmful"}}
+    marker = None if args.untrained else read_training_marker(args.source)
+    if marker is not None:
+        info["training"] = marker
+    (version_dir / "model_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
+
+
+def log_training_state(args: argparse.Namespace, name: str) -> None:
+    """Say loudly which kind of classifier was exported: only a trained one decides verdicts."""
+    if args.untrained:
+        logger.warning("exported %s: UNTRAINED, random weights - HARMFUL_PROB is noise and never decides a "
+                       "verdict (the lexicon does)", name)
+    elif classifier_trained(args):
+        how = f"{TRAINING_MARKER} in the source" if marked_trained(args.source) else "--trained"
+        logger.info("exported %s: TRAINED for harmful speech (%s) - its HARMFUL_PROB decides verdicts beside the "
+                    "lexicon once export_ensemble has published it", name, how)
+    else:
+        logger.warning("exported %s: NOT TRAINED for harmful speech (no %s in the source, no --trained) - its "
+                       "classification head is not fine-tuned, HARMFUL_PROB never decides a verdict", name,
+                       TRAINING_MARKER)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -9,7 +10,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from scripts.export import export_koelectra
+from scripts.export import export_koelectra, triton_config
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +30,16 @@ def test_export_writes_onnx_tokenizer_config_and_untrained_label(exported):
     repo, cache = exported
     files = {p.name for p in (repo / "koelectra" / "1").iterdir()}
     assert {"model.onnx", "tokenizer.json", "model_info.json"} <= files
-    assert "untrained" in (repo / "koelectra" / "1" / "model_info.json").read_text()
+    info = json.loads((repo / "koelectra" / "1" / "model_info.json").read_text(encoding="utf-8"))
+    assert info["untrained"] is True and info["trained"] is False
+    assert triton_config.read(repo / "koelectra", triton_config.KoelectraValues).trained is False
     assert verify(repo, cache) == 0
+
+
+def test_trained_and_untrained_together_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        export_koelectra.parse_args(["--untrained", "--trained"])
+    assert exc.value.code == 2 and "not allowed with argument --untrained" in capsys.readouterr().err
 
 
 def test_parity_check_logs_the_difference(exported, caplog):

@@ -1,0 +1,41 @@
+"""Training tools, and the marker by which a fine-tuned checkpoint says it was trained.
+
+The marker is the contract between ``scripts/train/finetune_koelectra.py`` (which writes it) and
+``scripts/export/export_koelectra.py`` (which reads it). It lives here, free of torch and of
+either tool, so that neither tool imports the other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+TRAINING_MARKER = "moderation_training.json"
+"""File in a checkpoint directory: {"trained": true, "base": ..., "metrics": ...}, written by the
+fine-tuning tool once the classification head has been trained for harmful speech."""
+
+
+def read_training_marker(checkpoint: str | Path) -> dict | None:
+    """The marker of a local checkpoint directory; None for a hub id, a directory without one, or
+    an unreadable marker (logged): a checkpoint is only ever taken as trained on clear evidence."""
+    path = Path(checkpoint) / TRAINING_MARKER
+    if not path.is_file():
+        return None
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        logger.warning("ignoring unreadable %s: %s", path, exc)
+        return None
+    if not isinstance(marker, dict):
+        logger.warning("ignoring %s: not a JSON object", path)
+        return None
+    return marker
+
+
+def marked_trained(checkpoint: str | Path) -> bool:
+    """Whether ``checkpoint`` holds a marker saying it was trained."""
+    marker = read_training_marker(checkpoint)
+    return marker is not None and marker.get("trained") is True
