@@ -1,9 +1,12 @@
 """Profile one Whisper batch in-process: where does the time go (mel, encoder, decoding)?
 
     python -m scripts.profile_whisper [--batch 1 4] [--context full fit] [--int8]
+    python -m scripts.profile_whisper --words [--batch 1 4] [--context full]
 
 Times the stages of WhisperBatch.transcribe (best of --repeats) on espeak-ng clips of
 VAD-segment length, and the accuracy of each variant, so optimisations target the real bottleneck.
+With --words it times whole transcribe calls without word timestamps and, alternating with them on
+the same machine, the work word timestamps add (the alignment pass and its DTW) for every clip.
 """
 
 from __future__ import annotations
@@ -36,11 +39,51 @@ def stage_times(model, clips, langs) -> dict[str, float]:
     return times
 
 
+def transcribe_ms(model, clips, langs) -> float:
+    start = time.perf_counter()
+    model.transcribe(clips, langs)
+    return (time.perf_counter() - start) * 1000
+
+
+def alignment_ms(model, clips, langs) -> float:
+    """The extra work of word timestamps: WhisperBatch's alignment pass and DTW for every clip with text."""
+    with torch.inference_mode():
+        features = model.encode(model.log_mel(clips, model.context_frames(clips)))
+        decoded = model._greedy(features, langs, model.budgets(clips))
+        results = model._results(decoded)
+        rows = [row for row, result in enumerate(results) if result.text]
+        start = time.perf_counter()
+        model._attach_words(results, rows, decoded, features, clips, langs)
+        elapsed = (time.perf_counter() - start) * 1000
+    if any(result.words_error for result in results):
+        raise RuntimeError(results[0].words_error)
+    return elapsed
+
+
+def profile_words(model_class, checkpoint: str, clips, args) -> None:
+    """Best-of-repeats transcribe() without word timestamps, and the alignment they add, measured in
+    alternation so that both see the same machine load."""
+    print("| context | batch | transcribe ms | + word timestamps ms | extra |")
+    print("|---|---:|---:|---:|---:|")
+    for context in args.context:
+        model = model_class(checkpoint, encoder_context=context)
+        en = model.language_token("en")
+        for batch in args.batch:
+            chosen, langs = [clips[i % len(clips)] for i in range(batch)], [en] * batch
+            transcribe_ms(model, chosen, langs)  # warm-up
+            runs = [(transcribe_ms(model, chosen, langs), alignment_ms(model, chosen, langs))
+                    for _ in range(args.repeats)]
+            plain, extra = min(r[0] for r in runs), min(r[1] for r in runs)
+            print(f"| {context} | {batch} | {plain:.0f} | {extra:.0f} | {extra / plain:.1%} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     p.add_argument("--context", nargs="+", default=["full", "fit"])
     p.add_argument("--int8", action="store_true", help="also profile dynamic int8 quantisation of Linear layers")
+    p.add_argument("--words", action="store_true", help="time transcribe with and without word timestamps")
+    p.add_argument("--checkpoint", type=Path, default=MODEL_REPOSITORY / "whisper" / "1" / "whisper.pt")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     sys.path.insert(0, str(MODEL_REPOSITORY / "whisper" / "1"))
@@ -48,7 +91,10 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         clips = [read_wav(synthesize(s, Path(tmp) / f"{i}.wav")) for i, s in enumerate(BENCH_SENTENCES)]
-    checkpoint = str(MODEL_REPOSITORY / "whisper" / "1" / "whisper.pt")
+    checkpoint = str(args.checkpoint)
+    if args.words:
+        profile_words(WhisperBatch, checkpoint, clips, args)
+        return
     print("| context | linear int8 | batch | mel ms | encoder ms | decode ms (to EOT, ≤ 64 tokens) | mean WER |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for context in args.context:

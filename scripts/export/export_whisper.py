@@ -15,7 +15,7 @@ import torch
 
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
 from scripts.export import triton_config
-from scripts.export.whisper_sources import load_checkpoint
+from scripts.export.whisper_sources import ALIGNMENT_HEADS_KEY, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +78,13 @@ def export(args: argparse.Namespace) -> Path:
     checkpoint = load_checkpoint(args.source, args.cache_dir)
     model_dir = args.repository / args.model_name
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, model_dir / "1" / CHECKPOINT_NAME)
+    target = model_dir / "1" / CHECKPOINT_NAME
+    partial = target.with_suffix(".partial")
+    torch.save(checkpoint, partial)
+    partial.replace(target)  # a server or test loading the old checkpoint never sees half a file
     triton_config.write(model_dir, config_values(args))
     logger.info("exported whisper (%s, dims %s) to %s", args.source, checkpoint["dims"], model_dir)
+    logger.info("word alignment heads: %s", checkpoint.get(ALIGNMENT_HEADS_KEY, "none published (default)"))
     return model_dir
 
 

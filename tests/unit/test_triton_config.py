@@ -34,8 +34,9 @@ def test_the_exporters_defaults_render_the_documented_configs(whisper, koelectra
     w, k = parse(triton_config.render(whisper)), parse(triton_config.render(koelectra))
     assert (w.name, w.backend, w.max_batch_size) == ("whisper", "python", 16)
     assert w.dynamic_batching.max_queue_delay_microseconds == 10000
-    assert [i.name for i in w.input] == ["AUDIO", "LANGUAGE"] and w.input[0].allow_ragged_batch
-    assert w.input[1].optional and [o.name for o in w.output] == ["TRANSCRIPT", "NO_SPEECH_PROB"]
+    assert [i.name for i in w.input] == ["AUDIO", "LANGUAGE", "WORD_TIMESTAMPS"] and w.input[0].allow_ragged_batch
+    assert w.input[1].optional and w.input[2].optional
+    assert [o.name for o in w.output] == ["TRANSCRIPT", "NO_SPEECH_PROB", "WORDS"]
     assert parameters(w) == {"checkpoint": "whisper.pt", "default_language": "ko", "fp16": "false",
                              "cpu_threads": "0", "encoder_context": "full", "cpu_int8": "false"}
     assert (k.name, k.max_batch_size, k.dynamic_batching.max_queue_delay_microseconds) == ("koelectra", 64, 2000)

@@ -1,8 +1,8 @@
-"""Triton python-backend model: batched Whisper speech-to-text.
+"""Triton python-backend model: batched Whisper speech-to-text, with optional word timestamps.
 
 Every request of a batch goes through one encoder pass and one greedy decoding loop
-(``whisper_batch.WhisperBatch``). Bad requests get their own error response; the rest of
-the batch still runs.
+(``whisper_batch.WhisperBatch``); the requests that set WORD_TIMESTAMPS also share one alignment
+pass. Bad requests get their own error response; the rest of the batch still runs.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -26,6 +27,28 @@ SAMPLE_RATE = 16000
 
 class RequestError(ValueError):
     """A problem with one request, reported to that request's client only."""
+
+
+@dataclass
+class Request:
+    audio: np.ndarray
+    language_token: int
+    word_timestamps: bool
+    """WORD_TIMESTAMPS was sent and true: only then does the request pay for the alignment pass."""
+
+
+def _words_json(words) -> bytes:
+    """The WORDS output: a UTF-8 JSON array of {word, start, end, probability}."""
+    return json.dumps([asdict(w) for w in words], ensure_ascii=False).encode("utf-8")
+
+
+def _flag(request, name: str) -> bool:
+    """An optional TYPE_BOOL [1] input; absent means false."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return False
+    raw = tensor.as_numpy().reshape(-1)
+    return bool(raw[0]) if raw.size else False
 
 
 def _error(message: str, invalid_argument: bool = False):
@@ -59,7 +82,7 @@ class TritonPythonModel:
         self.default_language = _param(config, "default_language", "ko")
         self.model.language_token(self.default_language)  # fail at load time on a bad default
 
-    def _parse(self, request) -> tuple[np.ndarray, int]:
+    def _parse(self, request) -> Request:
         audio_tensor = pb_utils.get_input_tensor_by_name(request, "AUDIO")
         audio = audio_tensor.as_numpy().reshape(-1).astype(np.float32, copy=False)
         if audio.size == 0:
@@ -78,7 +101,7 @@ class TritonPythonModel:
             if raw.size and raw[0]:
                 language = raw[0].decode("utf-8", errors="replace") if isinstance(raw[0], bytes) else str(raw[0])
         try:
-            return audio, self.model.language_token(language)
+            return Request(audio, self.model.language_token(language), _flag(request, "WORD_TIMESTAMPS"))
         except ValueError as exc:
             raise RequestError(str(exc)) from exc
 
@@ -97,16 +120,21 @@ class TritonPythonModel:
 
     def _run(self, batch, slots, responses) -> None:
         try:
-            results = self.model.transcribe([a for a, _ in batch], [lang for _, lang in batch])
+            results = self.model.transcribe([r.audio for r in batch], [r.language_token for r in batch],
+                                            [r.word_timestamps for r in batch])
         except Exception as exc:  # noqa: BLE001 - reported per request, the server keeps serving
             logger.exception("whisper batch of %d failed", len(batch))
             for i in slots:
                 responses[i] = pb_utils.InferenceResponse(error=_error(f"whisper failed: {exc}"))
             return
         for i, result in zip(slots, results, strict=True):
+            if result.words_error:  # only requests that asked for words get it
+                responses[i] = pb_utils.InferenceResponse(error=_error(result.words_error))
+                continue
             responses[i] = pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor("TRANSCRIPT", np.array([[result.text.encode("utf-8")]], dtype=np.object_)),
                 pb_utils.Tensor("NO_SPEECH_PROB", np.array([[result.no_speech_prob]], dtype=np.float32)),
+                pb_utils.Tensor("WORDS", np.array([[_words_json(result.words)]], dtype=np.object_)),
             ])
 
     def finalize(self):

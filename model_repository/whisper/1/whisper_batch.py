@@ -1,18 +1,24 @@
-"""Batched Whisper inference: one encoder pass and one greedy decoding loop per batch.
+"""Batched Whisper inference: one encoder pass and one greedy decoding loop per batch, plus, for the
+requests that ask for word timestamps, one alignment pass (cross-attention DTW, as openai-whisper's
+``word_timestamps``) over those rows together.
 
 Kept free of Triton imports so it can be unit-tested and benchmarked on its own.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import whisper
 from whisper.audio import HOP_LENGTH, N_FFT, N_SAMPLES, SAMPLE_RATE, mel_filters
-from whisper.tokenizer import LANGUAGES, get_tokenizer
+from whisper.audio import TOKENS_PER_SECOND as ENCODER_FRAMES_PER_SECOND
+from whisper.model import ModelDimensions, Whisper, disable_sdpa
+from whisper.timing import WordTiming, dtw, median_filter, merge_punctuations
+from whisper.tokenizer import LANGUAGES, Tokenizer, get_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +44,34 @@ NO_SPEECH_CERTAIN = 0.8
 """Above this no-speech probability the transcript is empty whatever the log-probability: on digital
 silence Whisper confidently hallucinates short words ("you") that the rule above lets through."""
 
+ALIGNMENT_HEADS_KEY, ALIGNMENT_ORIGIN_KEY = "alignment_heads", "alignment_heads_origin"
+"""Checkpoint keys the exporter writes: the [layer, head] pairs of the decoder's cross-attention heads
+that follow the audio (openai-whisper's published ones for known models), and where they came from."""
+DEFAULT_HEADS_ORIGIN = "default: every head of the last half of the decoder layers"
+"""Checkpoints without published heads use openai-whisper's own default (Whisper.__init__)."""
+PROMPT_TOKENS = 4
+"""sot, language, transcribe, no_timestamps: the decoder prompt (WhisperBatch._prompt)."""
+MEDIAN_FILTER_WIDTH = 7
+"""Frames of the median filter over the attention weights (openai-whisper's find_alignment default)."""
+MAX_MEDIAN_WORD_S = 0.7
+"""Word-duration clamping as openai-whisper does it: the median word lasts at most this long, and a
+word at a sentence boundary or the clip's first word may last at most twice the median ..."""
+FIRST_WORD_PAUSE_MEDIANS = 4
+"""... the first word is clamped when it ends more than this many medians after the clip starts."""
+SILENCE_DB = -40.0
+"""An encoder frame (20 ms) whose RMS is this far below the clip's loudest frame is silence: DTW
+hands the silence before a word to that word (openai-whisper starts each word where the previous one
+ended), so words are fitted to the speech in their span. Noisy audio has no frame this quiet and
+keeps the DTW times."""
+MIN_PAUSE_FRAMES = 6
+"""Silences shorter than this many encoder frames (120 ms: a stop consonant's closure) are part of speech."""
+FRAME_SAMPLES = 2 * HOP_LENGTH
+"""Samples per encoder frame (the encoder's stride-2 conv halves the 10 ms mel frames)."""
+SENTENCE_END_MARKS = ".。!！?？"
+PREPEND_PUNCTUATIONS = "\"'“¿([{-"
+APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
+"""openai-whisper's defaults: punctuation is merged into the word it belongs to, not timed alone."""
+
 
 def _quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantisation of every Linear (weights int8, activations quantised per batch)."""
@@ -54,10 +88,135 @@ def _quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
 
 
 @dataclass
+class Word:
+    """One word, spelt as Whisper wrote it; seconds from the start of the request's audio."""
+
+    word: str
+    start: float
+    end: float
+    probability: float
+    """Mean probability of the word's tokens, as openai-whisper reports it."""
+
+
+@dataclass
 class Transcription:
     text: str
     no_speech_prob: float
     avg_logprob: float
+    words: list[Word] = field(default_factory=list)
+    """Filled only for requests that asked for word timestamps and have text."""
+    words_error: str | None = None
+    """Why the alignment pass failed, for the requests that asked for words; the transcript stands."""
+
+
+@dataclass
+class Decoded:
+    """What the greedy loop leaves for the results and the alignment pass."""
+
+    tokens: torch.Tensor
+    """batch x max_tokens; a row's text is its first ``lengths[row]`` tokens."""
+    no_speech: torch.Tensor
+    logprob_sum: torch.Tensor
+    lengths: torch.Tensor
+    cross_kv: dict
+    """The cross-attention keys and values of the audio, per projection module (kv-cache layout)."""
+
+
+def default_alignment_heads(dims: ModelDimensions) -> list[tuple[int, int]]:
+    """Every head of the last half of the decoder layers (openai-whisper's default)."""
+    return [(layer, head) for layer in range(dims.n_text_layer // 2, dims.n_text_layer)
+            for head in range(dims.n_text_head)]
+
+
+def checkpoint_alignment_heads(checkpoint: dict, dims: ModelDimensions) -> tuple[list[tuple[int, int]], str]:
+    """The checkpoint's alignment heads and their origin; the default for checkpoints that have none
+    (exported before the heads were recorded, or from a source that publishes none)."""
+    stored = checkpoint.get(ALIGNMENT_HEADS_KEY)
+    if not stored:
+        return default_alignment_heads(dims), DEFAULT_HEADS_ORIGIN
+    heads = [(int(layer), int(head)) for layer, head in stored]
+    outside = [h for h in heads if not (0 <= h[0] < dims.n_text_layer and 0 <= h[1] < dims.n_text_head)]
+    if outside:
+        raise ValueError(f"alignment heads {outside} lie outside the decoder's "
+                         f"{dims.n_text_layer} layers x {dims.n_text_head} heads")
+    return sorted(set(heads)), str(checkpoint.get(ALIGNMENT_ORIGIN_KEY, "checkpoint"))
+
+
+def load_checkpoint(path: str, device: torch.device) -> tuple[Whisper, list[tuple[int, int]], str]:
+    """The model (as whisper.load_model builds it) plus its alignment heads and their origin."""
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    dims = ModelDimensions(**checkpoint["dims"])
+    model = Whisper(dims)
+    model.load_state_dict(checkpoint["model_state_dict"])
+    heads, origin = checkpoint_alignment_heads(checkpoint, dims)
+    return model.to(device), heads, origin
+
+
+def _median_word_duration(timings: list[WordTiming]) -> float:
+    durations = [t.end - t.start for t in timings if t.end > t.start]
+    return min(MAX_MEDIAN_WORD_S, float(np.median(durations))) if durations else 0.0
+
+
+def _clamp_sentence_boundaries(timings: list[WordTiming], longest: float) -> None:
+    """openai-whisper's clamping: DTW gives a word beside a sentence end the pause around it; cut
+    such words (and the final marks) to ``longest``. Runs before punctuation is merged."""
+    for previous, timing in itertools.pairwise(timings):
+        if timing.end - timing.start > longest:
+            if timing.word in SENTENCE_END_MARKS:
+                timing.end = timing.start + longest
+            elif previous.word in SENTENCE_END_MARKS:
+                timing.start = timing.end - longest
+
+
+def _clamp_first_word(words: list[WordTiming], median: float) -> None:
+    """The clip's first word after a leading pause gets the pause too: start it ``2 * median``
+    before its end, as openai-whisper does for the first word of a segment after silence."""
+    if words and words[0].end > FIRST_WORD_PAUSE_MEDIANS * median and words[0].end - words[0].start > 2 * median:
+        words[0].start = max(0.0, words[0].end - 2 * median)
+
+
+def speech_frames(clip: np.ndarray) -> np.ndarray:
+    """Per encoder frame of ``clip``: True where it is louder than SILENCE_DB below its loudest frame."""
+    n = len(clip) // FRAME_SAMPLES
+    rms = np.sqrt(np.square(clip[: n * FRAME_SAMPLES].astype(np.float64).reshape(n, FRAME_SAMPLES)).mean(axis=1))
+    if n == 0 or rms.max() <= 0:
+        return np.ones(n, dtype=bool)
+    return 20 * np.log10(np.maximum(rms, 1e-12) / rms.max()) > SILENCE_DB
+
+
+def _voiced_runs(speech: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) frame runs of speech, joined across silences shorter than a pause."""
+    voiced = np.flatnonzero(speech)
+    if not voiced.size:
+        return []
+    breaks = np.flatnonzero(np.diff(voiced) > MIN_PAUSE_FRAMES)
+    starts = np.r_[voiced[0], voiced[breaks + 1]]
+    ends = np.r_[voiced[breaks], voiced[-1]] + 1
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+
+
+def _snap_to_speech(words: list[WordTiming], speech: np.ndarray) -> None:
+    """Fit each word to the longest stretch of speech in its DTW span: the span often holds the pause
+    before the word and the tail of the previous word, which this drops. A word whose span holds no
+    speech (or audio too noisy to have silence) keeps its DTW times."""
+    for word in words:
+        first = round(word.start * ENCODER_FRAMES_PER_SECOND)
+        runs = _voiced_runs(speech[first: round(word.end * ENCODER_FRAMES_PER_SECOND)])
+        if runs:
+            run_start, run_end = max(runs, key=lambda run: (run[1] - run[0], run[0]))
+            word.start = (first + run_start) / ENCODER_FRAMES_PER_SECOND
+            word.end = (first + run_end) / ENCODER_FRAMES_PER_SECOND
+
+
+def _extend_to_speech_end(words: list[WordTiming], speech: np.ndarray) -> None:
+    """DTW often ends a word before its sound does (the rest goes to the pause after it): a word whose
+    speech goes on past its end is extended to where that speech stops, never past the next word."""
+    for i, word in enumerate(words):
+        first, last = round(word.start * ENCODER_FRAMES_PER_SECOND), round(word.end * ENCODER_FRAMES_PER_SECOND)
+        limit = round(words[i + 1].start * ENCODER_FRAMES_PER_SECOND) if i + 1 < len(words) else len(speech)
+        for run_start, run_end in _voiced_runs(speech[first:limit]):
+            if run_start < last - first <= run_end:
+                word.end = max(word.end, (first + run_end) / ENCODER_FRAMES_PER_SECOND)
 
 
 class WhisperBatch:
@@ -70,18 +229,23 @@ class WhisperBatch:
         self.fit_context = encoder_context == "fit"
         self.device = torch.device(device)
         self.dtype = torch.float16 if fp16 else torch.float32
-        self.model = whisper.load_model(checkpoint, device=self.device).to(self.dtype).eval()
+        model, self.alignment_heads, origin = load_checkpoint(checkpoint, self.device)
+        self.model = model.to(self.dtype).eval()
         if cpu_int8 and self.device.type == "cpu":
             self.model = _quantize_linear_int8(self.model)
         dims = self.model.dims
-        self.tokenizer = get_tokenizer(
-            dims.n_vocab >= 51865, num_languages=dims.n_vocab - 51765 - int(dims.n_vocab >= 51865), task="transcribe"
-        )
+        self._tokenizer_args = {"multilingual": dims.n_vocab >= 51865,
+                                "num_languages": dims.n_vocab - 51765 - int(dims.n_vocab >= 51865)}
+        self.tokenizer = get_tokenizer(**self._tokenizer_args, task="transcribe")
         self.max_tokens = dims.n_text_ctx // 2
         self._filters = mel_filters(self.device, dims.n_mels)
         self._window = torch.hann_window(N_FFT, device=self.device)
         self._suppress = self._suppress_mask(dims.n_vocab)
+        self._language_codes = dict(zip(self.tokenizer.all_language_tokens, self.tokenizer.all_language_codes,
+                                        strict=True))
+        dtw(torch.zeros(2, 2))  # numba compiles the DTW on first use (~1.5 s): at load, not in a request
         logger.info("loaded whisper %s on %s (%s)", checkpoint, self.device, self.dtype)
+        logger.info("word alignment heads [layer, head] (%s): %s", origin, [list(h) for h in self.alignment_heads])
 
     def language_token(self, language: str) -> int:
         """Token id of a language code such as 'ko'; ValueError for codes this model lacks."""
@@ -118,15 +282,25 @@ class WhisperBatch:
         return ((log_spec + 4.0) / 4.0).to(self.dtype)
 
     @torch.inference_mode()
-    def transcribe(self, clips: list[np.ndarray], language_tokens: list[int]) -> list[Transcription]:
-        """Transcribe float32 16 kHz clips (each ≤ 30 s) in one encoder pass and one decode loop."""
+    def transcribe(self, clips: list[np.ndarray], language_tokens: list[int],
+                   word_timestamps: list[bool] | None = None) -> list[Transcription]:
+        """Transcribe float32 16 kHz clips (each ≤ 30 s) in one encoder pass and one decode loop; the
+        clips whose ``word_timestamps`` flag is set and that have text also get their words timed,
+        together in one alignment pass."""
         audio_features = self.encode(self.log_mel(clips, self.context_frames(clips)))
-        budgets = torch.tensor(
+        decoded = self._greedy(audio_features, language_tokens, self.budgets(clips))
+        results = self._results(decoded)
+        rows = [row for row, result in enumerate(results) if word_timestamps and word_timestamps[row] and result.text]
+        if rows:
+            self._attach_words(results, rows, decoded, audio_features, clips, language_tokens)
+        return results
+
+    def budgets(self, clips: list[np.ndarray]) -> torch.Tensor:
+        """Most tokens each clip may decode to, by its length."""
+        return torch.tensor(
             [min(self.max_tokens, MIN_TOKEN_BUDGET + int(TOKENS_PER_SECOND * len(c) / SAMPLE_RATE)) for c in clips],
             device=self.device,
         )
-        tokens, no_speech, logprob_sum, lengths = self._greedy(audio_features, language_tokens, budgets)
-        return self._results(tokens, no_speech, logprob_sum, lengths)
 
     def encode(self, mel: torch.Tensor) -> torch.Tensor:
         """Whisper's encoder, but accepting fewer than 3000 mel frames (positions sliced to fit)."""
@@ -143,7 +317,7 @@ class WhisperBatch:
         rows = [[t.sot, lang, t.transcribe, t.no_timestamps] for lang in language_tokens]
         return torch.tensor(rows, dtype=torch.long, device=self.device)
 
-    def _greedy(self, audio_features, language_tokens, budgets):
+    def _greedy(self, audio_features, language_tokens, budgets) -> Decoded:
         batch = audio_features.shape[0]
         eot = self.tokenizer.eot
         tokens = self._prompt(language_tokens)
@@ -171,7 +345,13 @@ class WhisperBatch:
         finally:
             for hook in hooks:
                 hook.remove()
-        return generated, no_speech, logprob_sum, lengths
+        return Decoded(generated, no_speech, logprob_sum, lengths, self._cross_kv(cache))
+
+    def _cross_kv(self, cache: dict) -> dict:
+        """The cache's cross-attention entries: the alignment pass reuses them instead of projecting
+        the 1500 audio frames again (12 large matmuls per row for base)."""
+        modules = {m for block in self.model.decoder.blocks for m in (block.cross_attn.key, block.cross_attn.value)}
+        return {module: value for module, value in cache.items() if module in modules}
 
     @staticmethod
     def _stop_loops(generated: torch.Tensor, filled: int, lengths: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
@@ -194,13 +374,119 @@ class WhisperBatch:
         next_tokens = logprobs.argmax(-1)
         return next_tokens, logprobs.gather(1, next_tokens[:, None]).squeeze(1)
 
-    def _results(self, tokens, no_speech, logprob_sum, lengths) -> list[Transcription]:
+    def _results(self, decoded: Decoded) -> list[Transcription]:
         out = []
-        for row in range(tokens.shape[0]):
-            n = int(lengths[row])
-            avg = float(logprob_sum[row]) / (n + 1)  # +1 counts the EOT, as whisper does
-            prob = float(no_speech[row])
+        for row in range(decoded.tokens.shape[0]):
+            n = int(decoded.lengths[row])
+            avg = float(decoded.logprob_sum[row]) / (n + 1)  # +1 counts the EOT, as whisper does
+            prob = float(decoded.no_speech[row])
             silent = prob > NO_SPEECH_CERTAIN or (prob > NO_SPEECH_THRESHOLD and avg < LOGPROB_THRESHOLD)
-            text = "" if silent else self.tokenizer.decode(tokens[row, :n].tolist()).strip()
+            text = "" if silent else self.tokenizer.decode(decoded.tokens[row, :n].tolist()).strip()
             out.append(Transcription(text=text, no_speech_prob=prob, avg_logprob=avg))
         return out
+
+    def _attach_words(self, results, rows, decoded: Decoded, audio_features, clips, language_tokens) -> None:
+        """Time the words of ``rows``; a failure is reported to those rows only, their transcripts stand."""
+        try:
+            sequences = self._alignment_tokens(decoded.tokens, decoded.lengths, rows, language_tokens)
+            index = torch.tensor(rows, device=self.device)
+            cross_kv = {module: value[index] for module, value in decoded.cross_kv.items()}
+            weights, token_probs = self._alignment_pass(audio_features[index], sequences, cross_kv)
+            for i, row in enumerate(rows):
+                n = int(decoded.lengths[row])
+                results[row].words = self._row_words(
+                    weights[i], token_probs[i, :n].tolist(), decoded.tokens[row, :n].tolist(), clips[row],
+                    self._word_tokenizer(language_tokens[row]))
+        except Exception as exc:  # noqa: BLE001 - a word-timing bug must not cost the transcripts
+            logger.exception("word alignment of %d rows failed", len(rows))
+            for row in rows:
+                results[row].words_error = f"word timestamps failed: {exc}"
+
+    def _word_tokenizer(self, language_token: int) -> Tokenizer:
+        """The tokenizer of the row's language: zh/ja/th/… split words on unicode, others on spaces."""
+        return get_tokenizer(**self._tokenizer_args, language=self._language_codes[language_token],
+                             task="transcribe")
+
+    def _alignment_tokens(self, tokens, lengths, rows, language_tokens) -> torch.Tensor:
+        """[prompt + text tokens + EOT] per row, padded with EOT: the decoder is causal, so padding
+        after a row's tokens changes none of its positions."""
+        eot = self.tokenizer.eot
+        width = int(lengths[rows].max())
+        text = tokens[rows, :width].clone()
+        beyond = torch.arange(width, device=self.device)[None, :] >= lengths[rows][:, None]
+        text[beyond] = eot  # a row cut short by the loop guard keeps tokens after its length
+        closing = torch.full((len(rows), 1), eot, dtype=torch.long, device=self.device)
+        return torch.cat([self._prompt([language_tokens[r] for r in rows]), text, closing], dim=1)
+
+    def _alignment_pass(self, audio_features, sequences, cross_kv) -> tuple[torch.Tensor, torch.Tensor]:
+        """One teacher-forced decoder pass: the alignment heads' cross-attention QK (rows x heads x
+        tokens x frames) and each text token's probability among the text tokens."""
+        captured: dict[int, torch.Tensor] = {}
+        layers = sorted({layer for layer, _ in self.alignment_heads})
+        hooks = [self.model.decoder.blocks[layer].cross_attn.register_forward_hook(
+            lambda _module, _inputs, outputs, layer=layer: captured.__setitem__(layer, outputs[-1]))
+            for layer in layers]
+        try:
+            # SDPA never materialises the attention weights; the switch is class-wide, which is safe
+            # because a Triton python-backend instance runs one batch at a time in its own process.
+            with disable_sdpa():
+                hidden = self._teacher_forced(sequences, audio_features, cross_kv)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        weights = torch.stack([captured[layer][:, head] for layer, head in self.alignment_heads], dim=1)
+        # Position i predicts token i + 1: the positions before each text token, and their
+        # probabilities among the text tokens (below EOT), as find_alignment. Padding EOTs are
+        # clamped into range and never read.
+        predicted = sequences[:, PROMPT_TOKENS:-1].clamp(max=self.tokenizer.eot - 1)
+        text_embedding = self.model.decoder.token_embedding.weight[: self.tokenizer.eot]
+        logits = hidden[:, PROMPT_TOKENS - 1:-2] @ text_embedding.to(hidden.dtype).T
+        probs = logits.float().softmax(-1)
+        return weights.float().cpu(), probs.gather(-1, predicted[..., None]).squeeze(-1).cpu()
+
+    def _teacher_forced(self, tokens, audio_features, cross_kv) -> torch.Tensor:
+        """TextDecoder.forward over whole sequences from position 0, up to the final layer norm (the
+        caller projects only the positions it reads), with the audio's cross-attention keys and values
+        from ``cross_kv`` (TextDecoder.forward would take its position offset from a cache;
+        self-attention, with no cache entry, runs over the sequence as usual)."""
+        decoder = self.model.decoder
+        x = decoder.token_embedding(tokens) + decoder.positional_embedding[: tokens.shape[1]]
+        x = x.to(audio_features.dtype)
+        for block in decoder.blocks:
+            x = block(x, audio_features, mask=decoder.mask, kv_cache=cross_kv)
+        return decoder.ln(x)
+
+    @staticmethod
+    def _alignment_matrix(weights: torch.Tensor, n_text: int, n_frames: int) -> torch.Tensor:
+        """(text tokens + EOT) x frames cost of one row, from its own tokens and audio frames only, so
+        that padding (longer neighbours in the batch) changes nothing; normalised as find_alignment."""
+        weights = weights[:, : PROMPT_TOKENS + n_text + 1, :n_frames].softmax(dim=-1)
+        std, mean = torch.std_mean(weights, dim=-2, keepdim=True, unbiased=False)
+        weights = median_filter((weights - mean) / std, MEDIAN_FILTER_WIDTH)
+        return weights.mean(dim=0)[PROMPT_TOKENS - 1: PROMPT_TOKENS + n_text]
+
+    def _row_words(self, weights, token_probs: list[float], text_tokens: list[int], clip: np.ndarray,
+                   tokenizer: Tokenizer) -> list[Word]:
+        """DTW over one row's matrix, then words with their times and mean token probability."""
+        n_frames = min(len(clip) // FRAME_SAMPLES, weights.shape[-1])  # the row's own audio frames
+        words, word_tokens = tokenizer.split_to_word_tokens(text_tokens + [tokenizer.eot])
+        if n_frames < 1 or len(word_tokens) <= 1:  # nothing to align: no frames or EOT alone
+            return []
+        text_indices, time_indices = dtw(-self._alignment_matrix(weights, len(text_tokens), n_frames))
+        jumps = np.pad(np.diff(text_indices), (1, 0), constant_values=1).astype(bool)
+        jump_times = time_indices[jumps] / ENCODER_FRAMES_PER_SECOND  # when each token's path starts
+        boundaries = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
+        timings = [WordTiming(word, tokens, float(jump_times[i]), float(jump_times[j]),
+                              float(np.mean(token_probs[i:j])))
+                   for word, tokens, i, j in zip(words[:-1], word_tokens[:-1], boundaries[:-1], boundaries[1:],
+                                                  strict=True)]
+        median = _median_word_duration(timings)
+        if median > 0:
+            _clamp_sentence_boundaries(timings, 2 * median)
+        merge_punctuations(timings, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS)
+        timings = [t for t in timings if t.word.strip()]
+        _clamp_first_word(timings, median)
+        speech = speech_frames(clip)
+        _snap_to_speech(timings, speech)
+        _extend_to_speech_end(timings, speech)
+        return [Word(t.word.strip(), round(t.start, 2), round(t.end, 2), round(t.probability, 4)) for t in timings]
