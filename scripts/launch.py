@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,12 +49,13 @@ class ManagedProcess:
         self.stop_grace_s = stop_grace_s
         self.process: subprocess.Popen | None = None
 
-    def start(self, health_url: str, timeout_s: float) -> ManagedProcess:
+    def start(self, health_url: str, timeout_s: float, check: Callable[[], None] | None = None) -> ManagedProcess:
+        """Start and wait for health; ``check`` runs while waiting and raises to give up early."""
         logger.info("starting %s: %s", self.name, " ".join(self.cmd))
         self.process = subprocess.Popen(self.cmd, cwd=self.cwd, env=self.env, stdout=self.log,
                                         stderr=subprocess.STDOUT if self.log else None)
         try:
-            wait_http(health_url, self.process, timeout_s)
+            wait_http(health_url, self.process, timeout_s, check)
         except BaseException:
             self.stop()
             raise
@@ -80,8 +81,8 @@ class ManagedProcess:
         return self.process.wait()
 
 
-def wait_http(url: str, process: subprocess.Popen, timeout_s: float) -> None:
-    """Return once ``url`` answers 2xx; fail fast if the process exits first."""
+def wait_http(url: str, process: subprocess.Popen, timeout_s: float, check: Callable[[], None] | None = None) -> None:
+    """Return once ``url`` answers 2xx; fail fast if the process exits first or ``check`` raises."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -90,6 +91,8 @@ def wait_http(url: str, process: subprocess.Popen, timeout_s: float) -> None:
             with urllib.request.urlopen(url, timeout=2):
                 return
         except OSError:
+            if check is not None:
+                check()
             time.sleep(HEALTH_POLL_S)
     raise TimeoutError(f"nothing answered at {url} within {timeout_s:.0f} s")
 

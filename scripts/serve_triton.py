@@ -30,6 +30,9 @@ READY_TIMEOUT_S = 300
 """How long to wait for every model to load; Whisper on 2 CPU cores takes tens of seconds."""
 STOP_TIMEOUT_S = 30
 """Grace period for in-flight requests on shutdown before the server is killed."""
+FATAL_LOG_MARKERS = ("failed to load '", "Failed to preinitialize Python stub")
+"""Log lines that mean a model will never become ready (the second one hangs its load)."""
+MAX_REASON_CHARS = 400
 
 
 @dataclass
@@ -104,9 +107,30 @@ class TritonServer:
         # Triton drains in-flight requests for STOP_TIMEOUT_S after SIGTERM; it is killed after that.
         self.server = ManagedProcess("tritonserver", command(self.repository, self.ports, backends, self.extra_args),
                                      env=server_env(), log=self.log_file, stop_grace_s=STOP_TIMEOUT_S + 5)
-        self.server.start(f"http://127.0.0.1:{self.ports.http}/v2/health/ready", timeout_s)
+        try:
+            self.server.start(f"http://127.0.0.1:{self.ports.http}/v2/health/ready", timeout_s, self._check_log)
+        except RuntimeError as exc:
+            reasons = self.failures()
+            if reasons and "could not load" not in str(exc):
+                raise RuntimeError(f"{exc}; the log says: " + " | ".join(reasons)) from exc
+            raise
         logger.info("tritonserver ready: HTTP %d, gRPC %d, metrics %d", *vars(self.ports).values())
         return self
+
+    def _check_log(self) -> None:
+        """While loading: a model that failed (or whose python stub never started) leaves Triton
+        not ready, or makes it exit, with the reason only in its log: raise with that reason now."""
+        reasons = self.failures()
+        if reasons:
+            raise RuntimeError("tritonserver could not load its models: " + " | ".join(reasons))
+
+    def failures(self) -> list[str]:
+        """Model-loading errors in the server's log (only when it logs to a file)."""
+        path = Path(getattr(self.log_file, "name", "") or "")
+        if not path.is_file():
+            return []
+        lines = path.read_text(errors="replace").splitlines()
+        return [line.strip()[:MAX_REASON_CHARS] for line in lines if any(m in line for m in FATAL_LOG_MARKERS)]
 
     def stop(self) -> int | None:
         return None if self.server is None else self.server.stop()

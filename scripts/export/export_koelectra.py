@@ -102,6 +102,7 @@ def export(args: argparse.Namespace) -> Path:
         return model_dir
     tokenizer.backend_tokenizer.save(str(model_dir / "1" / "tokenizer.json"))
     write_model_info(model_dir / "1", args, name, source)
+    triton_config.install_code("koelectra", model_dir)
     triton_config.write(model_dir, config_values(args))
     log_training_state(args, name)
     logger.info("exported koelectra %s to %s", name, model_dir)

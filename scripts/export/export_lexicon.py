@@ -167,9 +167,7 @@ def install_model_files(model_dir: Path, overrides_name: str) -> None:
     has its own already, of the overrides file, so the repository it is in can be served."""
     if model_dir.resolve() == MODEL_DIR.resolve():
         return
-    (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    for code in (MODEL_DIR / "1").glob("*.py"):
-        shutil.copy2(code, model_dir / "1" / code.name)
+    triton_config.install_code("lexicon", model_dir)
     if not (model_dir / overrides_name).exists():
         shutil.copy2(MODEL_DIR / "overrides.txt", model_dir / overrides_name)
 

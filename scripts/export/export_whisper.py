@@ -82,6 +82,7 @@ def export(args: argparse.Namespace) -> Path:
     partial = target.with_suffix(".partial")
     torch.save(checkpoint, partial)
     partial.replace(target)  # a server or test loading the old checkpoint never sees half a file
+    triton_config.install_code("whisper", model_dir)
     triton_config.write(model_dir, config_values(args))
     logger.info("exported whisper (%s, dims %s) to %s", args.source, checkpoint["dims"], model_dir)
     logger.info("word alignment heads: %s", checkpoint.get(ALIGNMENT_HEADS_KEY, "none published (default)"))

@@ -9,6 +9,7 @@ changed values instead of editing config text.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import ClassVar, Literal, TypeVar
 
@@ -114,6 +115,17 @@ def write(model_dir: Path, values: ModelValues) -> Path:
     (model_dir / CONFIG_NAME).write_text(render(values))
     logger.info("rendered %s/%s", model_dir, CONFIG_NAME)
     return model_dir / CONFIG_NAME
+
+
+def install_code(kind: str, model_dir: Path) -> None:
+    """Copy the committed model code (``model_repository/<kind>/1/*.py``) into ``model_dir`` when
+    it is another repository's, so every repository an exporter writes can be served."""
+    source = MODEL_REPOSITORY / kind / "1"
+    if model_dir.resolve() == source.parent.resolve():
+        return
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    for code in source.glob("*.py"):
+        shutil.copy2(code, model_dir / "1" / code.name)
 
 
 def read(model_dir: Path, cls: type[ValuesT]) -> ValuesT:

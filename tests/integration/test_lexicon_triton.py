@@ -87,3 +87,26 @@ def test_concurrent_requests_are_batched_answered_each_and_a_bad_one_fails_alone
     assert [bool(per_request[0]) for per_request in good] == [i % 2 == 1 for i in range(8)]
     executions = after[1] - before[1]
     assert executions < 9, f"{executions} executions for 9 concurrent requests: no dynamic batching"
+
+
+def break_overrides(model_dir):
+    (model_dir / "overrides.txt").write_text("add 씨발\nbogus directive here\n")
+
+
+def remove_model_code(model_dir):
+    (model_dir / "1" / "model.py").unlink()
+
+
+@pytest.mark.parametrize(("breakage", "reason"), [
+    (break_overrides, "overrides.txt:2"),  # Triton exits
+    (remove_model_code, "Failed to preinitialize Python stub"),  # Triton would wait forever
+])
+def test_a_model_that_cannot_load_fails_the_start_at_once_saying_why(tmp_path, breakage, reason):
+    # An operator's typo must not end in a bare "exited with 1", nor in "not ready" after the
+    # 300 s timeout: the launcher reads Triton's log while it waits and reports why.
+    assert export_lexicon.main(["--repository", str(tmp_path / "repo")]) == 0
+    breakage(tmp_path / "repo" / "lexicon")
+    ports = Ports(free_port(), free_port(), free_port())
+    with open(tmp_path / "tritonserver.log", "wb") as log, pytest.raises(RuntimeError) as failure:
+        TritonServer(tmp_path / "repo", ports, log_file=log).start(timeout_s=120)
+    assert reason in str(failure.value)

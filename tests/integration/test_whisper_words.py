@@ -121,7 +121,9 @@ def test_sources_record_their_own_heads_or_none(tmp_path, model_repository):
 
 
 def test_checkpoints_without_heads_use_the_last_half_of_the_decoder():
-    module = whisper_batch_module()
+    whisper_batch_module()  # puts the model's directory on sys.path
+    import whisper_words as module
+
     dims = whisper.model.ModelDimensions(80, 1500, 512, 8, 6, 51865, 448, 512, 8, 6)
     heads, origin = module.checkpoint_alignment_heads({"dims": vars(dims)}, dims)
     assert heads == [(layer, head) for layer in (3, 4, 5) for head in range(8)]

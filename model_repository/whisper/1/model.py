@@ -79,7 +79,10 @@ class TritonPythonModel:
             encoder_context=_param(config, "encoder_context", "full"),
             cpu_int8=not on_gpu and _param(config, "cpu_int8", "false") == "true",
         )
-        self.default_language = _param(config, "default_language", "ko")
+        # Rendered from the exporter's --language: no second default here that could disagree.
+        self.default_language = _param(config, "default_language", "")
+        if not self.default_language:
+            raise ValueError("the whisper config has no default_language parameter: export it with scripts/export")
         self.model.language_token(self.default_language)  # fail at load time on a bad default
 
     def _parse(self, request) -> Request:
