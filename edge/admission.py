@@ -1,4 +1,4 @@
-"""Admission of WebSocket sessions against the per-process limit."""
+"""Admission of WebSocket sessions against the per-process limit and the per-key limit."""
 
 from __future__ import annotations
 
@@ -8,7 +8,17 @@ from prometheus_client import Gauge
 
 
 class SessionLimitReached(Exception):
-    """The edge already holds its maximum number of sessions."""
+    """The edge already holds its maximum number of sessions; the message goes to the client."""
+
+    def __init__(self, message: str = "too many sessions on this edge, retry later"):
+        super().__init__(message)
+
+
+class KeyLimitReached(SessionLimitReached):
+    """One API key (or JWT subject) already holds its maximum number of sessions."""
+
+    def __init__(self):
+        super().__init__("too many sessions for this credential, retry later")
 
 
 class Admission:
@@ -31,3 +41,28 @@ class Admission:
         finally:
             self.open -= 1
             self._gauge.dec()
+
+
+class KeyAdmission:
+    """Counts open sessions per credential (``Principal.key``); ``admit(None)`` (authentication
+    off) is not counted."""
+
+    def __init__(self, max_sessions_per_key: int):
+        self.max_sessions_per_key = max_sessions_per_key
+        self.open: dict[str, int] = {}
+
+    @contextmanager
+    def admit(self, key: str | None):
+        """A slot of ``key`` for one session, released on every exit path; KeyLimitReached when full."""
+        if key is None:
+            yield
+            return
+        if self.open.get(key, 0) >= self.max_sessions_per_key:
+            raise KeyLimitReached()
+        self.open[key] = self.open.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            self.open[key] -= 1
+            if not self.open[key]:
+                del self.open[key]

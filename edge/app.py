@@ -7,8 +7,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from edge.admission import Admission
-from edge.dependencies import EdgeServices
+from edge.admission import Admission, KeyAdmission
+from edge.auth import authenticator, origin_policy
+from edge.dependencies import Access, EdgeServices, OpsAccessDep
 from edge.metrics import EdgeMetrics
 from edge.routers import audio, health, metrics
 from edge.settings import EdgeSettings
@@ -25,12 +26,14 @@ def triton_pool(settings: EdgeSettings) -> TritonPool:
 
 def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None = None) -> FastAPI:
     """The edge app; ``pool`` defaults to a TritonPool built from ``settings``. The app starts
-    and closes the pool with its own lifespan."""
+    and closes the pool with its own lifespan. EdgeConfigError for authentication settings that
+    cannot work (docs/SECURITY.md)."""
     settings = settings or EdgeSettings()
     pool = pool if pool is not None else triton_pool(settings)
     edge_metrics = EdgeMetrics()
     admission = Admission(settings.max_sessions, edge_metrics.active_sessions)
-    services = EdgeServices(settings, pool, edge_metrics, admission)
+    access = Access(authenticator(settings), origin_policy(settings), KeyAdmission(settings.max_sessions_per_key))
+    services = EdgeServices(settings, pool, edge_metrics, admission, access)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -43,6 +46,7 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
 
     app = FastAPI(title="Speech moderation edge", lifespan=lifespan)
     app.state.services = services
-    for router in (audio.router, health.router, metrics.router):
+    for router in (audio.router, health.router):
         app.include_router(router)
+    app.include_router(metrics.router, dependencies=[OpsAccessDep])  # /readyz is guarded in its router
     return app

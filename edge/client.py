@@ -1,7 +1,11 @@
 """Reference desktop-like client: stream a WAV file in 20 ms frames and print each result.
 
     python -m edge.client FILE.wav --url ws://localhost:8000/ws/audio [--realtime] [--language en]
-        [--words] [--bleep OUT.wav | --duck DB --bleep OUT.wav]
+        [--words] [--bleep OUT.wav | --duck DB --bleep OUT.wav] [--cafile CA.pem]
+
+An edge with authentication on needs a credential: an API key or a JWT in EDGE_TOKEN (or
+``--token``; the environment keeps it out of shell history and ``ps``). ``wss://`` URLs use TLS,
+trusting the system's CAs or ``--cafile`` (docs/SECURITY.md).
 
 ``--bleep OUT.wav`` writes the input with a 1 kHz tone over each harmful span (``--duck DB``
 lowers the volume there by DB decibels instead): what a desktop client does to its playback.
@@ -15,6 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import ssl
 import sys
 import time
 import wave
@@ -120,13 +126,25 @@ def _parse(message: str, strict: bool) -> AnyServerEvent | None:
         return None
 
 
+def connect_options(url: str, token: str | None = None, cafile: Path | None = None) -> dict:
+    """websockets.connect options: the bearer credential, and for wss:// a TLS context trusting
+    ``cafile`` (else the system's CAs)."""
+    options: dict = {"max_size": None}
+    if token:
+        options["additional_headers"] = {"Authorization": f"Bearer {token}"}
+    if url.startswith("wss://"):
+        options["ssl"] = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    return options
+
+
 async def stream(path: Path, url: str, realtime: bool = False, language: str | None = None,
-                 on_event=None, word_timestamps: bool = False, strict: bool = True) -> StreamResult:
+                 on_event=None, word_timestamps: bool = False, strict: bool = True, token: str | None = None,
+                 cafile: Path | None = None) -> StreamResult:
     """Stream a WAV file through the edge and collect every event until the server closes.
     Strict (the tests): every event must match this version's protocol models."""
     audio, result = read_wav(path), StreamResult()
     config = config_frame(audio, language, word_timestamps)
-    async with websockets.connect(url, max_size=None) as ws:
+    async with websockets.connect(url, **connect_options(url, token, cafile)) as ws:
         if config:
             await ws.send(config)
         sender = asyncio.create_task(_send_audio(ws, audio, realtime))
@@ -163,15 +181,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--words", action="store_true", help="ask for each segment's words with their times")
     p.add_argument("--bleep", type=Path, metavar="OUT.wav", help="write the input with harmful spans bleeped")
     p.add_argument("--duck", type=float, metavar="DB", help="with --bleep: lower the volume by DB instead")
+    p.add_argument("--token", default=os.environ.get("EDGE_TOKEN"),
+                   help="API key or JWT sent as a bearer credential (default: $EDGE_TOKEN)")
+    p.add_argument("--cafile", type=Path, help="PEM CA certificate(s) to trust for a wss:// URL")
     args = p.parse_args(argv)
     if args.duck is not None and (args.bleep is None or args.duck <= 0):
         p.error("--duck needs --bleep OUT.wav and a positive number of decibels")
     try:
         result = asyncio.run(stream(args.wav, args.url, args.realtime, args.language,
                                     on_event=lambda e: print(e.wire(), flush=True), word_timestamps=args.words,
-                                    strict=False))
+                                    strict=False, token=args.token, cafile=args.cafile))
     except (ValueError, OSError) as exc:  # ValidationError is a ValueError: a WAV the protocol does not take
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except websockets.InvalidStatus as exc:  # HTTP 403: refused credential or origin (docs/SECURITY.md)
+        print(f"error: the edge refused the session (HTTP {exc.response.status_code}): check --token/EDGE_TOKEN",
+              file=sys.stderr)
         return 2
     if args.bleep:
         spans = result.harmful_spans()

@@ -1,17 +1,31 @@
-"""Typed FastAPI dependencies: how routers reach the app's settings, pool, metrics and admission."""
+"""Typed FastAPI dependencies: how routers reach the app's settings, pool, metrics and admission, and
+who may use them (access control, docs/SECURITY.md)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, HTTPException, Request, WebSocket, WebSocketException, status
 from starlette.requests import HTTPConnection
 
-from edge.admission import Admission
+from edge.admission import Admission, KeyAdmission
+from edge.auth import Authenticator, AuthError, OriginPolicy, Principal, credential
 from edge.metrics import EdgeMetrics
 from edge.settings import EdgeSettings
 from edge.triton import ModerationPool
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may connect: the authenticator, the browser origin policy and the per-key limit."""
+
+    authenticator: Authenticator
+    origins: OriginPolicy
+    key_admission: KeyAdmission
 
 
 @dataclass(frozen=True)
@@ -22,6 +36,7 @@ class EdgeServices:
     pool: ModerationPool
     metrics: EdgeMetrics
     admission: Admission
+    access: Access
 
 
 def get_services(connection: HTTPConnection) -> EdgeServices:
@@ -54,3 +69,44 @@ SettingsDep = Annotated[EdgeSettings, Depends(get_settings)]
 PoolDep = Annotated[ModerationPool, Depends(get_pool)]
 MetricsDep = Annotated[EdgeMetrics, Depends(get_metrics)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
+
+
+def get_key_admission(services: ServicesDep) -> KeyAdmission:
+    return services.access.key_admission
+
+
+def _peer(connection: HTTPConnection) -> str:
+    return connection.client.host if connection.client else "unknown"
+
+
+def websocket_principal(websocket: WebSocket, services: ServicesDep) -> Principal | None:
+    """The client of a WebSocket handshake, checked before it is accepted: a foreign browser
+    Origin or a missing or bad credential closes it with 1008 (the client sees HTTP 403)."""
+    origin = websocket.headers.get("origin")
+    if not services.access.origins.allows(origin):
+        logger.warning("refused a session from %s: origin %r is not allowed", _peer(websocket), origin)
+        raise WebSocketException(status.WS_1008_POLICY_VIOLATION, "origin not allowed")
+    try:
+        return services.access.authenticator.authenticate(credential(websocket.headers, websocket.query_params))
+    except AuthError as exc:
+        logger.warning("refused a session from %s: %s", _peer(websocket), exc)
+        raise WebSocketException(status.WS_1008_POLICY_VIOLATION, "authentication failed") from exc
+
+
+def ops_access(request: Request, services: ServicesDep) -> None:
+    """Guards /readyz and /metrics when ``ops_auth`` is on and authentication is on: 401 without
+    a valid bearer credential."""
+    if not services.settings.ops_auth:
+        return
+    try:
+        services.access.authenticator.authenticate(credential(request.headers, request.query_params))
+    except AuthError as exc:
+        logger.warning("refused %s from %s: %s", request.url.path, _peer(request), exc)
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "authentication required",
+                            headers={"WWW-Authenticate": "Bearer"}) from exc
+
+
+KeyAdmissionDep = Annotated[KeyAdmission, Depends(get_key_admission)]
+PrincipalDep = Annotated[Principal | None, Depends(websocket_principal)]
+OpsAccessDep = Depends(ops_access)
+"""For ``dependencies=[OpsAccessDep]`` of the ops routes."""

@@ -21,3 +21,6 @@ class EdgeMetrics:
                                      registry=self.registry)
         self.client_errors = Counter("edge_client_errors", "Bad client input by error code", ["code"],
                                      registry=self.registry)
+        self.session_timeouts = Counter(
+            "edge_session_timeouts", "Sessions the edge ended by reason: first_frame_timeout, idle_timeout, "
+            "max_duration", ["reason"], registry=self.registry)

@@ -6,6 +6,7 @@ Every frame the server sends is one of the ``*Event`` models below, serialised b
 from __future__ import annotations
 
 import json
+import re
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
@@ -27,6 +28,52 @@ WHISPER_LANGUAGES = frozenset((
 Kept here so the edge validates a client's language without importing Whisper or torch."""
 
 
+MAX_TEXT_FRAME_BYTES = 8192
+"""Largest text frame the edge parses as JSON (a config frame is under 200 bytes); a larger one
+gets ``bad_json`` unparsed. Binary frames have their own limit, ``EDGE_MAX_FRAME_BYTES``."""
+MAX_JSON_DEPTH = 8
+"""Deepest nesting of JSON arrays and objects the edge parses (a config frame has depth 1); a
+deeper text frame gets ``bad_json`` unparsed, so no frame can exhaust the parser's recursion."""
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+"""A JSON string literal, escapes included: brackets inside strings do not nest."""
+
+
+class BadJson(ValueError):
+    """A text frame the edge will not parse; its message is meant for the client."""
+
+
+def json_depth(text: str) -> int:
+    """How deeply the arrays and objects of a JSON text nest, counted without parsing it."""
+    depth = deepest = 0
+    for char in _JSON_STRING.sub("", text):
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_text_frame(text: str) -> object:
+    """A client text frame as JSON, within MAX_TEXT_FRAME_BYTES and MAX_JSON_DEPTH; BadJson otherwise."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise BadJson(f"text frames must be valid UTF-8 JSON: {exc.reason} at character {exc.start}") from None
+    if size > MAX_TEXT_FRAME_BYTES:
+        raise BadJson(f"text frame of {size} bytes exceeds {MAX_TEXT_FRAME_BYTES}; it was not parsed")
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise BadJson(f"text frames must be JSON nested at most {MAX_JSON_DEPTH} levels deep; it was not parsed")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadJson(f"text frames must be JSON: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer longer than Python converts
+        raise BadJson(f"text frames must be JSON: {exc}") from None
+
+
 def sample_bytes(encoding: str) -> int:
     """Bytes of one sample of one channel."""
     return 2 if encoding == "pcm_s16le" else 4
@@ -41,6 +88,9 @@ class ErrorCode(StrEnum):
     UNKNOWN_MESSAGE = "unknown_message"
     FRAME_TOO_LARGE = "frame_too_large"
     SERVER_BUSY = "server_busy"
+    FIRST_FRAME_TIMEOUT = "first_frame_timeout"
+    IDLE_TIMEOUT = "idle_timeout"
+    MAX_DURATION = "max_duration"
     TRITON_TIMEOUT = "triton_timeout"
     TRITON_UNAVAILABLE = "triton_unavailable"
     TRITON_ERROR = "triton_error"
@@ -85,7 +135,12 @@ class ServerEvent(BaseModel):
         """The JSON text frame: fields in declaration order, UTF-8 text unescaped."""
         data = self.model_dump(mode="json")
         data = {k: v for k, v in data.items() if v is not None or k not in self.optional_fields}
-        return json.dumps(data, ensure_ascii=False)
+        text = json.dumps(data, ensure_ascii=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate echoed from client JSON ("\\ud800"): escape it
+            return json.dumps(data)
+        return text
 
 
 class ReadyEvent(ServerEvent):

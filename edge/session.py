@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -17,6 +16,7 @@ from edge.metrics import EdgeMetrics
 from edge.moderation import Moderation, judge, stream_words
 from edge.protocol import (
     SAMPLE_RATE,
+    BadJson,
     ClientConfig,
     ConfigEvent,
     ErrorCode,
@@ -25,6 +25,7 @@ from edge.protocol import (
     SegmentEvent,
     ServerEvent,
     SummaryEvent,
+    parse_text_frame,
 )
 from edge.settings import EdgeSettings
 from edge.triton import ModerationPool, TritonCallError
@@ -38,6 +39,23 @@ _END = object()
 
 class ClientGone(Exception):
     """The client closed the connection."""
+
+
+class SessionTimeout(Exception):
+    """The server ends the session: the client was silent too long, or the session too long."""
+
+    def __init__(self, code: ErrorCode, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+POLICY_VIOLATION = 1008
+"""WebSocket close code (RFC 6455) after a first-frame or idle timeout: the client broke the
+protocol's rule to keep streaming."""
+NORMAL_CLOSURE = 1000
+"""WebSocket close code after ``{"type": "end"}`` and after ``max_duration``."""
+TIMEOUT_CLOSE_CODES = {ErrorCode.FIRST_FRAME_TIMEOUT: POLICY_VIOLATION, ErrorCode.IDLE_TIMEOUT: POLICY_VIOLATION,
+                       ErrorCode.MAX_DURATION: NORMAL_CLOSURE}
 
 
 SegmentResult = SegmentEvent | ErrorEvent
@@ -62,6 +80,10 @@ class Session:
         self.harmful_segments = 0
         self.failed_segments = 0
         self._send_lock = asyncio.Lock()
+        self.started_at = asyncio.get_running_loop().time()
+        """Loop time of the ready event: the first-frame timeout and the maximum duration count from it."""
+        self.ends_at = self.started_at + settings.max_session_s
+        self.got_first_frame = False
 
     @property
     def language(self) -> str | None:
@@ -79,6 +101,7 @@ class Session:
             await self.ws.send_text(event.wire())
 
     async def client_error(self, code: ErrorCode, message: str) -> None:
+        logger.info("session %s: client error %s: %s", self.id, code.value, message)  # one line, no traceback
         self.metrics.client_errors.labels(code).inc()
         await self.send(ErrorEvent(code=code, message=message))
 
@@ -88,10 +111,12 @@ class Session:
                                    channels=self.config.channels, language=self.language,
                                    max_frame_bytes=self.settings.max_frame_bytes,
                                    signals=list(self.pool.facts.signals)))
+        self.started_at = asyncio.get_running_loop().time()
+        self.ends_at = self.started_at + self.settings.max_session_s
         sender = asyncio.create_task(self._deliver_results())
         try:
-            await self._receive_until_end()
-            await self._finish(sender)
+            close_code = await self._receive_until_done()
+            await self._finish(sender, close_code)
         except (ClientGone, WebSocketDisconnect):
             logger.info("session %s: client left, cancelling %d in-flight segments", self.id, len(self.in_flight))
             self._abort(sender)
@@ -109,9 +134,47 @@ class Session:
         except Exception:  # noqa: BLE001 - the socket may already be gone
             pass
 
+    async def _receive_until_done(self) -> int:
+        """Read frames until {"type":"end"} or a timeout; the close code to end with."""
+        try:
+            await self._receive_until_end()
+        except SessionTimeout as timeout:
+            logger.info("session %s: %s: %s", self.id, timeout.code.value, timeout.message)
+            self.metrics.session_timeouts.labels(timeout.code.value).inc()
+            await self.send(ErrorEvent(code=timeout.code, message=timeout.message))
+            return TIMEOUT_CLOSE_CODES[timeout.code]
+        return NORMAL_CLOSURE
+
+    def _deadline(self) -> tuple[float, ErrorCode, str]:
+        """When the next frame is due at the latest, and the timeout that passing it is."""
+        settings = self.settings
+        if not self.got_first_frame:
+            due, code = self.started_at + settings.first_frame_timeout_s, ErrorCode.FIRST_FRAME_TIMEOUT
+            message = f"no frame within {settings.first_frame_timeout_s:g} s of the ready event"
+        else:  # idle time counts from now: time the edge spent holding the client back is not idle
+            due, code = asyncio.get_running_loop().time() + settings.idle_timeout_s, ErrorCode.IDLE_TIMEOUT
+            message = f"no frame for {settings.idle_timeout_s:g} s"
+        if self.ends_at <= due:
+            due, code = self.ends_at, ErrorCode.MAX_DURATION
+            message = f"sessions last at most {settings.max_session_s:g} s; open a new one to go on"
+        return due, code, message
+
+    async def _next_message(self) -> dict:
+        """The next ASGI message from the client, or SessionTimeout once its deadline passes."""
+        due, code, message = self._deadline()
+        remaining = due - asyncio.get_running_loop().time()
+        if remaining <= 0:  # checked first: a client flooding frames never waits in receive()
+            raise SessionTimeout(code, message)
+        try:
+            received = await asyncio.wait_for(self.ws.receive(), remaining)
+        except TimeoutError:
+            raise SessionTimeout(code, message) from None
+        self.got_first_frame = True
+        return received
+
     async def _receive_until_end(self) -> None:
         while True:
-            message = await self.ws.receive()
+            message = await self._next_message()
             if message["type"] == "websocket.disconnect":
                 raise ClientGone()
             if message.get("bytes") is not None:
@@ -122,9 +185,9 @@ class Session:
     async def on_text(self, text: str) -> bool:
         """Handle a text frame; True when it ends the session."""
         try:
-            payload = json.loads(text)
-        except json.JSONDecodeError as exc:
-            await self.client_error(ErrorCode.BAD_JSON, f"text frames must be JSON: {exc.msg}")
+            payload = parse_text_frame(text)
+        except BadJson as exc:
+            await self.client_error(ErrorCode.BAD_JSON, str(exc))
             return False
         kind = payload.get("type", "config") if isinstance(payload, dict) else None
         if kind == "end":
@@ -213,8 +276,8 @@ class Session:
         self.metrics.segments.labels("harmful" if event.is_harmful else "normal").inc()
         self.metrics.segment_latency.observe(event.latency_ms / 1000)
 
-    async def _finish(self, sender: asyncio.Task) -> None:
-        """Flush buffered speech, deliver every pending result, send the summary, close 1000."""
+    async def _finish(self, sender: asyncio.Task, close_code: int = NORMAL_CLOSURE) -> None:
+        """Flush buffered speech, deliver every pending result, send the summary, close."""
         now = time.perf_counter()
         tail = self.decoder.flush()
         for segment in self.segmenter.feed(tail, now) + self.segmenter.flush(now):
@@ -222,7 +285,7 @@ class Session:
         self.pending.put_nowait(_END)
         await sender
         await self.send(self.summary())
-        await self.ws.close(1000)
+        await self.ws.close(close_code)
 
     def summary(self) -> SummaryEvent:
         lat = np.array(self.latencies_ms) if self.latencies_ms else None

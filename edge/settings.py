@@ -48,6 +48,46 @@ class EdgeSettings(BaseSettings):
     """Segments in flight per session; beyond it the edge stops reading the socket (backpressure)."""
     max_sessions: int = Field(500, gt=0)
     """Concurrent WebSocket sessions per process; more are refused with close code 1013."""
+    first_frame_timeout_s: float = Field(10.0, gt=0)
+    """A session that sends no frame at all within this of its ``ready`` event gets a
+    ``first_frame_timeout`` error and the summary, and is closed with 1008."""
+    idle_timeout_s: float = Field(60.0, gt=0)
+    """After its first frame, a session that sends no frame for this long (pings do not count) gets
+    an ``idle_timeout`` error, its pending results and summary, and is closed with 1008."""
+    max_session_s: float = Field(4 * 3600.0, gt=0)
+    """Longest session; past it the edge sends a ``max_duration`` error, the pending results and the
+    summary, and closes with 1000 (the client may open a new session to go on)."""
+    auth: str | None = Field(None, pattern="^(required|none)$")
+    """Client authentication of /ws/audio (docs/SECURITY.md). ``required``: every session needs an
+    API key or a JWT, and at least one source below must be configured; ``none``: open, on purpose
+    (trusted network, local development). Unset: required when a source is configured, otherwise
+    ``python -m edge`` refuses to start (an app built in-process, as by the unit tests, runs open)."""
+    api_keys_file: str | None = None
+    """File of hashed API keys, one ``NAME sha256:HEX`` line per key (``python -m
+    scripts.make_api_key NAME`` prints a new key and its line); read at start."""
+    api_key_hashes: str | None = Field(None, repr=False)
+    """Hashed API keys from an environment secret: the same entries, separated by newlines or commas."""
+    jwt_secret: str | None = Field(None, repr=False)
+    """Shared secret of HS256 JWTs; set: such bearer tokens are accepted."""
+    jwt_public_key_file: str | None = None
+    """PEM RSA public key; set: RS256 JWTs signed by its private key are accepted."""
+    jwt_audience: str | None = None
+    """Required ``aud`` claim of JWTs; unset: tokens with an ``aud`` claim are refused."""
+    jwt_issuer: str | None = None
+    """Required ``iss`` claim of JWTs; unset: not checked."""
+    max_sessions_per_key: int = Field(20, gt=0)
+    """Concurrent sessions of one API key or one JWT subject; more get ``server_busy`` and 1013."""
+    allowed_origins: str = ""
+    """Comma-separated browser origins (``https://app.example.com``) allowed to open sessions;
+    ``*`` allows any. A handshake with another Origin is refused; one without Origin (a native
+    client) is not concerned."""
+    ops_auth: bool = True
+    """With authentication on, /readyz and /metrics need a credential too (``Authorization:
+    Bearer``); false leaves them open for probes and scrapers on an internal network."""
+    ssl_certfile: str | None = None
+    """PEM certificate (chain) to serve HTTPS/WSS directly; needs ``ssl_keyfile``."""
+    ssl_keyfile: str | None = None
+    """PEM private key of ``ssl_certfile``."""
     log_level: str = "info"
     """uvicorn and application log level."""
 

@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter, WebSocket
 
 from edge.admission import SessionLimitReached
-from edge.dependencies import AdmissionDep, MetricsDep, PoolDep, SettingsDep
+from edge.dependencies import AdmissionDep, KeyAdmissionDep, MetricsDep, PoolDep, PrincipalDep, SettingsDep
 from edge.protocol import ErrorCode, ErrorEvent
 from edge.session import Session
 
@@ -21,17 +21,18 @@ TRY_AGAIN_LATER = 1013
 
 @router.websocket("/ws/audio")
 async def audio_socket(websocket: WebSocket, settings: SettingsDep, pool: PoolDep, metrics: MetricsDep,
-                       admission: AdmissionDep) -> None:
+                       admission: AdmissionDep, key_admission: KeyAdmissionDep, principal: PrincipalDep) -> None:
+    # ``principal`` is resolved before this runs: a refused client never gets here (1008, HTTP 403).
     await websocket.accept()
     try:
-        with admission.admit():
+        with key_admission.admit(principal.key if principal else None), admission.admit():
             session = Session(websocket, settings, pool, metrics)
             logger.info("session %s opened", session.id)
             try:
                 await session.run()
             finally:
                 logger.info("session %s closed", session.id)
-    except SessionLimitReached:
-        refusal = ErrorEvent(code=ErrorCode.SERVER_BUSY, message="too many sessions on this edge, retry later")
+    except SessionLimitReached as limit:  # of the edge, or of this client's key (KeyLimitReached)
+        refusal = ErrorEvent(code=ErrorCode.SERVER_BUSY, message=str(limit))
         await websocket.send_text(refusal.wire())
         await websocket.close(TRY_AGAIN_LATER)

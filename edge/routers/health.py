@@ -5,20 +5,21 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from edge.dependencies import PoolDep
+from edge.dependencies import OpsAccessDep, PoolDep
 
 router = APIRouter()
 
 
 @router.get("/healthz")
 async def healthz() -> dict:
-    """The process is up and serving HTTP."""
+    """The process is up and serving HTTP; always open, even with ``ops_auth``."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", dependencies=[OpsAccessDep])
 async def readyz(pool: PoolDep) -> JSONResponse:
-    """Ready when at least one Triton server answers and has the model ready."""
+    """Ready when at least one Triton server answers and has the model ready; with authentication
+    and ``ops_auth`` on, it needs a credential."""
     ready = sorted(await pool.refresh())
     body = {"status": "ready" if ready else "unavailable", "model": pool.model, "ready_servers": ready,
             "servers": pool.servers, "signals": list(pool.facts.signals)}

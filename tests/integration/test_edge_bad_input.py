@@ -72,6 +72,30 @@ def test_oversized_frame_is_refused_and_the_session_goes_on(edge, dialogue_wav):
     assert len([e for e in tail if e["type"] == "segment"]) == len(DIALOGUE)
 
 
+TRANSPORT_LIMIT = 2 * 65536
+"""uvicorn's ws_max_size on the test edge: twice its EDGE_MAX_FRAME_BYTES (edge/__main__.py)."""
+
+
+def test_frames_up_to_the_transport_limit_get_frame_too_large_and_bigger_ones_close_1009(edge):
+    async def scenario():
+        ws = await open_session(edge)
+        await ws.send(b"\0" * TRANSPORT_LIMIT)  # over max_frame_bytes, at the transport limit
+        too_large = await next_event(ws)
+        await ws.send(b"\0" * 640)
+        await ws.send(json.dumps({"type": "config", "sample_rate": 8000}))
+        still_serving = await next_event(ws)  # the session went on: the small frame was audio
+        await ws.send(b"\0" * (TRANSPORT_LIMIT + 1))
+        with pytest.raises(websockets.ConnectionClosedError):
+            await next_event(ws)
+        return too_large, still_serving, ws.close_code
+
+    too_large, still_serving, close_code = run(scenario())
+    assert too_large["code"] == "frame_too_large" and str(TRANSPORT_LIMIT) in too_large["message"]
+    assert still_serving["code"] == "config_after_audio"
+    assert close_code == 1009
+    wait_for_metric(edge, "edge_active_sessions", "", lambda v: v == 0)
+
+
 def test_audio_faster_than_real_time_is_queued_not_dropped(edge, dialogue_wav):
     # Four dialogues back to back, sent as fast as the socket takes them: more segments than
     # the per-session in-flight limit, so the edge must push back rather than drop.

@@ -4,14 +4,27 @@ ordering, backpressure, admission and the ops endpoints, in seconds and without 
 from __future__ import annotations
 
 import json
+import logging
+import sys
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from edge.__main__ import OneLineClientErrors, transport_max_bytes
 from edge.app import create_app
 from edge.moderation import LexiconMatch, ModelFacts, ModelWord, Moderation
-from edge.protocol import SERVER_EVENTS, ConfigEvent, ErrorCode, ErrorEvent, ReadyEvent, SegmentEvent, SummaryEvent
+from edge.protocol import (
+    MAX_JSON_DEPTH,
+    MAX_TEXT_FRAME_BYTES,
+    SERVER_EVENTS,
+    ConfigEvent,
+    ErrorCode,
+    ErrorEvent,
+    ReadyEvent,
+    SegmentEvent,
+    SummaryEvent,
+)
 from edge.settings import EdgeSettings
 from edge.triton import TritonCallError
 from scripts.speech import DIALOGUE, DIALOGUE_WAV, pcm16, read_wav
@@ -364,3 +377,103 @@ def test_without_a_lexicon_word_times_are_computed_only_for_clients_that_ask():
         send_audio(ws)
         end(ws)
     assert pool.calls and not any(call.word_timestamps for call in pool.calls)
+
+
+def logged_tracebacks(caplog) -> list:
+    return [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    ("frame", "fragment"),
+    [
+        ("[" * 1000 + "]" * 1000, f"at most {MAX_JSON_DEPTH} levels"),
+        ('{"a":' * 1000 + "1" + "}" * 1000, f"at most {MAX_JSON_DEPTH} levels"),
+        ('{"type": "config", "language": "' + "x" * MAX_TEXT_FRAME_BYTES + '"}', f"exceeds {MAX_TEXT_FRAME_BYTES}"),
+        ('{"sample_rate": ' + "9" * 5000 + "}", "JSON"),
+    ],
+)
+def test_deep_or_oversized_json_gets_bad_json_and_the_session_goes_on(frame, fragment, caplog):
+    with client(FakePool()) as app, app.websocket_connect("/ws/audio") as ws:
+        ready(ws)
+        ws.send_text(frame)
+        error = next_event(ws)
+        send_audio(ws)
+        events, code = end(ws)
+    assert isinstance(error, ErrorEvent) and error.code == ErrorCode.BAD_JSON and fragment in error.message, error
+    assert len([e for e in events if isinstance(e, SegmentEvent)]) == len(DIALOGUE) and code == 1000
+    assert not logged_tracebacks(caplog)
+
+
+def test_text_that_is_not_utf8_gets_bad_json_in_one_log_line(caplog):
+    caplog.set_level(logging.INFO, logger="edge.session")
+    invalid = b'{"type": "config", \xff\xfe}'.decode("utf-8", "surrogateescape")  # as a lenient server passes it
+    with client(FakePool()) as app, app.websocket_connect("/ws/audio") as ws:
+        ready(ws)
+        ws.send({"type": "websocket.receive", "text": invalid})
+        error = next_event(ws)
+        ws.send_text('{"type": "config", "language": "\\ud800"}')  # a lone surrogate the edge echoes back
+        echoed = ws.receive()["text"]
+        events, code = end(ws)
+    assert error.code == ErrorCode.BAD_JSON and "UTF-8" in error.message
+    assert SERVER_EVENTS.validate_json(echoed.encode("utf-8")).code == ErrorCode.BAD_CONFIG
+    assert isinstance(events[-1], SummaryEvent) and code == 1000
+    assert not logged_tracebacks(caplog)
+    assert [r.getMessage().count("\n") for r in caplog.records if "bad_json" in r.getMessage()] == [0]
+
+
+def test_uvicorns_invalid_utf8_traceback_becomes_one_warning_line():
+    try:
+        b"\xff".decode()
+    except UnicodeDecodeError:
+        record = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1,
+                                   "Invalid UTF-8 sequence received from client.", None, sys.exc_info())
+    assert OneLineClientErrors().filter(record)
+    assert (record.levelno, record.exc_info) == (logging.WARNING, None)
+    line = logging.Formatter().format(record)
+    assert "\n" not in line and "UnicodeDecodeError" in line
+
+
+def test_the_transport_limit_lets_oversized_frames_reach_the_app():
+    settings = EdgeSettings(max_frame_bytes=65536)
+    assert transport_max_bytes(settings) == 2 * 65536 > settings.max_frame_bytes
+
+
+def test_a_client_that_never_sends_a_frame_is_closed_after_the_first_frame_timeout():
+    with client(FakePool(), first_frame_timeout_s=0.05) as app:
+        with app.websocket_connect("/ws/audio") as ws:
+            ready(ws)
+            events, code = until_close(ws)  # the server waits out its timeout, then closes
+        metrics = app.get("/metrics").text
+    assert [type(e) for e in events] == [ErrorEvent, SummaryEvent] and code == 1008
+    assert events[0].code == ErrorCode.FIRST_FRAME_TIMEOUT and events[1].segments == 0
+    assert 'edge_session_timeouts_total{reason="first_frame_timeout"} 1.0' in metrics
+    assert "edge_active_sessions 0.0" in metrics
+
+
+def test_an_idle_client_gets_its_pending_results_and_summary_then_1008():
+    pool = FakePool(gated=True)
+    with client(pool, idle_timeout_s=0.1) as app:
+        with app.websocket_connect("/ws/audio") as ws:
+            ready(ws)
+            ws.send_bytes(DIALOGUE_PCM)  # one frame, then silence: results are held by the gate
+            timeout = next_event(ws)
+            app.portal.call(pool.open_gate)
+            events, code = until_close(ws)
+        metrics = app.get("/metrics").text
+    assert timeout.code == ErrorCode.IDLE_TIMEOUT and "0.1 s" in timeout.message
+    assert [s.seq for s in events if isinstance(s, SegmentEvent)] == list(range(len(DIALOGUE)))
+    assert isinstance(events[-1], SummaryEvent) and events[-1].segments == len(DIALOGUE) and code == 1008
+    assert 'edge_session_timeouts_total{reason="idle_timeout"} 1.0' in metrics
+
+
+def test_a_session_past_its_maximum_duration_ends_with_its_summary_and_1000():
+    with client(FakePool(), max_session_s=0.2) as app:
+        with app.websocket_connect("/ws/audio") as ws:
+            ready(ws)
+            send_audio(ws)
+            events, code = until_close(ws)
+        metrics = app.get("/metrics").text
+    errors = [e for e in events if isinstance(e, ErrorEvent)]
+    assert [e.code for e in errors] == [ErrorCode.MAX_DURATION] and code == 1000
+    assert isinstance(events[-1], SummaryEvent)
+    assert 'edge_session_timeouts_total{reason="max_duration"} 1.0' in metrics
