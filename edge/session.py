@@ -80,6 +80,8 @@ class Session:
         self.harmful_segments = 0
         self.failed_segments = 0
         self._send_lock = asyncio.Lock()
+        self._sender: asyncio.Task | None = None
+        """Delivers results in order; set while the session runs."""
         self.started_at = asyncio.get_running_loop().time()
         """Loop time of the ready event: the first-frame timeout and the maximum duration count from it."""
         self.ends_at = self.started_at + settings.max_session_s
@@ -97,8 +99,12 @@ class Session:
         return self.config.word_timestamps or (lexicon and self.settings.span_word_times)
 
     async def send(self, event: ServerEvent) -> None:
+        """Send one event; ClientGone when the socket is closed or broken under it."""
         async with self._send_lock:
-            await self.ws.send_text(event.wire())
+            try:
+                await self.ws.send_text(event.wire())
+            except (WebSocketDisconnect, RuntimeError, OSError) as exc:  # Starlette's "close message sent"
+                raise ClientGone() from exc
 
     async def client_error(self, code: ErrorCode, message: str) -> None:
         logger.info("session %s: client error %s: %s", self.id, code.value, message)  # one line, no traceback
@@ -113,7 +119,7 @@ class Session:
                                    signals=list(self.pool.facts.signals)))
         self.started_at = asyncio.get_running_loop().time()
         self.ends_at = self.started_at + self.settings.max_session_s
-        sender = asyncio.create_task(self._deliver_results())
+        sender = self._sender = asyncio.create_task(self._deliver_results())
         try:
             close_code = await self._receive_until_done()
             await self._finish(sender, close_code)
@@ -224,8 +230,21 @@ class Session:
         for segment in self.segmenter.feed(self.decoder.feed(data), received_at):
             await self._submit(segment)
 
+    async def _acquire_slot(self) -> None:
+        """Wait for one of the max_pending_segments slots (backpressure); a slot is freed when its
+        result is sent. If the sender stopped (its socket broke), no slot will ever come back:
+        end the session rather than wait forever (that wait leaked sessions)."""
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        if self._sender is None:
+            await acquire
+            return
+        await asyncio.wait({acquire, self._sender}, return_when=asyncio.FIRST_COMPLETED)
+        if not acquire.done():
+            acquire.cancel()
+            raise ClientGone()
+
     async def _submit(self, segment: Segment) -> None:
-        await self._slots.acquire()  # waits while max_pending_segments are in flight: backpressure
+        await self._acquire_slot()
         seq = self.next_seq
         self.next_seq += 1
         task = asyncio.create_task(self._moderate(seq, segment))

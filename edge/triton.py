@@ -4,6 +4,11 @@ One client per server per process. A background task tracks which servers have t
 ready; segments go round-robin to those (to any server if none is known ready, so the real
 error surfaces). Every call carries a deadline.
 
+A server that is not ready gets a fresh client (gRPC channel) for its next probe: a channel that
+failed to connect waits ever longer (gRPC's reconnect backoff, up to minutes) before it tries
+again, which would keep a restarted Triton out of use long after it is back. The replaced client
+is closed once calls still running on it have reached their deadline.
+
 What the model is (its default language, and which harmful-speech signals it runs) is read
 from the ensemble's config parameters, rendered there at export, so the edge never keeps a
 second copy that could disagree.
@@ -21,6 +26,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from pydantic import TypeAdapter, ValidationError
 from tritonclient.grpc import InferInput
+from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
 from edge.moderation import MATCHES, WORDS, ModelFacts, Moderation
@@ -30,6 +36,22 @@ logger = logging.getLogger(__name__)
 
 HEALTH_CALL_TIMEOUT_S = 2.0
 """Deadline of one readiness probe."""
+
+
+def new_client(url: str) -> grpcclient.InferenceServerClient:
+    """A client with tritonclient's default channel options and its own subchannel pool: by
+    default gRPC shares subchannels (and their reconnect backoff) between channels to the same
+    address, which would make a fresh client inherit the old one's backoff."""
+    keepalive = KeepAliveOptions()
+    return grpcclient.InferenceServerClient(url, channel_args=[
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.use_local_subchannel_pool", 1),
+    ])
 
 
 class TritonCallError(Exception):
@@ -146,6 +168,8 @@ class TritonPool:
         self._facts: ModelFacts | None = None
         self._round_robin = itertools.count()
         self._health_task: asyncio.Task | None = None
+        self._retired: list[tuple[float, grpcclient.InferenceServerClient]] = []
+        """Replaced clients and when to close them (after the last call on them timed out)."""
 
     @property
     def servers(self) -> list[str]:
@@ -156,14 +180,29 @@ class TritonPool:
         return self._facts or ModelFacts()
 
     async def start(self) -> None:
-        self.clients = {url: grpcclient.InferenceServerClient(url) for url in self.urls}
+        self.clients = {url: new_client(url) for url in self.urls}
         await self.refresh()
         self._health_task = asyncio.create_task(self._health_loop())
 
     async def close(self) -> None:
         if self._health_task:
             self._health_task.cancel()
-        for client in self.clients.values():
+        for client in [*self.clients.values(), *(client for _, client in self._retired)]:
+            await client.close()
+        self._retired.clear()
+
+    def _reconnect(self, url: str) -> None:
+        """Give ``url`` a fresh client, so that the next probe connects at once instead of after
+        the old channel's reconnect backoff; the old one is closed after the call deadline."""
+        loop = asyncio.get_running_loop()
+        self._retired.append((loop.time() + self.timeout_s, self.clients[url]))
+        self.clients[url] = new_client(url)
+
+    async def _close_retired(self) -> None:
+        now = asyncio.get_running_loop().time()
+        due = [client for close_at, client in self._retired if close_at <= now]
+        self._retired = [(close_at, client) for close_at, client in self._retired if close_at > now]
+        for client in due:
             await client.close()
 
     async def _probe(self, url: str) -> bool:
@@ -176,6 +215,9 @@ class TritonPool:
         """Probe every server now; returns (and remembers) the ready ones."""
         results = await asyncio.gather(*(self._probe(url) for url in self.clients))
         ready = {url for url, ok in zip(self.clients, results, strict=True) if ok}
+        for url in set(self.clients) - ready:
+            self._reconnect(url)
+        await self._close_retired()
         # Re-read on a change of ready servers (a restarted Triton may serve another export),
         # and until a read succeeds; not on every tick.
         if ready and (ready != self.ready or self._facts is None):

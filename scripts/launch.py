@@ -6,8 +6,10 @@ the comparison baseline alike.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +32,70 @@ EDGE_STOP_GRACE_S = 15
 """How long a stopped edge may take to close its sessions before it is killed."""
 HEALTH_POLL_S = 0.2
 """Polling interval while a server starts: readiness has no push notification."""
+GROUP_EXIT_TIMEOUT_S = 10
+"""How long the leftovers of a stopped child's process group (SIGKILLed) may take to vanish."""
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
+"""prctl(2) options (linux/prctl.h)."""
+
+
+def _prctl(option: int, value: int) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # not Linux
+        return False
+
+
+def become_subreaper() -> None:
+    """Make orphaned descendants (a killed server's workers) children of this process, so that
+    they can be reaped here instead of lingering as zombies under a PID 1 that does not reap."""
+    if not _prctl(PR_SET_CHILD_SUBREAPER, 1):
+        logger.debug("cannot become a child subreaper on this system")
+
+
+def _terminate_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM if this process dies without stopping it (even by SIGKILL)."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live processes (zombies included) of process group ``pgid`` (Linux /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # Fields after the parenthesised command: state, ppid, pgrp, ...
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited while we looked
+        if int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of ``pid`` if it is (an orphan adopted by) our child and has exited."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # not ours: its own parent (or init) reaps it
+
+
+def kill_group(pgid: int, timeout_s: float = GROUP_EXIT_TIMEOUT_S) -> list[int]:
+    """SIGKILL what is left of process group ``pgid`` and wait until it is gone; returns the
+    pids still there after ``timeout_s`` (empty when all went)."""
+    deadline = time.monotonic() + timeout_s
+    while members := group_members(pgid):
+        if time.monotonic() > deadline:
+            return members
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:  # only zombies are left
+            pass
+        for pid in members:
+            _reap(pid)
+        time.sleep(HEALTH_POLL_S)  # polling for the group to be gone, bounded by the deadline
+    return []
 
 
 def free_port() -> int:
@@ -41,19 +107,28 @@ def free_port() -> int:
 
 class ManagedProcess:
     """One child process: ``start()`` returns once ``health_url`` answers 200; ``stop()`` sends
-    SIGTERM and kills the process if it has not exited after ``stop_grace_s``."""
+    SIGTERM and kills the process if it has not exited after ``stop_grace_s``.
+
+    The child gets SIGTERM if this process dies without stopping it (Linux: when the thread that
+    started it ends, so start children from a thread that outlives them). With ``own_group`` it leads a
+    new session (its own process group, out of reach of the terminal's Ctrl-C, which this process
+    relays as a stop), and ``stop()`` also kills and reaps whatever its group still holds once it has exited (the
+    workers it forked), so nothing outlives it."""
 
     def __init__(self, name: str, cmd: list[str], *, env: dict[str, str] | None = None, log: IO | None = None,
-                 stop_grace_s: float = EDGE_STOP_GRACE_S, cwd: Path = REPO_ROOT):
+                 stop_grace_s: float = EDGE_STOP_GRACE_S, cwd: Path = REPO_ROOT, own_group: bool = False):
         self.name, self.cmd, self.env, self.log, self.cwd = name, cmd, env, log, cwd
-        self.stop_grace_s = stop_grace_s
+        self.stop_grace_s, self.own_group = stop_grace_s, own_group
         self.process: subprocess.Popen | None = None
 
     def start(self, health_url: str, timeout_s: float, check: Callable[[], None] | None = None) -> ManagedProcess:
         """Start and wait for health; ``check`` runs while waiting and raises to give up early."""
         logger.info("starting %s: %s", self.name, " ".join(self.cmd))
+        if self.own_group:
+            become_subreaper()
         self.process = subprocess.Popen(self.cmd, cwd=self.cwd, env=self.env, stdout=self.log,
-                                        stderr=subprocess.STDOUT if self.log else None)
+                                        stderr=subprocess.STDOUT if self.log else None,
+                                        start_new_session=self.own_group, preexec_fn=_terminate_with_parent)
         try:
             wait_http(health_url, self.process, timeout_s, check)
         except BaseException:
@@ -62,17 +137,31 @@ class ManagedProcess:
         return self
 
     def stop(self) -> int | None:
-        """The exit code; None if the process was never started."""
+        """The exit code; None if the process was never started. The child is always reaped."""
         if self.process is None:
             return None
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                return self.process.wait(self.stop_grace_s)
+                self.process.wait(self.stop_grace_s)
             except subprocess.TimeoutExpired:
                 logger.warning("%s did not stop within %.0f s: killing it", self.name, self.stop_grace_s)
                 self.process.kill()
-        return self.process.wait()
+        code = self.process.wait()
+        if self.own_group:
+            self._kill_leftovers()
+        return code
+
+    def _kill_leftovers(self) -> None:
+        left = kill_group(self.process.pid)
+        if left:
+            logger.error("%s: processes %s of its group did not exit", self.name, left)
+
+    def poll(self) -> int | None:
+        """The exit code if the child has exited (reaping it), else None."""
+        if self.process is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self.process.poll()
 
     def wait(self) -> int:
         """Block until the process exits by itself."""
@@ -113,18 +202,29 @@ class RunningEdge:
     process: ManagedProcess
 
 
+def edge_process(port: int, triton_url: str, log: IO | None = None, host: str = "127.0.0.1",
+                 **settings: object) -> tuple[ManagedProcess, str]:
+    """The (unstarted) edge on host:port against triton_url, and its /healthz URL; extra EDGE_*
+    settings are given as keyword arguments."""
+    # `make run`, the tests and benchmarks run the edge open on purpose, unless the environment
+    # (EDGE_AUTH, EDGE_ALLOWED_ORIGINS) or a keyword argument chooses otherwise (docs/SECURITY.md).
+    settings = {**{key: value for key, value in (("auth", "none"), ("allowed_origins", "*"))
+                   if f"EDGE_{key.upper()}" not in os.environ}, **settings}
+    env = dict(os.environ, EDGE_PORT=str(port), EDGE_HOST=host, EDGE_TRITON_URL=triton_url,
+               **{f"EDGE_{key.upper()}": str(value) for key, value in settings.items()})
+    env.pop("TRITON_URL", None)  # EDGE_TRITON_URL is the one that applies
+    probe_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return ManagedProcess("edge", [sys.executable, "-m", "edge"], env=env, log=log), f"http://{probe_host}:{port}/healthz"
+
+
 @contextmanager
 def running_edge(port: int, triton_url: str, log: IO | None = None, host: str = "127.0.0.1",
                  **settings: object) -> Iterator[RunningEdge]:
     """The edge (``python -m edge``) on host:port against triton_url, with extra EDGE_* settings
     given as keyword arguments; yields once /healthz answers, stops it on exit."""
-    env = dict(os.environ, EDGE_PORT=str(port), EDGE_HOST=host, EDGE_TRITON_URL=triton_url,
-               **{f"EDGE_{key.upper()}": str(value) for key, value in settings.items()})
-    env.pop("TRITON_URL", None)  # EDGE_TRITON_URL is the one that applies
-    edge = ManagedProcess("edge", [sys.executable, "-m", "edge"], env=env, log=log)
-    probe_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    edge.start(f"http://{probe_host}:{port}/healthz", EDGE_START_TIMEOUT_S)
+    edge, health_url = edge_process(port, triton_url, log, host, **settings)
+    edge.start(health_url, EDGE_START_TIMEOUT_S)
     try:
-        yield RunningEdge(f"{probe_host}:{port}", edge)
+        yield RunningEdge(health_url.removeprefix("http://").removesuffix("/healthz"), edge)
     finally:
         edge.stop()

@@ -1,45 +1,154 @@
-"""Run the whole service locally: tritonserver (CPU) first, then the edge on port 8000.
+"""Run the whole service locally: tritonserver (CPU) first, then the edge on port 8000, supervised.
 
-    python -m scripts.run_service        # Ctrl-C stops both
+    python -m scripts.run_service        # Ctrl-C (or SIGTERM) stops both
+    python -m scripts.run_service --grpc-port 9011 --http-port 9010 --metrics-port 9012
 
-Edge settings come from EDGE_* environment variables (see docs/OPERATIONS.md); the edge is
-pointed at this Triton unless EDGE_TRITON_URL/TRITON_URL says otherwise.
+Edge settings come from EDGE_* environment variables (see docs/OPERATIONS.md; EDGE_PORT is the
+edge's port); the edge is pointed at this Triton unless EDGE_TRITON_URL/TRITON_URL says otherwise.
+
+A child that dies (tritonserver or the edge) is restarted after a backoff of
+RESTART_BACKOFF_INITIAL_S, doubling up to RESTART_BACKOFF_MAX_S; after MAX_RESTARTS restarts of
+one child within RESTART_WINDOW_S the service gives up and exits with status 1. A stopped or dead
+tritonserver leaves no python backend stubs and no /dev/shm regions behind.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from scripts.cli import MODEL_REPOSITORY, parser, setup_logging
-from scripts.launch import running_edge
-from scripts.serve_triton import Ports, TritonServer, stop_on_sigterm
+from scripts.launch import EDGE_START_TIMEOUT_S, edge_process
+from scripts.serve_triton import Ports, TritonServer, add_address_argument, stop_on_sigterm
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_EDGE_PORT = 8000
+SUPERVISE_POLL_S = 0.5
+"""How often the supervisor checks whether a child has exited."""
+RESTART_BACKOFF_INITIAL_S = 1.0
+"""Delay before the first restart of a child that died; doubles with each recent restart."""
+RESTART_BACKOFF_MAX_S = 30.0
+"""Longest delay between restarts."""
+MAX_RESTARTS = 5
+"""Restarts of one child within RESTART_WINDOW_S after which the service gives up (exit 1)."""
+RESTART_WINDOW_S = 600.0
+"""Restarts older than this no longer count towards MAX_RESTARTS or the backoff."""
+
+
+class Child(Protocol):
+    """A supervised process (TritonServer, or EdgeChild)."""
+
+    def start(self) -> object: ...
+
+    def poll(self) -> int | None: ...
+
+    def stop(self) -> int | None: ...
+
+
+class EdgeChild:
+    """The edge as a supervised child: start() returns once /healthz answers."""
+
+    def __init__(self, port: int, triton_url: str, host: str):
+        self.process, self.health_url = edge_process(port, triton_url, host=host)
+
+    def start(self) -> EdgeChild:
+        self.process.start(self.health_url, EDGE_START_TIMEOUT_S)
+        return self
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def stop(self) -> int | None:
+        return self.process.stop()
+
+
+class Supervisor:
+    """Starts children in order, restarts one that exits (with backoff), stops them in reverse."""
+
+    def __init__(self, children: dict[str, Child], clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.children, self.clock, self.sleep = children, clock, sleep
+        self.restarts: dict[str, list[float]] = {name: [] for name in children}
+
+    def run(self, on_up: Callable[[], None] = lambda: None) -> int:
+        """Supervise until a child has to be given up on (returns 1); KeyboardInterrupt stops it."""
+        for child in self.children.values():
+            child.start()
+        on_up()
+        while True:
+            for name, child in self.children.items():
+                code = child.poll()
+                if code is not None and not self._restart(name, child, code):
+                    return 1
+            self.sleep(SUPERVISE_POLL_S)  # polling interval: child exits have no notification here
+
+    def backoff_s(self, name: str) -> float | None:
+        """Delay before restarting ``name`` now; None when it restarted too often to try again."""
+        now = self.clock()
+        recent = [t for t in self.restarts[name] if now - t < RESTART_WINDOW_S]
+        self.restarts[name] = recent
+        if len(recent) >= MAX_RESTARTS:
+            return None
+        return min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_INITIAL_S * 2 ** len(recent))
+
+    def _restart(self, name: str, child: Child, code: int) -> bool:
+        child.stop()  # reaps it; for Triton also its stubs and shared memory
+        delay = self.backoff_s(name)
+        if delay is None:
+            logger.error("%s exited with %s and was restarted %d times within %.0f s: giving up", name, code,
+                         MAX_RESTARTS, RESTART_WINDOW_S)
+            return False
+        logger.warning("%s exited with %s: restarting it in %.1f s", name, code, delay)
+        self.sleep(delay)
+        self.restarts[name].append(self.clock())
+        try:
+            child.start()
+            logger.info("%s restarted", name)
+        except (RuntimeError, TimeoutError) as exc:  # it was stopped; the next poll restarts it again
+            logger.error("restarting %s failed: %s", name, exc)
+        return True
+
+    def stop(self) -> None:
+        """Stop every child, last started first, without being interrupted by another signal."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for child in reversed(self.children.values()):
+            child.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     p = parser(__doc__)
     p.add_argument("--model-repository", type=Path, default=MODEL_REPOSITORY)
+    p.add_argument("--http-port", type=int, default=Ports.http, help="Triton's HTTP port")
+    p.add_argument("--grpc-port", type=int, default=Ports.grpc, help="Triton's gRPC port")
+    p.add_argument("--metrics-port", type=int, default=Ports.metrics, help="Triton's metrics port")
+    add_address_argument(p)
     args = p.parse_args(argv)
-    ports = Ports()
-    triton_url = os.environ.get("EDGE_TRITON_URL") or os.environ.get("TRITON_URL") or f"localhost:{ports.grpc}"
+    ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
+    triton_host = "127.0.0.1" if args.address in ("0.0.0.0", "::") else args.address
+    triton_url = os.environ.get("EDGE_TRITON_URL") or os.environ.get("TRITON_URL") or f"{triton_host}:{ports.grpc}"
     port = int(os.environ.get("EDGE_PORT", DEFAULT_EDGE_PORT))
+    supervisor = Supervisor({
+        "tritonserver": TritonServer(args.model_repository, ports, address=args.address),
+        "edge": EdgeChild(port, triton_url, os.environ.get("EDGE_HOST", "0.0.0.0")),
+    })
     stop_on_sigterm()
     try:
-        with TritonServer(args.model_repository, ports), \
-                running_edge(port, triton_url, host=os.environ.get("EDGE_HOST", "0.0.0.0")) as edge:
-            print(f"Service up: ws://localhost:{port}/ws/audio (Triton gRPC {triton_url}). Ctrl-C stops it.",
-                  flush=True)
-            return edge.process.wait()
+        return supervisor.run(lambda: print(f"Service up: ws://localhost:{port}/ws/audio (Triton gRPC {triton_url}). "
+                                            "Ctrl-C stops it.", flush=True))
     except KeyboardInterrupt:
-        logger.info("stopped edge and tritonserver")
         return 0
+    finally:
+        supervisor.stop()
+        logger.info("stopped edge and tritonserver")
 
 
 if __name__ == "__main__":

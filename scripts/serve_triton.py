@@ -6,10 +6,16 @@ Python version sits next to ``libtriton_python.so`` in a backend directory, and 
 ``bin/`` comes first on PATH (the stub finds the venv's packages through it).
 
     python -m scripts.serve_triton            # Ctrl-C stops it cleanly
+    python -m scripts.serve_triton --address 0.0.0.0   # reachable from other machines
+
+It binds HTTP, gRPC and metrics to 127.0.0.1 unless --address says otherwise. Triton runs in its
+own process group; stopping it (or finding it dead) also kills and reaps its python backend stubs
+and removes the shared-memory regions it made in /dev/shm, so nothing outlives it.
 """
 
 from __future__ import annotations
 
+import argparse
 import filecmp
 import importlib.util
 import logging
@@ -17,6 +23,7 @@ import os
 import shutil
 import signal
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -33,6 +40,12 @@ STOP_TIMEOUT_S = 30
 FATAL_LOG_MARKERS = ("failed to load '", "Failed to preinitialize Python stub")
 """Log lines that mean a model will never become ready (the second one hangs its load)."""
 MAX_REASON_CHARS = 400
+DEFAULT_BIND_ADDRESS = "127.0.0.1"
+"""Interface of Triton's HTTP, gRPC and metrics endpoints: the edge is its only client."""
+SHM_DIR = Path("/dev/shm")
+SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
+"""The python backend's default shared-memory region prefix; each start adds a unique token to it
+(backend setting shm-region-prefix-name) so that exactly this server's regions can be removed."""
 
 
 @dataclass
@@ -84,38 +97,73 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def command(repository: Path, ports: Ports, backends: Path, extra: list[str]) -> list[str]:
+def command(repository: Path, ports: Ports, backends: Path, extra: list[str], address: str = DEFAULT_BIND_ADDRESS,
+            shm_prefix: str = SHM_REGION_PREFIX) -> list[str]:
     server_dir, _ = wheel_paths()
     return [
         str(server_dir / "bin" / "tritonserver"), f"--model-repository={repository}",
-        f"--backend-directory={backends}", f"--http-port={ports.http}", f"--grpc-port={ports.grpc}",
-        f"--metrics-port={ports.metrics}", f"--exit-timeout-secs={STOP_TIMEOUT_S}", *extra,
+        f"--backend-directory={backends}", f"--http-address={address}", f"--http-port={ports.http}",
+        f"--grpc-address={address}", f"--grpc-port={ports.grpc}", f"--metrics-address={address}",
+        f"--metrics-port={ports.metrics}", f"--exit-timeout-secs={STOP_TIMEOUT_S}",
+        f"--backend-config=python,shm-region-prefix-name={shm_prefix}", *extra,
     ]
+
+
+def remove_shm_regions(prefix: str, shm_dir: Path = SHM_DIR) -> list[Path]:
+    """Delete the shared-memory files whose names start with ``prefix``; returns them."""
+    removed = []
+    for path in shm_dir.glob(f"{prefix}*"):
+        try:
+            path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            pass  # removed by its owner meanwhile
+    return removed
 
 
 class TritonServer:
     """A tritonserver child process; ``start()`` returns once every model is ready."""
 
-    def __init__(self, repository: Path, ports: Ports, extra_args: list[str] | None = None, log_file: IO | None = None):
-        self.repository, self.ports = repository, ports
+    def __init__(self, repository: Path, ports: Ports, extra_args: list[str] | None = None, log_file: IO | None = None,
+                 address: str = DEFAULT_BIND_ADDRESS):
+        self.repository, self.ports, self.address = repository, ports, address
         self.extra_args = extra_args or []
         self.log_file = log_file
         self.server: ManagedProcess | None = None
+        self.shm_prefix: str | None = None
+        """This start's shared-memory region prefix (unique per start)."""
 
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> TritonServer:
+        """Start (again, after ``stop()``) and wait until every model is ready."""
         backends = prepare_backends(REPO_ROOT / ".cache" / "triton-backends")
+        self.shm_prefix = f"{SHM_REGION_PREFIX}{uuid.uuid4().hex[:12]}_"
+        cmd = command(self.repository, self.ports, backends, self.extra_args, self.address, self.shm_prefix)
         # Triton drains in-flight requests for STOP_TIMEOUT_S after SIGTERM; it is killed after that.
-        self.server = ManagedProcess("tritonserver", command(self.repository, self.ports, backends, self.extra_args),
-                                     env=server_env(), log=self.log_file, stop_grace_s=STOP_TIMEOUT_S + 5)
+        self.server = ManagedProcess("tritonserver", cmd, env=server_env(), log=self.log_file,
+                                     stop_grace_s=STOP_TIMEOUT_S + 5, own_group=True)
+        probe_host = "127.0.0.1" if self.address in ("0.0.0.0", "::") else self.address
         try:
-            self.server.start(f"http://127.0.0.1:{self.ports.http}/v2/health/ready", timeout_s, self._check_log)
-        except RuntimeError as exc:
-            reasons = self.failures()
-            if reasons and "could not load" not in str(exc):
-                raise RuntimeError(f"{exc}; the log says: " + " | ".join(reasons)) from exc
+            self.server.start(f"http://{probe_host}:{self.ports.http}/v2/health/ready", timeout_s, self._check_log)
+        except BaseException as exc:
+            self._remove_shm()  # ManagedProcess.start stopped the server and its stubs
+            if isinstance(exc, RuntimeError):
+                self._explain(exc)
             raise
-        logger.info("tritonserver ready: HTTP %d, gRPC %d, metrics %d", *vars(self.ports).values())
+        logger.info("tritonserver ready on %s: HTTP %d, gRPC %d, metrics %d", self.address, *vars(self.ports).values())
         return self
+
+    def _explain(self, exc: RuntimeError) -> None:
+        """Raise ``exc`` with the model-loading errors of the log added, if there are any."""
+        reasons = self.failures()
+        if reasons and "could not load" not in str(exc):
+            raise RuntimeError(f"{exc}; the log says: " + " | ".join(reasons)) from exc
+
+    def _remove_shm(self) -> None:
+        if not self.shm_prefix:
+            return
+        removed = remove_shm_regions(self.shm_prefix)
+        if removed:
+            logger.info("removed %d shared-memory region(s) left by tritonserver", len(removed))
 
     def _check_log(self) -> None:
         """While loading: a model that failed (or whose python stub never started) leaves Triton
@@ -133,7 +181,18 @@ class TritonServer:
         return [line.strip()[:MAX_REASON_CHARS] for line in lines if any(m in line for m in FATAL_LOG_MARKERS)]
 
     def stop(self) -> int | None:
-        return None if self.server is None else self.server.stop()
+        """Stop the server (or reap it if it died), its stubs and its shared memory; its exit code."""
+        if self.server is None:
+            return None
+        code = self.server.stop()
+        self._remove_shm()
+        return code
+
+    def poll(self) -> int | None:
+        """The exit code if the server has exited, else None."""
+        if self.server is None:
+            raise RuntimeError("tritonserver was never started")
+        return self.server.poll()
 
     def wait(self) -> int:
         if self.server is None:
@@ -155,6 +214,12 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def add_address_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=DEFAULT_BIND_ADDRESS,
+                   help="interface Triton's HTTP, gRPC and metrics endpoints bind to (0.0.0.0: all; "
+                        f"default {DEFAULT_BIND_ADDRESS})")
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     p = parser(__doc__)
@@ -162,12 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--http-port", type=int, default=Ports.http)
     p.add_argument("--grpc-port", type=int, default=Ports.grpc)
     p.add_argument("--metrics-port", type=int, default=Ports.metrics)
+    add_address_argument(p)
     args, extra = p.parse_known_args(argv)
-    server = TritonServer(args.model_repository, Ports(args.http_port, args.grpc_port, args.metrics_port), extra)
+    server = TritonServer(args.model_repository, Ports(args.http_port, args.grpc_port, args.metrics_port), extra,
+                          address=args.address)
     stop_on_sigterm()
     try:
         server.start()
-        print(f"Triton ready: gRPC localhost:{args.grpc_port}, HTTP localhost:{args.http_port}. Ctrl-C stops it.",
+        print(f"Triton ready: gRPC {args.address}:{args.grpc_port}, HTTP {args.address}:{args.http_port}. "
+              "Ctrl-C stops it.",
               flush=True)
         return server.wait()
     except KeyboardInterrupt:
