@@ -42,6 +42,7 @@ def main() -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
                             log_level=settings.log_level, ws_max_size=transport_max_bytes(settings),
+                            ws_ping_interval=settings.ws_ping_interval_s, ws_ping_timeout=settings.ws_ping_timeout_s,
                             **serving_options(settings))  # TLS files; refuses an unchosen EDGE_AUTH
     logging.getLogger("uvicorn.error").addFilter(OneLineClientErrors())  # after uvicorn's logging set-up
     uvicorn.Server(config).run()

@@ -57,6 +57,13 @@ class EdgeSettings(BaseSettings):
     max_session_s: float = Field(4 * 3600.0, gt=0)
     """Longest session; past it the edge sends a ``max_duration`` error, the pending results and the
     summary, and closes with 1000 (the client may open a new session to go on)."""
+    ws_ping_interval_s: float | None = Field(20.0, gt=0)
+    """WebSocket keepalive pings (keep NATs and proxies from dropping a quiet connection); None: none."""
+    ws_ping_timeout_s: float | None = Field(None, gt=0)
+    """Close a session whose pong has not come back within this; None (default): never. While the
+    edge holds a fast client back, the client's pong waits behind the audio it has already sent,
+    so a timeout here would cut off exactly the clients backpressure is slowing down. Dead
+    clients are ended by the idle timeout, or when a result cannot be sent."""
     auth: str | None = Field(None, pattern="^(required|none)$")
     """Client authentication of /ws/audio (docs/SECURITY.md). ``required``: every session needs an
     API key or a JWT, and at least one source below must be configured; ``none``: open, on purpose
