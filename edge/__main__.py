@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import uvicorn
 
@@ -15,6 +16,7 @@ WS_MAX_SIZE_MARGIN = 2
 over max_frame_bytes up to it reach the app and get a ``frame_too_large`` event while the session
 goes on; a bigger frame (or text message) is refused by uvicorn, which closes with 1009."""
 
+TOKEN_PARAMETER = re.compile(r"([?&]token=)[^&\s\"']+")
 CLIENT_INPUT_ERRORS = (UnicodeDecodeError,)
 """Exceptions that uvicorn logs with a traceback although the client caused them (a text frame
 that is not UTF-8: uvicorn closes with 1007); they are logged as one warning line instead."""
@@ -23,6 +25,17 @@ that is not UTF-8: uvicorn closes with 1007); they are logged as one warning lin
 def transport_max_bytes(settings: EdgeSettings) -> int:
     """uvicorn's WebSocket message limit for these settings (see WS_MAX_SIZE_MARGIN)."""
     return settings.max_frame_bytes * WS_MAX_SIZE_MARGIN
+
+
+class RedactTokens(logging.Filter):
+    """Blanks ``token=`` query parameters (browser credentials) in uvicorn's handshake and access
+    lines, so no credential reaches the logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = TOKEN_PARAMETER.sub(r"\1<redacted>", message), None
+        return True
 
 
 class OneLineClientErrors(logging.Filter):
@@ -45,6 +58,8 @@ def main() -> None:
                             ws_ping_interval=settings.ws_ping_interval_s, ws_ping_timeout=settings.ws_ping_timeout_s,
                             **serving_options(settings))  # TLS files; refuses an unchosen EDGE_AUTH
     logging.getLogger("uvicorn.error").addFilter(OneLineClientErrors())  # after uvicorn's logging set-up
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).addFilter(RedactTokens())
     uvicorn.Server(config).run()
 
 

@@ -90,7 +90,7 @@ class JwtVerifier:
     def verify(self, token: str) -> Principal:
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
-            if algorithm not in self.keys:
+            if not isinstance(algorithm, str) or algorithm not in self.keys:
                 raise AuthError(f"JWT algorithm {algorithm!r} is not accepted here")
             claims = jwt.decode(token, self.keys[algorithm], algorithms=[algorithm], audience=self.audience,
                                 issuer=self.issuer, leeway=JWT_LEEWAY_S,

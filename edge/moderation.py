@@ -68,7 +68,8 @@ class Verdict:
 def judge(result: Moderation, facts: ModelFacts, threshold: float, offset_s: float, end_s: float) -> Verdict:
     """The verdict on a segment that starts at ``offset_s`` and ends at ``end_s`` of the stream."""
     reasons: list[Signal] = []
-    spans = lexicon_spans(result, offset_s, end_s) if "lexicon" in facts.signals else []
+    # Matches decide even before the edge has read the model's facts: never fail open.
+    spans = lexicon_spans(result, offset_s, end_s)
     if spans:
         reasons.append("lexicon")
     classifier = "classifier" in facts.signals

@@ -234,7 +234,7 @@ class ErrorEvent(ServerEvent):
 
 
 class SummaryEvent(ServerEvent):
-    """Last frame of a session that ended with ``{"type": "end"}``."""
+    """Last frame of a session that ended with ``{"type": "end"}`` or a timeout."""
 
     type: Literal["summary"] = "summary"
     session_id: str

@@ -113,10 +113,14 @@ class Session:
 
     async def run(self) -> None:
         """Serve the connection until {"type":"end"} (graceful) or the client goes away (abort)."""
-        await self.send(ReadyEvent(session_id=self.id, sample_rate=SAMPLE_RATE, encoding=self.config.encoding,
-                                   channels=self.config.channels, language=self.language,
-                                   max_frame_bytes=self.settings.max_frame_bytes,
-                                   signals=list(self.pool.facts.signals)))
+        try:
+            await self.send(ReadyEvent(session_id=self.id, sample_rate=SAMPLE_RATE, encoding=self.config.encoding,
+                                       channels=self.config.channels, language=self.language,
+                                       max_frame_bytes=self.settings.max_frame_bytes,
+                                       signals=list(self.pool.facts.signals)))
+        except ClientGone:
+            logger.info("session %s: client left before the ready event", self.id)
+            return
         self.started_at = asyncio.get_running_loop().time()
         self.ends_at = self.started_at + self.settings.max_session_s
         sender = self._sender = asyncio.create_task(self._deliver_results())
@@ -260,10 +264,11 @@ class Session:
         except TritonCallError as exc:
             self.metrics.triton_errors.labels(exc.reason).inc()
             return ErrorEvent(code=exc.code, message=str(exc), **times), segment.closed_at
-        except Exception as exc:  # noqa: BLE001 - e.g. a malformed response; the session goes on
+        except Exception:  # noqa: BLE001 - e.g. a malformed response; the session goes on
             logger.exception("session %s: segment %d failed", self.id, seq)
             self.metrics.triton_errors.labels("internal").inc()
-            return ErrorEvent(code=ErrorCode.TRITON_ERROR, message=f"moderation failed: {exc}", **times), \
+            # The details stay in the log: an internal error's text is no business of the client's.
+            return ErrorEvent(code=ErrorCode.TRITON_ERROR, message="moderation failed (server error)", **times), \
                 segment.closed_at
         return self._segment_event(result, times, segment), segment.closed_at
 

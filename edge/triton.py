@@ -34,6 +34,8 @@ from edge.protocol import ErrorCode, Signal
 
 logger = logging.getLogger(__name__)
 
+MIN_REFRESH_INTERVAL_S = 0.25
+"""Readiness requests closer together than this share one probe round."""
 HEALTH_CALL_TIMEOUT_S = 2.0
 """Deadline of one readiness probe."""
 
@@ -165,6 +167,8 @@ class TritonPool:
         # Created in start(): grpc.aio channels belong to the event loop they are made in.
         self.clients: dict[str, grpcclient.InferenceServerClient] = {}
         self.ready: set[str] = set()
+        self._refresh_lock = asyncio.Lock()
+        self._refreshed_at = float("-inf")
         self._facts: ModelFacts | None = None
         self._round_robin = itertools.count()
         self._health_task: asyncio.Task | None = None
@@ -212,7 +216,17 @@ class TritonPool:
             return False
 
     async def refresh(self) -> set[str]:
-        """Probe every server now; returns (and remembers) the ready ones."""
+        """Probe every server now; returns (and remembers) the ready ones. One probe at a time, and
+        none within MIN_REFRESH_INTERVAL_S of the last (readiness requests must not multiply
+        probes, nor the channels a probe of a lost server recreates)."""
+        async with self._refresh_lock:
+            loop = asyncio.get_running_loop()
+            if loop.time() - self._refreshed_at >= MIN_REFRESH_INTERVAL_S:
+                await self._probe_all()
+                self._refreshed_at = loop.time()
+            return self.ready
+
+    async def _probe_all(self) -> None:
         results = await asyncio.gather(*(self._probe(url) for url in self.clients))
         ready = {url for url, ok in zip(self.clients, results, strict=True) if ok}
         for url in set(self.clients) - ready:
@@ -226,7 +240,6 @@ class TritonPool:
                 self._log_facts(facts, min(ready))
             self._facts = facts or self._facts
         self.ready = ready
-        return self.ready
 
     async def _read_facts(self, url: str) -> ModelFacts | None:
         """The model's facts from its config's parameters on one server (None: try again later)."""
@@ -248,8 +261,11 @@ class TritonPool:
         while True:
             await asyncio.sleep(self.health_interval_s)  # periodic probe interval
             before = set(self.ready)
-            if await self.refresh() != before:
-                logger.info("ready Triton servers: %s", sorted(self.ready) or "none")
+            try:
+                if await self.refresh() != before:
+                    logger.info("ready Triton servers: %s", sorted(self.ready) or "none")
+            except Exception:  # noqa: BLE001 - the loop must outlive any one failed probe round
+                logger.exception("Triton health probe failed; trying again in %.1f s", self.health_interval_s)
 
     def _pick(self) -> str:
         candidates = sorted(self.ready) or list(self.clients)

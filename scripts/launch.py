@@ -26,6 +26,8 @@ from scripts.cli import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
+CREDENTIAL_SETTINGS = ("API_KEYS_FILE", "API_KEY_HASHES", "JWT_SECRET", "JWT_PUBLIC_KEY_FILE")
+"""EDGE_* variables that configure credentials: with any of them set, the launcher leaves auth on."""
 EDGE_START_TIMEOUT_S = 30
 """uvicorn plus numpy/PyAV imports take a few seconds on a busy 2-core machine."""
 EDGE_STOP_GRACE_S = 15
@@ -208,8 +210,9 @@ def edge_process(port: int, triton_url: str, log: IO | None = None, host: str = 
     settings are given as keyword arguments."""
     # `make run`, the tests and benchmarks run the edge open on purpose, unless the environment
     # (EDGE_AUTH, EDGE_ALLOWED_ORIGINS) or a keyword argument chooses otherwise (docs/SECURITY.md).
-    settings = {**{key: value for key, value in (("auth", "none"), ("allowed_origins", "*"))
-                   if f"EDGE_{key.upper()}" not in os.environ}, **settings}
+    credentials = any(f"EDGE_{name}" in os.environ for name in CREDENTIAL_SETTINGS)
+    defaults = () if credentials else (("auth", "none"), ("allowed_origins", "*"))
+    settings = {**{key: value for key, value in defaults if f"EDGE_{key.upper()}" not in os.environ}, **settings}
     env = dict(os.environ, EDGE_PORT=str(port), EDGE_HOST=host, EDGE_TRITON_URL=triton_url,
                **{f"EDGE_{key.upper()}": str(value) for key, value in settings.items()})
     env.pop("TRITON_URL", None)  # EDGE_TRITON_URL is the one that applies

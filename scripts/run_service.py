@@ -30,6 +30,9 @@ from scripts.serve_triton import Ports, TritonServer, add_address_argument, stop
 logger = logging.getLogger(__name__)
 
 DEFAULT_EDGE_PORT = 8000
+DEFAULT_EDGE_HOST = "127.0.0.1"
+"""`make run` serves this machine only: it runs without authentication (docs/SECURITY.md); set
+EDGE_HOST=0.0.0.0, with EDGE_AUTH=required and keys, to serve others."""
 SUPERVISE_POLL_S = 0.5
 """How often the supervisor checks whether a child has exited."""
 RESTART_BACKOFF_INITIAL_S = 1.0
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     port = int(os.environ.get("EDGE_PORT", DEFAULT_EDGE_PORT))
     supervisor = Supervisor({
         "tritonserver": TritonServer(args.model_repository, ports, address=args.address),
-        "edge": EdgeChild(port, triton_url, os.environ.get("EDGE_HOST", "0.0.0.0")),
+        "edge": EdgeChild(port, triton_url, os.environ.get("EDGE_HOST", DEFAULT_EDGE_HOST)),
     })
     stop_on_sigterm()
     try:

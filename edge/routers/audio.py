@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from edge.admission import SessionLimitReached
 from edge.dependencies import AdmissionDep, KeyAdmissionDep, MetricsDep, PoolDep, PrincipalDep, SettingsDep
@@ -34,5 +34,8 @@ async def audio_socket(websocket: WebSocket, settings: SettingsDep, pool: PoolDe
                 logger.info("session %s closed", session.id)
     except SessionLimitReached as limit:  # of the edge, or of this client's key (KeyLimitReached)
         refusal = ErrorEvent(code=ErrorCode.SERVER_BUSY, message=str(limit))
-        await websocket.send_text(refusal.wire())
-        await websocket.close(TRY_AGAIN_LATER)
+        try:
+            await websocket.send_text(refusal.wire())
+            await websocket.close(TRY_AGAIN_LATER)
+        except (WebSocketDisconnect, RuntimeError, OSError):  # the client left first
+            logger.info("refused client left before its refusal was sent")

@@ -192,3 +192,26 @@ def test_make_api_key_prints_a_key_its_hash_line_accepts(tmp_path, capsys):
 def test_secrets_stay_out_of_the_settings_repr():
     settings = EdgeSettings(jwt_secret=JWT_SECRET, api_key_hashes=key_line("d", KEY))
     assert JWT_SECRET not in repr(settings) and key_line("d", KEY) not in repr(settings)
+
+
+def test_token_query_parameters_never_reach_the_logs():
+    import logging
+
+    from edge.__main__ import RedactTokens
+
+    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, '%s - "WebSocket %s" [accepted]',
+                               ("127.0.0.1:5000", "/ws/audio?lang=en&token=sme_SECRET123&x=1"), None)
+    RedactTokens().filter(record)
+    assert "SECRET" not in record.getMessage() and "token=<redacted>&x=1" in record.getMessage()
+
+
+def test_a_jwt_with_a_malformed_algorithm_header_is_refused_not_crashed():
+    import base64
+    import json
+
+    from edge.auth import AuthError, JwtVerifier
+
+    header = base64.urlsafe_b64encode(json.dumps({"alg": ["HS256"], "typ": "JWT"}).encode()).rstrip(b"=")
+    token = header.decode() + ".e30.c2ln"
+    with pytest.raises(AuthError):
+        JwtVerifier({"HS256": "secret-of-at-least-32-bytes-length!"}, None, None).verify(token)
