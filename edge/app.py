@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -12,6 +13,7 @@ from edge.auth import authenticator, origin_policy
 from edge.dependencies import Access, EdgeServices, OpsAccessDep
 from edge.metrics import EdgeMetrics
 from edge.routers import audio, health, metrics
+from edge.session import ABANDONED
 from edge.settings import EdgeSettings
 from edge.triton import ModerationPool, TritonPool
 
@@ -42,6 +44,8 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
         try:
             yield
         finally:
+            if ABANDONED:  # let abandoned calls end by their deadline: closing the channels cancels them
+                await asyncio.wait(set(ABANDONED), timeout=settings.triton_timeout_s)
             await pool.close()
 
     app = FastAPI(title="Speech moderation edge", lifespan=lifespan)

@@ -33,6 +33,8 @@ from edge.vad import Segment, Segmenter, SegmenterLimits
 
 logger = logging.getLogger(__name__)
 
+ABANDONED: set[asyncio.Task] = set()
+"""Triton calls of sessions that ended, kept referenced until they finish (see Session._abort)."""
 _END = object()
 """Queue sentinel: no more results will follow."""
 
@@ -321,10 +323,13 @@ class Session:
         )
 
     def _abort(self, sender: asyncio.Task) -> None:
-        """Client gone: cancel in-flight Triton calls and drop all session state."""
+        """Client gone: drop all session state. In-flight Triton calls are abandoned, not cancelled:
+        tritonserver 2.51 can crash (SIGSEGV) on a gRPC cancellation racing its response, and it
+        computes a cancelled request anyway. They end by their own deadline; results are dropped."""
         sender.cancel()
         for task in list(self.in_flight):
-            task.cancel()
+            ABANDONED.add(task)
+            task.add_done_callback(ABANDONED.discard)
             self.metrics.segments.labels("cancelled").inc()
         self.in_flight.clear()
         while not self.pending.empty():

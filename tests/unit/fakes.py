@@ -88,6 +88,11 @@ class FakePool:
             self._watchers.append((count, watcher))
             await watcher
 
+    async def drained(self) -> None:
+        """Return once no call is being answered (each check yields to the loop once)."""
+        while self.in_flight:
+            await asyncio.sleep(0)
+
     def open_gate(self) -> None:
         self.gated = False
         if self._gate is not None:

@@ -269,7 +269,9 @@ def test_sessions_over_the_limit_are_refused_with_1013_and_slots_come_back():
     assert "edge_active_sessions 0.0" in metrics
 
 
-def test_a_client_that_leaves_mid_stream_frees_its_session_and_cancels_its_calls():
+def test_a_client_that_leaves_mid_stream_frees_its_session_and_abandons_its_calls():
+    # Abandoned, not cancelled: tritonserver 2.51 can crash on a gRPC cancellation racing its
+    # response. The call ends on its own and its result goes nowhere.
     pool = FakePool(gated=True)
     with client(pool) as app:
         with app.websocket_connect("/ws/audio") as ws:
@@ -280,10 +282,12 @@ def test_a_client_that_leaves_mid_stream_frees_its_session_and_cancels_its_calls
             ready(ws)
             app.portal.call(pool.open_gate)
             events, _ = end(ws)
+        app.portal.call(pool.drained)
         metrics = app.get("/metrics").text
     assert isinstance(events[-1], SummaryEvent)
     assert "edge_active_sessions 0.0" in metrics
-    assert 'edge_segments_total{outcome="cancelled"}' in metrics and pool.completed == []
+    assert 'edge_segments_total{outcome="cancelled"}' in metrics
+    assert pool.completed and pool.in_flight == 0  # it ran to its end instead of being cancelled
 
 
 def test_probes_follow_the_pool_and_the_app_owns_its_lifecycle():
