@@ -34,6 +34,8 @@ from edge.protocol import ErrorCode, Signal
 
 logger = logging.getLogger(__name__)
 
+MAX_RETIRED_CLIENTS = 8
+"""Replaced clients of lost servers kept open (see TritonPool._reconnect); older ones are closed."""
 MIN_REFRESH_INTERVAL_S = 0.25
 """Readiness requests closer together than this share one probe round."""
 HEALTH_CALL_TIMEOUT_S = 2.0
@@ -197,23 +199,27 @@ class TritonPool:
 
     def _reconnect(self, url: str) -> None:
         """Give ``url`` a fresh client, so that the next probe connects at once instead of after
-        the old channel's reconnect backoff; the old one is closed after the call deadline."""
-        loop = asyncio.get_running_loop()
-        self._retired.append((loop.time() + self.timeout_s, self.clients[url]))
+        the old channel's reconnect backoff. The old one is kept open (closing a channel cancels
+        its calls, and tritonserver 2.51 can crash on a cancellation), up to MAX_RETIRED_CLIENTS."""
+        self._retired.append((asyncio.get_running_loop().time(), self.clients[url]))
         self.clients[url] = new_client(url)
 
     async def _close_retired(self) -> None:
-        now = asyncio.get_running_loop().time()
-        due = [client for close_at, client in self._retired if close_at <= now]
-        self._retired = [(close_at, client) for close_at, client in self._retired if close_at > now]
-        for client in due:
+        """Close the oldest retired clients beyond MAX_RETIRED_CLIENTS (long past any call's deadline)."""
+        while len(self._retired) > MAX_RETIRED_CLIENTS:
+            _, client = self._retired.pop(0)
             await client.close()
 
-    async def _probe(self, url: str) -> bool:
+    async def _probe(self, url: str) -> tuple[bool, bool]:
+        """(ready, unreachable): only a server that cannot be reached gets a new channel; a slow
+        answer under load or a model not ready yet keeps the channel and its calls."""
         try:
-            return bool(await asyncio.wait_for(self.clients[url].is_model_ready(self.model), HEALTH_CALL_TIMEOUT_S))
-        except (InferenceServerException, TimeoutError, grpc.RpcError, OSError):
-            return False
+            ready = await asyncio.wait_for(self.clients[url].is_model_ready(self.model), HEALTH_CALL_TIMEOUT_S)
+            return bool(ready), False
+        except InferenceServerException as exc:
+            return False, "UNAVAILABLE" in str(exc.status() or "")
+        except (TimeoutError, grpc.RpcError, OSError):
+            return False, False
 
     async def refresh(self) -> set[str]:
         """Probe every server now; returns (and remembers) the ready ones. One probe at a time, and
@@ -227,9 +233,10 @@ class TritonPool:
             return self.ready
 
     async def _probe_all(self) -> None:
-        results = await asyncio.gather(*(self._probe(url) for url in self.clients))
-        ready = {url for url, ok in zip(self.clients, results, strict=True) if ok}
-        for url in set(self.clients) - ready:
+        results = dict(zip(self.clients, await asyncio.gather(*(self._probe(url) for url in self.clients)),
+                           strict=True))
+        ready = {url for url, (ok, _) in results.items() if ok}
+        for url in [url for url, (_, unreachable) in results.items() if unreachable]:
             self._reconnect(url)
         await self._close_retired()
         # Re-read on a change of ready servers (a restarted Triton may serve another export),
