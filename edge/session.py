@@ -130,7 +130,7 @@ class Session:
             close_code = await self._receive_until_done()
             await self._finish(sender, close_code)
         except (ClientGone, WebSocketDisconnect):
-            logger.info("session %s: client left, cancelling %d in-flight segments", self.id, len(self.in_flight))
+            logger.info("session %s: client left, abandoning %d in-flight segments", self.id, len(self.in_flight))
             self._abort(sender)
         except asyncio.CancelledError:
             self._abort(sender)

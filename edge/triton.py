@@ -174,8 +174,8 @@ class TritonPool:
         self._facts: ModelFacts | None = None
         self._round_robin = itertools.count()
         self._health_task: asyncio.Task | None = None
-        self._retired: list[tuple[float, grpcclient.InferenceServerClient]] = []
-        """Replaced clients and when to close them (after the last call on them timed out)."""
+        self._retired: list[grpcclient.InferenceServerClient] = []
+        """Replaced clients of lost servers, oldest first (see _reconnect)."""
 
     @property
     def servers(self) -> list[str]:
@@ -193,7 +193,7 @@ class TritonPool:
     async def close(self) -> None:
         if self._health_task:
             self._health_task.cancel()
-        for client in [*self.clients.values(), *(client for _, client in self._retired)]:
+        for client in [*self.clients.values(), *self._retired]:
             await client.close()
         self._retired.clear()
 
@@ -201,14 +201,13 @@ class TritonPool:
         """Give ``url`` a fresh client, so that the next probe connects at once instead of after
         the old channel's reconnect backoff. The old one is kept open (closing a channel cancels
         its calls, and tritonserver 2.51 can crash on a cancellation), up to MAX_RETIRED_CLIENTS."""
-        self._retired.append((asyncio.get_running_loop().time(), self.clients[url]))
+        self._retired.append(self.clients[url])
         self.clients[url] = new_client(url)
 
     async def _close_retired(self) -> None:
         """Close the oldest retired clients beyond MAX_RETIRED_CLIENTS (long past any call's deadline)."""
         while len(self._retired) > MAX_RETIRED_CLIENTS:
-            _, client = self._retired.pop(0)
-            await client.close()
+            await self._retired.pop(0).close()
 
     async def _probe(self, url: str) -> tuple[bool, bool]:
         """(ready, unreachable): only a server that cannot be reached gets a new channel; a slow

@@ -12,14 +12,13 @@ import argparse
 import csv
 import datetime as dt
 import logging
-import platform
 import re
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from scripts.cli import REPO_ROOT, parser, setup_logging
+from scripts.cli import REPO_ROOT, machine, parser, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -113,19 +112,6 @@ def write_section(name: str, body: str, path: Path = PERFORMANCE_MD) -> None:
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
-
-
-def machine() -> str:
-    """CPU model and core count of this machine, e.g. 'AMD EPYC, 2 cores'."""
-    import os
-
-    model = platform.machine()
-    try:
-        names = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        model = names[0].strip() if names else model
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def describe(args, label: str, levels: list[Level]) -> str:

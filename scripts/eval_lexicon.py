@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import itertools
 import math
-import os
 import platform
 import sys
 import time
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from scripts.cli import REPO_ROOT, parser
+from scripts.cli import REPO_ROOT, machine, parser
 from scripts.export import export_lexicon
 
 DATA = REPO_ROOT / "tests" / "data" / "moderation_ko.csv"
@@ -101,14 +100,6 @@ def lexicon_score(document: dict, sources: Iterable[str], samples: list[Sample],
     return score(name or " + ".join(sources), lambda t: bool(lexicon.match(t)), samples, len(lexicon), repeats)
 
 
-def machine() -> str:
-    """The CPU model, its core count and Python's version, for the record beside the timings."""
-    cpuinfo = Path("/proc/cpuinfo")
-    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-              if line.startswith("model name")] if cpuinfo.exists() else []
-    return f"{models[0] if models else platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
 def combinations() -> list[tuple[str, ...]]:
     """Every non-empty subset of the sources, singles first."""
     sources = export_lexicon.SOURCES
@@ -184,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     shipped = export_lexicon.DEFAULT_SOURCES
-    print(f"{len(samples)} texts from {args.data.relative_to(REPO_ROOT)}; {machine()}, {date.today()}\n")
+    print(f"{len(samples)} texts from {args.data.relative_to(REPO_ROOT)}; "
+          f"{machine()}, Python {platform.python_version()}, {date.today()}\n")
     scores = [lexicon_score(document, c, samples, overrides, args.repeats) for c in combinations()]
     from korcen import korcen
 

@@ -95,19 +95,26 @@ def write_dialogue(sentences: list[str], path: Path) -> Path:
     return write_wav(path, np.concatenate(parts))
 
 
-def write_words(words: list[str], path: Path, gap_s: float = WORD_GAP_S) -> list[tuple[float, float]]:
-    """Words synthesised one by one and joined with ``gap_s`` of silence (LEAD_S before, PAUSE_S
-    after), so the truth of every word's time is known; returns (start, end) of each word."""
-    parts, times, cursor = [np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32)], [], LEAD_S
-    for word in words:
+def join_words(words: list[str], gaps_s: list[float], lead_s: float = LEAD_S
+               ) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Words synthesised one by one, ``lead_s`` of silence before them and each followed by its
+    gap, so the truth of every word's time is known; the samples and (start, end) of each word."""
+    parts, times, cursor = [np.zeros(int(lead_s * SAMPLE_RATE), np.float32)], [], lead_s
+    for word, gap_s in zip(words, gaps_s, strict=True):
         with tempfile.TemporaryDirectory() as tmp:
             speech = trim_silence(read_wav(synthesize(word, Path(tmp) / "word.wav")))
-        times.append((round(cursor, 3), round(cursor + len(speech) / SAMPLE_RATE, 3)))
+        times.append((cursor, cursor + len(speech) / SAMPLE_RATE))
         parts += [speech, np.zeros(int(gap_s * SAMPLE_RATE), np.float32)]
         cursor += len(speech) / SAMPLE_RATE + gap_s
-    parts.append(np.zeros(int(PAUSE_S * SAMPLE_RATE), np.float32))
-    write_wav(path, np.concatenate(parts))
-    return times
+    return np.concatenate(parts), times
+
+
+def write_words(words: list[str], path: Path, gap_s: float = WORD_GAP_S) -> list[tuple[float, float]]:
+    """join_words with ``gap_s`` between words and PAUSE_S after them, written to ``path``;
+    returns (start, end) of each word, to the millisecond."""
+    samples, times = join_words(words, [gap_s] * len(words))
+    write_wav(path, np.concatenate([samples, np.zeros(int(PAUSE_S * SAMPLE_RATE), np.float32)]))
+    return [(round(start, 3), round(end, 3)) for start, end in times]
 
 
 def trim_silence(samples: np.ndarray, threshold: float = SILENCE_LEVEL) -> np.ndarray:

@@ -17,6 +17,7 @@ from scripts.export import export_lexicon
 from scripts.launch import free_port
 from scripts.serve_triton import Ports, TritonServer
 from scripts.triton_stats import model_counts
+from tests.integration.triton_calls import with_client
 
 
 @pytest.fixture(scope="module")
@@ -46,21 +47,10 @@ async def matches(client: grpcclient.InferenceServerClient, texts: list[str | by
     return [json.loads(item.decode("utf-8")) for item in out.reshape(-1)]
 
 
-def run(url: str, scenario):
-    async def wrapper():
-        client = grpcclient.InferenceServerClient(url)
-        try:
-            return await scenario(client)
-        finally:
-            await client.close()
-
-    return asyncio.run(wrapper())
-
-
 def test_a_batch_of_texts_in_one_request_is_answered_per_text(lexicon_triton):
     texts = ["시1발 진짜 왜 이래", "ㅅㅂ 또 졌네", "씨 발 뭐하냐", "여기가 우리 여행의 시발점이야",
              "수박씨 발라 먹어야 돼", "", "저 개발자 지망생이에요", "Shut the fuck up"]
-    found = run(lexicon_triton, lambda client: matches(client, texts))
+    found = with_client(lexicon_triton, lambda client: matches(client, texts))
     assert [[m["text"] for m in per_text] for per_text in found] == [
         ["시1발"], ["ㅅㅂ"], ["씨 발"], [], [], [], [], ["fuck"]]
     assert found[0][0]["term"] == "시발" and found[0][0]["sources"] and found[0][0]["category"]
@@ -68,7 +58,7 @@ def test_a_batch_of_texts_in_one_request_is_answered_per_text(lexicon_triton):
 
 def test_korean_spans_are_character_offsets_into_the_text(lexicon_triton):
     text = "야 이 개새끼야, 아 씨 발 진짜"
-    (found,) = run(lexicon_triton, lambda client: matches(client, [text]))
+    (found,) = with_client(lexicon_triton, lambda client: matches(client, [text]))
     assert [(m["start"], m["end"], m["text"]) for m in found] == [(4, 7, "개새끼"), (12, 15, "씨 발")]
     assert all(text[m["start"]:m["end"]] == m["text"] for m in found)
 
@@ -82,7 +72,7 @@ def test_concurrent_requests_are_batched_answered_each_and_a_bad_one_fails_alone
         results = await asyncio.gather(bad, *(matches(client, [t]) for t in texts), return_exceptions=True)
         return results, before, await model_counts(client, "lexicon")
 
-    (bad, *good), before, after = run(lexicon_triton, scenario)
+    (bad, *good), before, after = with_client(lexicon_triton, scenario)
     assert isinstance(bad, InferenceServerException) and "UTF-8" in bad.message()
     assert [bool(per_request[0]) for per_request in good] == [i % 2 == 1 for i in range(8)]
     executions = after[1] - before[1]

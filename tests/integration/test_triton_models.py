@@ -16,22 +16,12 @@ from scripts.export import triton_config
 from scripts.export.triton_config import EnsembleValues, KoelectraValues, WhisperValues
 from scripts.speech import ENGLISH_SENTENCE, SAMPLE_RATE, read_wav, synthesize, wer
 from scripts.triton_stats import model_counts
+from tests.integration.triton_calls import with_client
 
 
 async def infer_ensemble(client: grpcclient.InferenceServerClient, audio, language: str | None = None) -> Moderation:
     """One request, built and read by the edge's own helpers, so tests and product speak alike."""
     return parse_moderation(await client.infer("ensemble", ensemble_inputs(audio, language), client_timeout=120))
-
-
-def run(coro_fn, url):
-    async def wrapper():
-        client = grpcclient.InferenceServerClient(url)
-        try:
-            return await coro_fn(client)
-        finally:
-            await client.close()
-
-    return asyncio.run(wrapper())
 
 
 def test_concurrent_requests_of_different_lengths_are_batched(triton, english_wav):
@@ -44,7 +34,7 @@ def test_concurrent_requests_of_different_lengths_are_batched(triton, english_wa
         after = {m: await model_counts(client, m) for m in ("whisper", "koelectra")}
         return results, before, after
 
-    results, before, after = run(scenario, triton)
+    results, before, after = with_client(triton, scenario)
     assert len(results) == 8
     assert all(r.transcript for r in results), [r.transcript for r in results]
     assert all(0.0 <= r.harmful_prob <= 1.0 for r in results)
@@ -56,14 +46,14 @@ def test_concurrent_requests_of_different_lengths_are_batched(triton, english_wa
 
 
 def test_english_speech_transcribes_accurately(triton, english_wav):
-    result = run(lambda c: infer_ensemble(c, read_wav(english_wav), "en"), triton)
+    result = with_client(triton, lambda c: infer_ensemble(c, read_wav(english_wav), "en"))
     error_rate = wer(ENGLISH_SENTENCE, result.transcript)
     assert error_rate <= 0.25, (result.transcript, error_rate)
     assert result.no_speech_prob < 0.5
 
 
 def test_silence_gives_empty_transcript(triton):
-    result = run(lambda c: infer_ensemble(c, np.zeros(2 * SAMPLE_RATE, np.float32), "en"), triton)
+    result = with_client(triton, lambda c: infer_ensemble(c, np.zeros(2 * SAMPLE_RATE, np.float32), "en"))
     assert result.transcript == ""
     assert result.harmful_prob == 0.0
     assert result.no_speech_prob > 0.5
@@ -72,7 +62,7 @@ def test_silence_gives_empty_transcript(triton):
 def test_korean_word_transcribes_with_the_default_language(triton, tmp_path):
     # espeak-ng's Korean is poor, but a single greeting comes through; no LANGUAGE input is sent.
     audio = read_wav(synthesize("안녕하세요", tmp_path / "ko.wav", voice="ko", words_per_minute=120))
-    result = run(lambda c: infer_ensemble(c, audio), triton)
+    result = with_client(triton, lambda c: infer_ensemble(c, audio))
     assert "안녕하세요" in result.transcript
 
 
@@ -85,7 +75,7 @@ def test_too_long_request_fails_alone_while_a_concurrent_valid_one_succeeds(trit
             infer_ensemble(client, too_long, "en"), infer_ensemble(client, speech, "en"), return_exceptions=True
         )
 
-    bad, good = run(scenario, triton)
+    bad, good = with_client(triton, scenario)
     assert isinstance(bad, InferenceServerException)
     assert "35.0 s" in bad.message() and "maximum is 30 s" in bad.message()
     assert not isinstance(good, Exception), good
@@ -102,7 +92,7 @@ def test_too_long_request_fails_alone_while_a_concurrent_valid_one_succeeds(trit
 )
 def test_bad_requests_get_clear_errors(triton, audio, language, message):
     with pytest.raises(InferenceServerException) as info:
-        run(lambda c: infer_ensemble(c, audio, language), triton)
+        with_client(triton, lambda c: infer_ensemble(c, audio, language))
     assert message in info.value.message()
 
 
@@ -118,7 +108,7 @@ def test_koelectra_scores_batches_and_empty_text(triton):
     async def scenario(client):
         return await asyncio.gather(*(one(client, t) for t in texts))
 
-    probs = run(scenario, triton)
+    probs = with_client(triton, scenario)
     assert probs[1] == 0.0
     assert all(0.0 < p < 1.0 for p in (probs[0], probs[2]))
 
@@ -135,6 +125,6 @@ def test_the_ensemble_publishes_whispers_default_language(triton):
     async def scenario(client):
         return await client.get_model_config("ensemble", as_json=True)
 
-    config = run(scenario, triton)["config"]
+    config = with_client(triton, scenario)["config"]
     whisper = triton_config.read(MODEL_REPOSITORY / "whisper", WhisperValues)
     assert config["parameters"]["default_language"]["string_value"] == whisper.default_language == "ko"

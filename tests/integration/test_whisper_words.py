@@ -19,7 +19,7 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 
 from scripts.cli import MODEL_REPOSITORY
 from scripts.export import export_whisper
-from scripts.speech import ENGLISH_SENTENCE, SAMPLE_RATE, normalize, read_wav, synthesize
+from scripts.speech import ENGLISH_SENTENCE, SAMPLE_RATE, join_words, normalize, read_wav, synthesize
 
 WORDS = ["please", "stop", "shouting", "at", "your", "teammates"]
 """Spoken one by one; whisper base transcribes them exactly when joined by GAPS_S."""
@@ -27,8 +27,6 @@ GAPS_S = [0.3, 0.5, 0.4, 0.6, 0.35, 0.55]
 """Silence after each word (0.3-0.6 s), so every word's true start and end are known."""
 LEAD_S = 0.3
 """Silence before the first word."""
-SPEECH_LEVEL = 0.01
-"""Samples above this are speech: espeak-ng pads each word's WAV with silence, which is trimmed."""
 MEDIAN_ERROR_S, MAX_ERROR_S = 0.15, 0.4
 """How far word starts and ends may lie from the truth: median over all edges, and worst edge."""
 BATCHING_TOLERANCE_S = 0.02
@@ -58,26 +56,15 @@ def model(exported):
     return whisper_batch_module().WhisperBatch(str(exported))
 
 
-def trimmed(path: Path) -> np.ndarray:
-    audio = read_wav(path)
-    loud = np.flatnonzero(np.abs(audio) > SPEECH_LEVEL)
-    return audio[loud[0]: loud[-1] + 1]
-
-
 @pytest.fixture(scope="module")
-def gapped(tmp_path_factory) -> tuple[np.ndarray, Truth]:
-    return gapped_speech(tmp_path_factory.mktemp("words"))
+def gapped() -> tuple[np.ndarray, Truth]:
+    return gapped_speech()
 
 
-def gapped_speech(folder: Path) -> tuple[np.ndarray, Truth]:
+def gapped_speech() -> tuple[np.ndarray, Truth]:
     """WORDS synthesised separately, joined with GAPS_S of silence; the truth is each word's span."""
-    parts, truth, cursor = [np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32)], [], LEAD_S
-    for i, (word, gap) in enumerate(zip(WORDS, GAPS_S, strict=True)):
-        speech = trimmed(synthesize(word, folder / f"{i}.wav"))
-        truth.append((word, cursor, cursor + len(speech) / SAMPLE_RATE))
-        parts += [speech, np.zeros(int(gap * SAMPLE_RATE), np.float32)]
-        cursor += len(speech) / SAMPLE_RATE + gap
-    return np.concatenate(parts), truth
+    speech, times = join_words(WORDS, GAPS_S, lead_s=LEAD_S)
+    return speech, [(word, start, end) for word, (start, end) in zip(WORDS, times, strict=True)]
 
 
 def edge_errors(words: list[dict], truth: Truth) -> np.ndarray:
