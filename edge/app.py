@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from edge.admission import Admission, KeyAdmission
 from edge.auth import authenticator, origin_policy
 from edge.dependencies import Access, EdgeServices, OpsAccessDep
+from edge.fairness import FairShare
 from edge.metrics import EdgeMetrics
 from edge.routers import audio, health, metrics
 from edge.session import ABANDONED
@@ -35,7 +36,9 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
     edge_metrics = EdgeMetrics()
     admission = Admission(settings.max_sessions, edge_metrics.active_sessions)
     access = Access(authenticator(settings), origin_policy(settings), KeyAdmission(settings.max_sessions_per_key))
-    services = EdgeServices(settings, pool, edge_metrics, admission, access)
+    fair_share = FairShare(settings.bulk_max_in_flight, settings.bulk_session_max_in_flight,
+                           settings.bulk_pause_realtime_sessions, settings.bulk_max_pause_s)
+    services = EdgeServices(settings, pool, edge_metrics, admission, access, fair_share)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection
 
 from edge.admission import Admission, KeyAdmission
 from edge.auth import Authenticator, AuthError, OriginPolicy, Principal, credential
+from edge.fairness import FairShare
 from edge.metrics import EdgeMetrics
 from edge.settings import EdgeSettings
 from edge.triton import ModerationPool
@@ -37,6 +38,7 @@ class EdgeServices:
     metrics: EdgeMetrics
     admission: Admission
     access: Access
+    fair_share: FairShare
 
 
 def get_services(connection: HTTPConnection) -> EdgeServices:
@@ -65,10 +67,15 @@ def get_admission(services: ServicesDep) -> Admission:
     return services.admission
 
 
+def get_fair_share(services: ServicesDep) -> FairShare:
+    return services.fair_share
+
+
 SettingsDep = Annotated[EdgeSettings, Depends(get_settings)]
 PoolDep = Annotated[ModerationPool, Depends(get_pool)]
 MetricsDep = Annotated[EdgeMetrics, Depends(get_metrics)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
+FairShareDep = Annotated[FairShare, Depends(get_fair_share)]
 
 
 def get_key_admission(services: ServicesDep) -> KeyAdmission:

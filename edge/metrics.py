@@ -13,6 +13,9 @@ class EdgeMetrics:
         self.registry = CollectorRegistry()
         self.active_sessions = Gauge("edge_active_sessions", "Open WebSocket sessions", registry=self.registry)
         self.segments = Counter("edge_segments", "Speech segments by outcome", ["outcome"], registry=self.registry)
+        self.segment_priority = Counter(
+            "edge_segment_priority", "Segments by the priority they went to Triton at: realtime, or bulk "
+            "(sessions ahead of real time)", ["priority"], registry=self.registry)
         self.segment_latency = Histogram(
             "edge_segment_latency_seconds", "From the segment's last audio frame to its result being sent",
             buckets=LATENCY_BUCKETS_S, registry=self.registry,

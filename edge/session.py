@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from edge.audio import PcmDecoder
+from edge.fairness import FairShare, Pace, Priority
 from edge.metrics import EdgeMetrics
 from edge.moderation import Moderation, judge, stream_words
 from edge.protocol import (
@@ -65,9 +66,16 @@ SegmentResult = SegmentEvent | ErrorEvent
 
 
 class Session:
-    def __init__(self, websocket: WebSocket, settings: EdgeSettings, pool: ModerationPool, metrics: EdgeMetrics):
+    def __init__(self, websocket: WebSocket, settings: EdgeSettings, pool: ModerationPool, metrics: EdgeMetrics,
+                 fair_share: FairShare):
         self.id = uuid.uuid4().hex
         self.ws, self.settings, self.pool, self.metrics = websocket, settings, pool, metrics
+        self.fair_share, self._bulk_share = fair_share, fair_share.session_share()
+        self.pace = Pace(settings.bulk_lead_s)
+        self._realtime_calls = 0
+        """This session's real-time segments submitted and not yet answered (see _update_activity)."""
+        self.ended = False
+        """Set when run() returns: calls it abandoned must not mark it active again."""
         self.config = ClientConfig()
         self.decoder = PcmDecoder(self.config)
         self.segmenter = Segmenter(SegmenterLimits.from_settings(settings))
@@ -126,6 +134,13 @@ class Session:
         self.started_at = asyncio.get_running_loop().time()
         self.ends_at = self.started_at + self.settings.max_session_s
         sender = self._sender = asyncio.create_task(self._deliver_results())
+        try:
+            await self._serve(sender)
+        finally:
+            self.ended = True
+            self._update_activity()
+
+    async def _serve(self, sender: asyncio.Task) -> None:
         try:
             close_code = await self._receive_until_done()
             await self._finish(sender, close_code)
@@ -233,8 +248,17 @@ class Session:
                                     "it was not processed, send smaller frames")
             return
         self.audio_started = True
+        self.pace.on_audio(received_at)
         for segment in self.segmenter.feed(self.decoder.feed(data), received_at):
             await self._submit(segment)
+        self._update_activity()
+
+    def _update_activity(self) -> None:
+        """Tell the fair share whether this session is a real-time one speaking or awaiting a
+        result: bulk calls hold back meanwhile (edge/fairness.py)."""
+        realtime = self.pace.priority(self.decoder.input_seconds, time.perf_counter()) is Priority.REALTIME
+        active = not self.ended and realtime and (self.segmenter.in_speech or self._realtime_calls > 0)
+        self.fair_share.set_realtime_active(self.id, active)
 
     async def _acquire_slot(self) -> None:
         """Wait for one of the max_pending_segments slots (backpressure); a slot is freed when its
@@ -253,16 +277,24 @@ class Session:
         await self._acquire_slot()
         seq = self.next_seq
         self.next_seq += 1
-        task = asyncio.create_task(self._moderate(seq, segment))
+        priority = self.pace.priority(self.decoder.input_seconds, time.perf_counter())
+        self.metrics.segment_priority.labels(priority.name.lower()).inc()
+        task = asyncio.create_task(self._moderate(seq, segment, priority))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
+        if priority is Priority.REALTIME:  # counted from now, so that no bulk call starts before this one
+            self._realtime_calls += 1
+            self._update_activity()
+            task.add_done_callback(self._realtime_call_done)
         self.pending.put_nowait(task)
 
-    async def _moderate(self, seq: int, segment: Segment) -> tuple[SegmentResult, float]:
+    async def _moderate(self, seq: int, segment: Segment, priority: Priority) -> tuple[SegmentResult, float]:
         times = {"seq": seq, "start_s": round(segment.start_s, 3), "end_s": round(segment.end_s, 3)}
         try:
-            # The client's language, or None: the model's exported default then applies.
-            result = await self.pool.moderate(segment.audio, self.config.language, self.wants_word_times)
+            async with self.fair_share.call(priority, self._bulk_share):
+                # The client's language, or None: the model's exported default then applies.
+                result = await self.pool.moderate(segment.audio, self.config.language, self.wants_word_times,
+                                                  priority)
         except TritonCallError as exc:
             self.metrics.triton_errors.labels(exc.reason).inc()
             return ErrorEvent(code=exc.code, message=str(exc), **times), segment.closed_at
@@ -273,6 +305,10 @@ class Session:
             return ErrorEvent(code=ErrorCode.TRITON_ERROR, message="moderation failed (server error)", **times), \
                 segment.closed_at
         return self._segment_event(result, times, segment), segment.closed_at
+
+    def _realtime_call_done(self, _task: asyncio.Task) -> None:
+        self._realtime_calls -= 1
+        self._update_activity()
 
     def _segment_event(self, result: Moderation, times: dict, segment: Segment) -> SegmentEvent:
         verdict = judge(result, self.pool.facts, self.settings.harmful_threshold, segment.start_s, segment.end_s)

@@ -46,6 +46,23 @@ class EdgeSettings(BaseSettings):
     """Largest binary frame accepted; bigger frames get a ``frame_too_large`` error."""
     max_pending_segments: int = Field(16, gt=0)
     """Segments in flight per session; beyond it the edge stops reading the socket (backpressure)."""
+    bulk_lead_s: float = Field(2.0, gt=0)
+    """A session whose audio runs more than this ahead of the wall clock (an upload, a file sent
+    as fast as the socket takes it) is bulk: its segments go to Triton at low priority and within
+    the bulk shares below, so real-time streams are never starved (docs/OPERATIONS.md, fairness)."""
+    bulk_max_in_flight: int = Field(1, gt=0)
+    """Triton calls of all bulk sessions of this edge process at once; bulk sessions take turns.
+    On a GPU, raise it to what Triton batches beside the real-time load."""
+    bulk_session_max_in_flight: int = Field(1, gt=0)
+    """Triton calls of one bulk session at once (its share); its other segments wait in the edge."""
+    bulk_pause_realtime_sessions: int = Field(1, ge=0)
+    """Bulk calls do not start while this many real-time sessions of this edge process are
+    speaking or awaiting a result: on a CPU one call takes the whole machine, so by default bulk
+    work fills the pauses of live speech. On a GPU raise it (a share of the streams one replica
+    holds), or 0: never pause, bulk is then bounded by its shares alone."""
+    bulk_max_pause_s: float = Field(5.0, gt=0)
+    """Longest a bulk call waits for live speech to pause; then it goes anyway (at most one such
+    call per bulk share), so uploads are slowed by real-time traffic but never starved."""
     max_sessions: int = Field(500, gt=0)
     """Concurrent WebSocket sessions per process; more are refused with close code 1013."""
     first_frame_timeout_s: float = Field(10.0, gt=0)

@@ -29,6 +29,7 @@ from tritonclient.grpc import InferInput
 from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
+from edge.fairness import Priority
 from edge.moderation import MATCHES, WORDS, ModelFacts, Moderation
 from edge.protocol import ErrorCode, Signal
 
@@ -87,7 +88,8 @@ class ModerationPool(Protocol):
     async def refresh(self) -> set[str]:
         """Probe the servers now; returns the ready ones."""
 
-    async def moderate(self, audio: np.ndarray, language: str | None, word_timestamps: bool = False) -> Moderation:
+    async def moderate(self, audio: np.ndarray, language: str | None, word_timestamps: bool = False,
+                       priority: Priority = Priority.REALTIME) -> Moderation:
         """One segment through the model; raises TritonCallError."""
 
 
@@ -151,8 +153,15 @@ def facts_from_parameters(parameters: dict) -> ModelFacts:
     return ModelFacts(default_language=value("default_language") or None, signals=tuple(signals))
 
 
+QUEUE_TIMEOUT_MESSAGE = "Request timeout expired"
+"""Triton's answer (status UNAVAILABLE) to a request still queued at its timeout: the server is fine."""
+
+
 def _classify(exc: InferenceServerException) -> TritonCallError:
     status = str(exc.status() or "")
+    if QUEUE_TIMEOUT_MESSAGE in (exc.message() or ""):
+        return TritonCallError(ErrorCode.TRITON_TIMEOUT, "expired_in_queue",
+                               "Triton was too busy to start the segment within its deadline")
     if "DEADLINE_EXCEEDED" in status:
         return TritonCallError(ErrorCode.TRITON_TIMEOUT, "timeout", "Triton did not answer in time")
     if "UNAVAILABLE" in status:
@@ -277,15 +286,18 @@ class TritonPool:
         candidates = sorted(self.ready) or list(self.clients)
         return candidates[next(self._round_robin) % len(candidates)]
 
-    async def moderate(self, audio: np.ndarray, language: str | None, word_timestamps: bool = False) -> Moderation:
-        """Run one segment through the ensemble; raises TritonCallError."""
+    async def moderate(self, audio: np.ndarray, language: str | None, word_timestamps: bool = False,
+                       priority: Priority = Priority.REALTIME) -> Moderation:
+        """Run one segment through the ensemble; raises TritonCallError. The deadline goes to Triton
+        too (its queue drops the request once it has passed), and so does the priority."""
         url = self._pick()
         try:
             result = await self.clients[url].infer(self.model, ensemble_inputs(audio, language, word_timestamps),
+                                                   priority=int(priority), timeout=int(self.timeout_s * 1e6),
                                                    client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             error = _classify(exc)
-            if error.code != ErrorCode.TRITON_ERROR:
+            if error.reason in ("timeout", "unavailable"):  # until the next probe finds it ready
                 self.ready.discard(url)
             raise error from exc
         return parse_moderation(result)

@@ -61,6 +61,11 @@ class Segmenter:
         self._speech_frames = 0
         self._silence_frames = 0
 
+    @property
+    def in_speech(self) -> bool:
+        """A segment is open: speech has started and not yet been closed by silence."""
+        return self._in_speech
+
     def feed(self, samples: np.ndarray, received_at: float | None = None) -> list[Segment]:
         """Consume 16 kHz samples; returns the segments they completed."""
         received_at = time.perf_counter() if received_at is None else received_at

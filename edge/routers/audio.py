@@ -7,7 +7,15 @@ import logging
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from edge.admission import SessionLimitReached
-from edge.dependencies import AdmissionDep, KeyAdmissionDep, MetricsDep, PoolDep, PrincipalDep, SettingsDep
+from edge.dependencies import (
+    AdmissionDep,
+    FairShareDep,
+    KeyAdmissionDep,
+    MetricsDep,
+    PoolDep,
+    PrincipalDep,
+    SettingsDep,
+)
 from edge.protocol import ErrorCode, ErrorEvent
 from edge.session import Session
 
@@ -21,12 +29,13 @@ TRY_AGAIN_LATER = 1013
 
 @router.websocket("/ws/audio")
 async def audio_socket(websocket: WebSocket, settings: SettingsDep, pool: PoolDep, metrics: MetricsDep,
-                       admission: AdmissionDep, key_admission: KeyAdmissionDep, principal: PrincipalDep) -> None:
+                       admission: AdmissionDep, key_admission: KeyAdmissionDep, principal: PrincipalDep,
+                       fair_share: FairShareDep) -> None:
     # ``principal`` is resolved before this runs: a refused client never gets here (1008, HTTP 403).
     await websocket.accept()
     try:
         with key_admission.admit(principal.key if principal else None), admission.admit():
-            session = Session(websocket, settings, pool, metrics)
+            session = Session(websocket, settings, pool, metrics, fair_share)
             logger.info("session %s opened", session.id)
             try:
                 await session.run()

@@ -27,6 +27,15 @@ def exported(model_dir: Path, artifact: str) -> bool:
     return has_artifact
 
 
+def rerender(repository: Path) -> None:
+    """Render the configs of models exported earlier from their saved values, so a changed
+    template (a new scheduling option, say) reaches an existing export without re-exporting."""
+    for name, values in (("whisper", triton_config.WhisperValues), ("koelectra", triton_config.KoelectraValues),
+                         ("lexicon", triton_config.LexiconValues)):
+        if (repository / name / triton_config.VALUES_NAME).exists():
+            triton_config.write(repository / name, triton_config.read(repository / name, values))
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     p = parser(__doc__)
@@ -46,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     except StaleExport as exc:
         logger.error("%s", exc)
         return 1
+    rerender(args.repository)
     export_ensemble.main(["--repository", repo])
     return 0
 

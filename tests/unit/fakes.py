@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.fairness import Priority
 from edge.moderation import ModelFacts, Moderation
 from edge.triton import TritonCallError
 
@@ -17,6 +18,7 @@ class Call:
     samples: int
     language: str | None
     word_timestamps: bool
+    priority: Priority
 
 
 def numbered(index: int, audio: np.ndarray) -> Moderation:
@@ -66,9 +68,10 @@ class FakePool:
     async def refresh(self) -> set[str]:
         return set(self.servers) if self.up else set()
 
-    async def moderate(self, audio: np.ndarray, language: str | None, word_timestamps: bool = False) -> Moderation:
+    async def moderate(self, audio: np.ndarray, language: str | None, word_timestamps: bool = False,
+                       priority: Priority = Priority.REALTIME) -> Moderation:
         index = len(self.calls)
-        self.calls.append(Call(len(audio), language, word_timestamps))
+        self.calls.append(Call(len(audio), language, word_timestamps, priority))
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         self._notify_watchers()

@@ -34,6 +34,9 @@ from tests.unit.test_protocol import documented_examples
 DIALOGUE_PCM = pcm16(read_wav(DIALOGUE_WAV))
 FRAME_BYTES = 640
 """20 ms of 16 kHz mono s16le, what a desktop capture loop sends."""
+REALTIME_LEAD_S = 3600.0
+"""``bulk_lead_s`` under which the tests' burst of audio still counts as a real-time stream, for
+the tests of several calls in flight (a bulk session has one at a time)."""
 
 
 def client(pool: FakePool, **settings) -> TestClient:
@@ -179,7 +182,7 @@ def test_config_after_audio_and_oversized_frames_are_refused_and_the_session_goe
 
 def test_results_keep_segment_order_when_the_model_answers_out_of_order():
     pool = FakePool(reverse_every=len(DIALOGUE))
-    with client(pool) as app, app.websocket_connect("/ws/audio") as ws:
+    with client(pool, bulk_lead_s=REALTIME_LEAD_S) as app, app.websocket_connect("/ws/audio") as ws:
         ready(ws)
         send_audio(ws)
         events, _ = end(ws)
@@ -237,7 +240,8 @@ def test_a_client_faster_than_the_model_is_held_to_the_in_flight_limit_and_loses
     # Three dialogues (nine segments) sent at once while the model answers nothing: the edge
     # must stop at two segments in flight, then deliver all nine once the model answers.
     pool = FakePool(gated=True)
-    with client(pool, max_pending_segments=2) as app, app.websocket_connect("/ws/audio") as ws:
+    with client(pool, max_pending_segments=2, bulk_lead_s=REALTIME_LEAD_S) as app, \
+            app.websocket_connect("/ws/audio") as ws:
         ready(ws)
         send_audio(ws, DIALOGUE_PCM * 3)
         ws.send_text('{"type": "end"}')

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from edge.fairness import FairShare
 from edge.metrics import EdgeMetrics
 from edge.session import Session
 from edge.settings import EdgeSettings
@@ -48,7 +49,8 @@ def test_a_result_that_cannot_be_sent_ends_the_session_instead_of_blocking_it(ma
     socket = BreakingSocket(pcm16(read_wav(DIALOGUE_WAV)) * 3, sends_ok=1)  # the ready event only
 
     async def scenario():
-        session = Session(socket, EdgeSettings(max_pending_segments=max_pending), pool, EdgeMetrics())
+        settings = EdgeSettings(max_pending_segments=max_pending)
+        session = Session(socket, settings, pool, EdgeMetrics(), FairShare(2, 1))
         await asyncio.wait_for(session.run(), SESSION_END_S)
         return session
 
