@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Triton replicas `make run` starts (consecutive ports); the edge spreads segments over them.
+REPLICAS ?= 1
 
 .PHONY: run test unit lint install system-deps export serve-triton bench clean-models
 
@@ -24,10 +26,10 @@ export: install
 	$(PY) -m scripts.export.offline_default
 
 serve-triton: export
-	$(PY) -m scripts.serve_triton
+	$(PY) -m scripts.serve_triton --replicas $(REPLICAS)
 
 run: export
-	$(PY) -m scripts.run_service
+	$(PY) -m scripts.run_service --replicas $(REPLICAS)
 
 # Lint, then both tiers: the unit tier first (seconds, no servers), then the integration tier.
 test: lint system-deps export

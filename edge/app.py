@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 def triton_pool(settings: EdgeSettings) -> TritonPool:
     """The production pool: gRPC clients to the Triton servers of ``settings``."""
     return TritonPool(settings.triton_urls(), settings.triton_model, settings.triton_timeout_s,
-                      settings.triton_health_interval_s)
+                      settings.triton_health_interval_s, settings.triton_discovery_interval_s)
 
 
 def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None = None) -> FastAPI:
@@ -34,6 +34,7 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
     settings = settings or EdgeSettings()
     pool = pool if pool is not None else triton_pool(settings)
     edge_metrics = EdgeMetrics()
+    edge_metrics.watch_pool(pool)  # per-replica state and retries, read at scrape time
     admission = Admission(settings.max_sessions, edge_metrics.active_sessions)
     access = Access(authenticator(settings), origin_policy(settings), KeyAdmission(settings.max_sessions_per_key))
     fair_share = FairShare(settings.bulk_max_in_flight, settings.bulk_session_max_in_flight,

@@ -2,10 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from edge.triton import ModerationPool
 
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 """Segment-latency histogram buckets, dense around the 3 s SLA and below."""
+
+
+class PoolCollector:
+    """The pool's per-replica state and retries, read when Prometheus scrapes (replicas come and
+    go with discovery, so they are not pre-declared label sets)."""
+
+    def __init__(self, pool: ModerationPool):
+        self.pool = pool
+
+    def collect(self) -> Iterator[Metric]:
+        ready = GaugeMetricFamily("edge_triton_replica_ready", "1 while the replica has the model ready",
+                                  labels=["replica"])
+        in_flight = GaugeMetricFamily("edge_triton_replica_in_flight", "Calls of this edge in the replica now",
+                                      labels=["replica"])
+        calls = CounterMetricFamily("edge_triton_replica_calls", "Calls this edge sent the replica",
+                                    labels=["replica"])
+        for replica in self.pool.replicas():
+            ready.add_metric([replica.address], 1.0 if replica.ready else 0.0)
+            in_flight.add_metric([replica.address], float(replica.in_flight))
+            calls.add_metric([replica.address], float(replica.calls))
+        retries = CounterMetricFamily("edge_triton_retries", "Segments retried on another replica, by the "
+                                      "reason their first call failed", labels=["reason"])
+        for reason, count in sorted(self.pool.retries.items()):
+            retries.add_metric([reason], float(count))
+        yield from (ready, in_flight, calls, retries)
 
 
 class EdgeMetrics:
@@ -27,3 +59,7 @@ class EdgeMetrics:
         self.session_timeouts = Counter(
             "edge_session_timeouts", "Sessions the edge ended by reason: first_frame_timeout, idle_timeout, "
             "max_duration", ["reason"], registry=self.registry)
+
+    def watch_pool(self, pool: ModerationPool) -> None:
+        """Export the pool's replicas and retries with the edge's metrics."""
+        self.registry.register(PoolCollector(pool))

@@ -14,7 +14,12 @@ class EdgeSettings(BaseSettings):
     port: int = 8000
     """Port of the HTTP/WebSocket server."""
     triton_url: str = Field("localhost:8011", validation_alias=AliasChoices("EDGE_TRITON_URL", "TRITON_URL"))
-    """Triton gRPC address, or a comma-separated list; segments are spread over the ready ones."""
+    """Triton gRPC address (``host:port``), or a comma-separated list. A host name stands for every
+    address it resolves to (IPv4 ones if it has any, else IPv6), re-resolved every
+    ``triton_discovery_interval_s``: a Kubernetes headless Service or a compose service name
+    lists every replica. Segments go to the ready replica with the fewest calls in flight."""
+    triton_discovery_interval_s: float = Field(10.0, gt=0)
+    """How often host names of ``triton_url`` are resolved again (replicas added, vanished ones dropped)."""
     triton_model: str = "ensemble"
     """Triton model that takes AUDIO (+LANGUAGE) and returns TRANSCRIPT, HARMFUL_PROB, NO_SPEECH_PROB.
     Its ``default_language`` parameter is the language of clients that name none."""
@@ -112,6 +117,10 @@ class EdgeSettings(BaseSettings):
     """PEM certificate (chain) to serve HTTPS/WSS directly; needs ``ssl_keyfile``."""
     ssl_keyfile: str | None = None
     """PEM private key of ``ssl_certfile``."""
+    drain_grace_s: float = Field(30.0, ge=0)
+    """On SIGTERM the edge reports not-ready and refuses new sessions at once, and gives open
+    sessions this long to end by themselves; then each gets its pending results, its summary, a
+    ``server_shutdown`` event and close 1012 (clients reconnect, to another edge)."""
     log_level: str = "info"
     """uvicorn and application log level."""
 

@@ -1,8 +1,11 @@
-"""Shared asyncio gRPC clients to one or more Triton servers.
+"""Shared asyncio gRPC clients to Triton replicas.
 
-One client per server per process. A background task tracks which servers have the ensemble
-ready; segments go round-robin to those (to any server if none is known ready, so the real
-error surfaces). Every call carries a deadline.
+One client per replica per process; the replicas are what the configured addresses resolve to
+(edge/discovery.py), followed as they come and go. A background task tracks which have the
+ensemble ready; a segment goes to the ready replica with the fewest calls of this edge in flight
+(to any replica if none is known ready, so the real error surfaces). Every call carries a
+deadline. A call whose replica cannot be reached, or dies under it, is retried once on another
+ready replica within the segment's deadline: the client gets one result, or one typed error.
 
 A server that is not ready gets a fresh client (gRPC channel) for its next probe: a channel that
 failed to connect waits ever longer (gRPC's reconnect backoff, up to minutes) before it tries
@@ -19,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import Counter
+from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
@@ -29,6 +34,7 @@ from tritonclient.grpc import InferInput
 from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
+from edge.discovery import Discovery, Resolver, Target, system_resolver
 from edge.fairness import Priority
 from edge.moderation import MATCHES, WORDS, ModelFacts, Moderation
 from edge.protocol import ErrorCode, Signal
@@ -41,6 +47,22 @@ MIN_REFRESH_INTERVAL_S = 0.25
 """Readiness requests closer together than this share one probe round."""
 HEALTH_CALL_TIMEOUT_S = 2.0
 """Deadline of one readiness probe."""
+MIN_RETRY_BUDGET_S = 0.5
+"""A failed call is retried on another replica only if at least this much of its deadline is left."""
+RETRY_REASONS = ("unavailable",)
+"""Failures retried on another replica: the replica was unreachable or died during the call. A
+timeout is not retried (its deadline is spent), nor an error the model itself returned."""
+
+
+@dataclass(frozen=True)
+class ReplicaState:
+    """One replica as the pool sees it (for metrics and /readyz)."""
+
+    address: str
+    ready: bool
+    in_flight: int
+    calls: int
+    """Calls this edge has sent the replica so far."""
 
 
 def new_client(url: str) -> grpcclient.InferenceServerClient:
@@ -80,6 +102,12 @@ class ModerationPool(Protocol):
     @property
     def facts(self) -> ModelFacts:
         """The model's default language and signals; empty until a server reported them."""
+
+    retries: Counter
+    """Segments retried on another replica, by the reason their first call failed."""
+
+    def replicas(self) -> list[ReplicaState]:
+        """Every known replica, its readiness and this edge's calls in it."""
 
     async def start(self) -> None: ...
 
@@ -170,32 +198,39 @@ def _classify(exc: InferenceServerException) -> TritonCallError:
 
 
 class TritonPool:
-    def __init__(self, urls: list[str], model: str, timeout_s: float, health_interval_s: float):
-        if not urls:
-            raise ValueError("no Triton URL configured")
+    def __init__(self, urls: list[str], model: str, timeout_s: float, health_interval_s: float,
+                 discovery_interval_s: float = 10.0, resolver: Resolver = system_resolver):
+        self.discovery = Discovery([Target.parse(url) for url in urls], resolver)
         self.model, self.timeout_s, self.health_interval_s = model, timeout_s, health_interval_s
-        self.urls = urls
+        self.discovery_interval_s = discovery_interval_s
         # Created in start(): grpc.aio channels belong to the event loop they are made in.
         self.clients: dict[str, grpcclient.InferenceServerClient] = {}
         self.ready: set[str] = set()
+        self.in_flight: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self.retries: Counter[str] = Counter()
         self._refresh_lock = asyncio.Lock()
-        self._refreshed_at = float("-inf")
+        self._refreshed_at = self._discovered_at = float("-inf")
         self._facts: ModelFacts | None = None
         self._round_robin = itertools.count()
         self._health_task: asyncio.Task | None = None
         self._retired: list[grpcclient.InferenceServerClient] = []
-        """Replaced clients of lost servers, oldest first (see _reconnect)."""
+        """Replaced clients of lost or vanished replicas, oldest first (see _retire)."""
 
     @property
     def servers(self) -> list[str]:
-        return list(self.urls)
+        return sorted(self.clients)
 
     @property
     def facts(self) -> ModelFacts:
         return self._facts or ModelFacts()
 
+    def replicas(self) -> list[ReplicaState]:
+        return [ReplicaState(url, url in self.ready, self.in_flight[url], self.calls[url])
+                for url in sorted(self.clients)]
+
     async def start(self) -> None:
-        self.clients = {url: new_client(url) for url in self.urls}
+        await self.discover()
         await self.refresh()
         self._health_task = asyncio.create_task(self._health_loop())
 
@@ -206,11 +241,27 @@ class TritonPool:
             await client.close()
         self._retired.clear()
 
+    async def discover(self) -> None:
+        """Resolve the configured addresses again: clients for new replicas, vanished ones retired."""
+        self._discovered_at = asyncio.get_running_loop().time()
+        found = await self.discovery.replicas()
+        for url in sorted(found - set(self.clients)):
+            self.clients[url] = new_client(url)
+            logger.info("Triton replica %s added", url)
+        for url in sorted(set(self.clients) - found):
+            self._retire(self.clients.pop(url))
+            self.ready.discard(url)
+            logger.info("Triton replica %s no longer resolves: dropped", url)
+
+    def _retire(self, client: grpcclient.InferenceServerClient) -> None:
+        """Keep a replaced client open (closing a channel cancels its calls, and tritonserver 2.51
+        can crash on a cancellation), up to MAX_RETIRED_CLIENTS; see _close_retired."""
+        self._retired.append(client)
+
     def _reconnect(self, url: str) -> None:
         """Give ``url`` a fresh client, so that the next probe connects at once instead of after
-        the old channel's reconnect backoff. The old one is kept open (closing a channel cancels
-        its calls, and tritonserver 2.51 can crash on a cancellation), up to MAX_RETIRED_CLIENTS."""
-        self._retired.append(self.clients[url])
+        the old channel's reconnect backoff."""
+        self._retire(self.clients[url])
         self.clients[url] = new_client(url)
 
     async def _close_retired(self) -> None:
@@ -221,8 +272,11 @@ class TritonPool:
     async def _probe(self, url: str) -> tuple[bool, bool]:
         """(ready, unreachable): only a server that cannot be reached gets a new channel; a slow
         answer under load or a model not ready yet keeps the channel and its calls."""
+        client = self.clients.get(url)
+        if client is None:  # dropped by discovery meanwhile
+            return False, False
         try:
-            ready = await asyncio.wait_for(self.clients[url].is_model_ready(self.model), HEALTH_CALL_TIMEOUT_S)
+            ready = await asyncio.wait_for(client.is_model_ready(self.model), HEALTH_CALL_TIMEOUT_S)
             return bool(ready), False
         except InferenceServerException as exc:
             return False, "UNAVAILABLE" in str(exc.status() or "")
@@ -241,10 +295,10 @@ class TritonPool:
             return self.ready
 
     async def _probe_all(self) -> None:
-        results = dict(zip(self.clients, await asyncio.gather(*(self._probe(url) for url in self.clients)),
-                           strict=True))
-        ready = {url for url, (ok, _) in results.items() if ok}
-        for url in [url for url, (_, unreachable) in results.items() if unreachable]:
+        urls = list(self.clients)  # discovery may change the replicas while the probes run
+        results = dict(zip(urls, await asyncio.gather(*(self._probe(url) for url in urls)), strict=True))
+        ready = {url for url, (ok, _) in results.items() if ok and url in self.clients}
+        for url in [url for url, (_, unreachable) in results.items() if unreachable and url in self.clients]:
             self._reconnect(url)
         await self._close_retired()
         # Re-read on a change of ready servers (a restarted Triton may serve another export),
@@ -277,27 +331,55 @@ class TritonPool:
             await asyncio.sleep(self.health_interval_s)  # periodic probe interval
             before = set(self.ready)
             try:
+                if asyncio.get_running_loop().time() - self._discovered_at >= self.discovery_interval_s:
+                    await self.discover()
                 if await self.refresh() != before:
                     logger.info("ready Triton servers: %s", sorted(self.ready) or "none")
             except Exception:  # noqa: BLE001 - the loop must outlive any one failed probe round
                 logger.exception("Triton health probe failed; trying again in %.1f s", self.health_interval_s)
 
-    def _pick(self) -> str:
-        candidates = sorted(self.ready) or list(self.clients)
-        return candidates[next(self._round_robin) % len(candidates)]
+    def _pick(self, exclude: str | None = None) -> str | None:
+        """The ready replica (any, if none is ready) with the fewest calls in flight; ties rotate."""
+        candidates = sorted(self.ready - {exclude}) or sorted(set(self.clients) - {exclude})
+        if not candidates:
+            return None
+        start = next(self._round_robin) % len(candidates)
+        return min(candidates[start:] + candidates[:start], key=lambda url: self.in_flight[url])
 
     async def moderate(self, audio: np.ndarray, language: str | None, word_timestamps: bool = False,
                        priority: Priority = Priority.REALTIME) -> Moderation:
         """Run one segment through the ensemble; raises TritonCallError. The deadline goes to Triton
-        too (its queue drops the request once it has passed), and so does the priority."""
+        too (its queue drops the request once it has passed), and so does the priority. A call
+        that fails for a RETRY_REASONS reason goes once to another ready replica, within the deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        inputs = ensemble_inputs(audio, language, word_timestamps)
         url = self._pick()
         try:
-            result = await self.clients[url].infer(self.model, ensemble_inputs(audio, language, word_timestamps),
-                                                   priority=int(priority), timeout=int(self.timeout_s * 1e6),
-                                                   client_timeout=self.timeout_s)
+            return await self._call(url, inputs, priority, self.timeout_s)
+        except TritonCallError as error:
+            retry = self._pick(exclude=url) if error.reason in RETRY_REASONS else None
+            if retry is None or retry not in self.ready or deadline - loop.time() < MIN_RETRY_BUDGET_S:
+                raise
+            self.retries[error.reason] += 1
+            logger.info("Triton replica %s failed (%s); retrying the segment on %s", url, error, retry)
+            return await self._call(retry, inputs, priority, deadline - loop.time())
+
+    async def _call(self, url: str | None, inputs: list[InferInput], priority: Priority,
+                    timeout_s: float) -> Moderation:
+        client = self.clients.get(url) if url else None
+        if client is None:  # no replica known, or it vanished since it was picked
+            raise TritonCallError(ErrorCode.TRITON_UNAVAILABLE, "unavailable", "no Triton replica available")
+        self.in_flight[url] += 1
+        self.calls[url] += 1
+        try:
+            result = await client.infer(self.model, inputs, priority=int(priority), timeout=int(timeout_s * 1e6),
+                                        client_timeout=timeout_s)
         except InferenceServerException as exc:
             error = _classify(exc)
             if error.reason in ("timeout", "unavailable"):  # until the next probe finds it ready
                 self.ready.discard(url)
             raise error from exc
+        finally:
+            self.in_flight[url] -= 1
         return parse_moderation(result)

@@ -2,6 +2,7 @@
 
     python -m scripts.run_service        # Ctrl-C (or SIGTERM) stops both
     python -m scripts.run_service --grpc-port 9011 --http-port 9010 --metrics-port 9012
+    python -m scripts.run_service --replicas 2   # two tritonservers; the edge spreads segments over both
 
 Edge settings come from EDGE_* environment variables (see docs/OPERATIONS.md; EDGE_PORT is the
 edge's port); the edge is pointed at this Triton unless EDGE_TRITON_URL/TRITON_URL says otherwise.
@@ -25,7 +26,7 @@ from typing import Protocol
 
 from scripts.cli import MODEL_REPOSITORY, parser, setup_logging
 from scripts.launch import EDGE_START_TIMEOUT_S, edge_process
-from scripts.serve_triton import Ports, TritonServer, add_address_argument, stop_on_sigterm
+from scripts.serve_triton import Ports, add_address_argument, add_replicas_argument, replicas, stop_on_sigterm
 
 logger = logging.getLogger(__name__)
 
@@ -133,16 +134,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--http-port", type=int, default=Ports.http, help="Triton's HTTP port")
     p.add_argument("--grpc-port", type=int, default=Ports.grpc, help="Triton's gRPC port")
     p.add_argument("--metrics-port", type=int, default=Ports.metrics, help="Triton's metrics port")
+    add_replicas_argument(p)
     add_address_argument(p)
     args = p.parse_args(argv)
-    ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
+    servers = replicas(args.model_repository, Ports(args.http_port, args.grpc_port, args.metrics_port),
+                       args.replicas, [], args.address)
     triton_host = "127.0.0.1" if args.address in ("0.0.0.0", "::") else args.address
-    triton_url = os.environ.get("EDGE_TRITON_URL") or os.environ.get("TRITON_URL") or f"{triton_host}:{ports.grpc}"
+    triton_url = (os.environ.get("EDGE_TRITON_URL") or os.environ.get("TRITON_URL")
+                  or ",".join(f"{triton_host}:{s.ports.grpc}" for s in servers))
     port = int(os.environ.get("EDGE_PORT", DEFAULT_EDGE_PORT))
-    supervisor = Supervisor({
-        "tritonserver": TritonServer(args.model_repository, ports, address=args.address),
-        "edge": EdgeChild(port, triton_url, os.environ.get("EDGE_HOST", DEFAULT_EDGE_HOST)),
-    })
+    names = ["tritonserver"] if len(servers) == 1 else [f"tritonserver-{i}" for i in range(len(servers))]
+    supervisor = Supervisor({**dict(zip(names, servers, strict=True)),
+                             "edge": EdgeChild(port, triton_url, os.environ.get("EDGE_HOST", DEFAULT_EDGE_HOST))})
     stop_on_sigterm()
     try:
         return supervisor.run(lambda: print(f"Service up: ws://localhost:{port}/ws/audio (Triton gRPC {triton_url}). "

@@ -7,6 +7,7 @@ Python version sits next to ``libtriton_python.so`` in a backend directory, and 
 
     python -m scripts.serve_triton            # Ctrl-C stops it cleanly
     python -m scripts.serve_triton --address 0.0.0.0   # reachable from other machines
+    python -m scripts.serve_triton --replicas 3        # three servers, ports 8010-8012, 8013-8015, 8016-8018
 
 It binds HTTP, gRPC and metrics to 127.0.0.1 unless --address says otherwise. Triton runs in its
 own process group; stopping it (or finding it dead) also kills and reaps its python backend stubs
@@ -23,6 +24,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,10 @@ FATAL_LOG_MARKERS = ("failed to load '", "Failed to preinitialize Python stub")
 MAX_REASON_CHARS = 400
 DEFAULT_BIND_ADDRESS = "127.0.0.1"
 """Interface of Triton's HTTP, gRPC and metrics endpoints: the edge is its only client."""
+REPLICA_PORT_STEP = 3
+"""Ports one replica takes (HTTP, gRPC, metrics); replica i starts at the base ports + 3 i."""
+POLL_S = 0.5
+"""How often a multi-replica serve_triton checks whether a replica exited."""
 SHM_DIR = Path("/dev/shm")
 SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
 """The python backend's default shared-memory region prefix; each start adds a unique token to it
@@ -53,6 +59,11 @@ class Ports:
     http: int = 8010
     grpc: int = 8011
     metrics: int = 8012
+
+    def replica(self, index: int) -> Ports:
+        """Ports of replica ``index``: each replica takes the next three consecutive ports."""
+        step = REPLICA_PORT_STEP * index
+        return Ports(self.http + step, self.grpc + step, self.metrics + step)
 
 
 def wheel_paths() -> tuple[Path, Path]:
@@ -220,6 +231,25 @@ def add_address_argument(p: argparse.ArgumentParser) -> None:
                         f"default {DEFAULT_BIND_ADDRESS})")
 
 
+def replicas(repository: Path, ports: Ports, count: int, extra: list[str], address: str) -> list[TritonServer]:
+    """``count`` servers of one repository on consecutive ports (see Ports.replica)."""
+    return [TritonServer(repository, ports.replica(i), extra, address=address) for i in range(count)]
+
+
+def serve(servers: list[TritonServer]) -> int:
+    """Start every server, then wait until one exits; its exit code."""
+    for server in servers:
+        server.start()
+    grpc = ", ".join(f"{s.address}:{s.ports.grpc}" for s in servers)
+    print(f"Triton ready ({len(servers)} replica{'s' * (len(servers) > 1)}): gRPC {grpc}. Ctrl-C stops it.", flush=True)
+    while True:
+        for server in servers:
+            if (code := server.poll()) is not None:
+                logger.error("tritonserver on gRPC port %d exited with %s", server.ports.grpc, code)
+                return code
+        time.sleep(POLL_S)  # polling interval: child exits have no notification here
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     p = parser(__doc__)
@@ -227,22 +257,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--http-port", type=int, default=Ports.http)
     p.add_argument("--grpc-port", type=int, default=Ports.grpc)
     p.add_argument("--metrics-port", type=int, default=Ports.metrics)
+    add_replicas_argument(p)
     add_address_argument(p)
     args, extra = p.parse_known_args(argv)
-    server = TritonServer(args.model_repository, Ports(args.http_port, args.grpc_port, args.metrics_port), extra,
-                          address=args.address)
+    servers = replicas(args.model_repository, Ports(args.http_port, args.grpc_port, args.metrics_port),
+                       args.replicas, extra, args.address)
     stop_on_sigterm()
     try:
-        server.start()
-        print(f"Triton ready: gRPC {args.address}:{args.grpc_port}, HTTP {args.address}:{args.http_port}. "
-              "Ctrl-C stops it.",
-              flush=True)
-        return server.wait()
+        return serve(servers)
     except KeyboardInterrupt:
         logger.info("stopping tritonserver")
         return 0
     finally:
-        server.stop()
+        for server in reversed(servers):
+            server.stop()
+
+
+def add_replicas_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--replicas", type=int, default=1, choices=range(1, 33), metavar="N",
+                   help="tritonserver processes on consecutive ports (default 1)")
 
 
 if __name__ == "__main__":

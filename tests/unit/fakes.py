@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from edge.fairness import Priority
 from edge.moderation import ModelFacts, Moderation
-from edge.triton import TritonCallError
+from edge.triton import ReplicaState, TritonCallError
 
 
 @dataclass
@@ -42,6 +43,7 @@ class FakePool:
         self._facts, self.up, self.latency_s = facts or ModelFacts("ko"), up, latency_s
         self.reverse_every, self.error, self.respond = reverse_every, error, respond
         self.calls: list[Call] = []
+        self.retries: Counter[str] = Counter()
         self.completed: list[int] = []
         """Call indices in the order their answers were ready."""
         self.in_flight = self.peak_in_flight = 0
@@ -54,6 +56,9 @@ class FakePool:
     @property
     def servers(self) -> list[str]:
         return ["fake-triton:8001"]
+
+    def replicas(self) -> list[ReplicaState]:
+        return [ReplicaState("fake-triton:8001", self.up, self.in_flight, len(self.calls))]
 
     @property
     def facts(self) -> ModelFacts:

@@ -22,7 +22,7 @@ from scripts.run_service import (
     SUPERVISE_POLL_S,
     Supervisor,
 )
-from scripts.serve_triton import Ports, command, remove_shm_regions
+from scripts.serve_triton import Ports, command, remove_shm_regions, replicas
 
 STUBBORN_SERVER = textwrap.dedent("""
     import http.server, signal, sys
@@ -146,3 +146,10 @@ def test_restarts_older_than_the_window_no_longer_count():
     assert supervisor.backoff_s("triton") is None
     clock.now = RESTART_WINDOW_S + 1
     assert supervisor.backoff_s("triton") == RESTART_BACKOFF_INITIAL_S
+
+
+def test_replicas_take_consecutive_ports_and_are_bound_like_one_server(tmp_path):
+    servers = replicas(tmp_path, Ports(9010, 9011, 9012), 3, [], "127.0.0.1")
+    assert [(s.ports.http, s.ports.grpc, s.ports.metrics) for s in servers] == [
+        (9010, 9011, 9012), (9013, 9014, 9015), (9016, 9017, 9018)]
+    assert all(s.address == "127.0.0.1" and s.server is None for s in servers)  # nothing started yet
