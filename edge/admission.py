@@ -6,8 +6,17 @@ from contextlib import contextmanager
 
 from prometheus_client import Gauge
 
+from edge.protocol import ErrorCode
 
-class SessionLimitReached(Exception):
+
+class SessionRefused(Exception):
+    """A new session is refused: the client gets an error event with ``code`` and this message,
+    and close 1013 (Try Again Later)."""
+
+    code = ErrorCode.SERVER_BUSY
+
+
+class SessionLimitReached(SessionRefused):
     """The edge already holds its maximum number of sessions; the message goes to the client."""
 
     def __init__(self, message: str = "too many sessions on this edge, retry later"):

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from edge.admission import Admission, KeyAdmission
 from edge.auth import authenticator, origin_policy
 from edge.dependencies import Access, EdgeServices, OpsAccessDep
+from edge.drain import Drain
 from edge.fairness import FairShare
 from edge.metrics import EdgeMetrics
 from edge.routers import audio, health, metrics
@@ -39,7 +40,8 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
     access = Access(authenticator(settings), origin_policy(settings), KeyAdmission(settings.max_sessions_per_key))
     fair_share = FairShare(settings.bulk_max_in_flight, settings.bulk_session_max_in_flight,
                            settings.bulk_pause_realtime_sessions, settings.bulk_max_pause_s)
-    services = EdgeServices(settings, pool, edge_metrics, admission, access, fair_share)
+    drain = Drain.from_settings(settings, edge_metrics.registry)  # started by edge/__main__.py on SIGTERM
+    services = EdgeServices(settings, pool, edge_metrics, admission, access, fair_share, drain)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

@@ -1,7 +1,7 @@
 """Reference desktop-like client: stream a WAV file in 20 ms frames and print each result.
 
     python -m edge.client FILE.wav --url ws://localhost:8000/ws/audio [--realtime] [--language en]
-        [--words] [--bleep OUT.wav | --duck DB --bleep OUT.wav] [--cafile CA.pem]
+        [--words] [--bleep OUT.wav | --duck DB --bleep OUT.wav] [--cafile CA.pem] [--no-reconnect]
 
 An edge with authentication on needs a credential: an API key or a JWT in EDGE_TOKEN (or
 ``--token``; the environment keeps it out of shell history and ``ps``). ``wss://`` URLs use TLS,
@@ -12,6 +12,12 @@ lowers the volume there by DB decibels instead): what a desktop client does to i
 
 16-bit WAVs are sent as pcm_s16le, 32-bit float WAVs as pcm_f32le; a config frame announces
 the file's rate and channels whenever they differ from the 16 kHz mono s16le default.
+
+When the edge closes with 1012 (it shut down) or 1013 (busy or draining), the client reconnects
+with exponential backoff and jitter and goes on with the audio the edge did not read, printing
+the results of every session (docs/PROTOCOL.md, Reconnecting); ``--no-reconnect`` stops there.
+The exit status is 0 when the whole file was served without a failed segment, 1 otherwise, 2 when
+no session could be had at all.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import ssl
 import sys
 import time
@@ -37,13 +44,33 @@ from edge.protocol import (
     WHISPER_LANGUAGES,
     AnyServerEvent,
     ClientConfig,
+    ErrorCode,
     ErrorEvent,
+    ReadyEvent,
     SegmentEvent,
+    SummaryEvent,
     sample_bytes,
 )
 
 FRAME_MS = 20
 """Frame length a desktop capture loop typically sends."""
+NORMAL_CLOSURE = 1000
+RECONNECT_CLOSE_CODES = frozenset({1012, 1013})
+"""Close codes after which the client reconnects and goes on: Service Restart (the edge shut
+down) and Try Again Later (it was busy, or draining)."""
+RECONNECT_ERRORS = frozenset({ErrorCode.SERVER_SHUTDOWN, ErrorCode.SERVER_DRAINING, ErrorCode.SERVER_BUSY})
+"""Error events that come with those close codes: no failure of a stream that goes on elsewhere."""
+RECONNECT_INITIAL_DELAY_S = 0.5
+"""Wait before the first reconnection attempt."""
+RECONNECT_FACTOR = 2.0
+"""Each further attempt waits this many times longer than the one before..."""
+RECONNECT_MAX_DELAY_S = 10.0
+"""...up to this."""
+RECONNECT_JITTER = 0.5
+"""Up to this share of each wait is taken off at random, so that the clients of one drained edge
+do not all come back in the same instant."""
+RECONNECT_MAX_ATTEMPTS = 8
+"""Attempts in a row without a ``ready`` event (refused connections, 1013s) before giving up."""
 EventT = TypeVar("EventT")
 
 
@@ -55,21 +82,74 @@ class WavAudio:
     encoding: str
 
     @property
+    def sample_frame_bytes(self) -> int:
+        """Bytes of one sample across all channels."""
+        return sample_bytes(self.encoding) * self.channels
+
+    @property
+    def bytes_per_second(self) -> int:
+        return self.sample_rate * self.sample_frame_bytes
+
+    @property
     def frame_bytes(self) -> int:
-        return self.sample_rate * FRAME_MS // 1000 * sample_bytes(self.encoding) * self.channels
+        return self.sample_rate * FRAME_MS // 1000 * self.sample_frame_bytes
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Waits between reconnection attempts: exponential, capped, with jitter."""
+
+    initial_s: float = RECONNECT_INITIAL_DELAY_S
+    factor: float = RECONNECT_FACTOR
+    max_s: float = RECONNECT_MAX_DELAY_S
+    jitter: float = RECONNECT_JITTER
+    max_attempts: int = RECONNECT_MAX_ATTEMPTS
+
+    def delay_s(self, attempt: int) -> float:
+        """The wait before attempt ``attempt`` (1, 2, …) of a row."""
+        step = min(self.max_s, self.initial_s * self.factor ** (attempt - 1))
+        return step * (1 - self.jitter * random.random())
 
 
 @dataclass
-class StreamResult:
+class SessionPart:
+    """One session of a stream."""
+
+    offset_s: float
+    """Where in the stream the session's audio begins: its times count from here."""
     events: list[AnyServerEvent] = field(default_factory=list)
-    """Every event the server sent, parsed (and so checked) against the protocol models."""
+    close_code: int | None = None
 
     def of_type(self, kind: type[EventT]) -> list[EventT]:
         return [e for e in self.events if isinstance(e, kind)]
 
+
+@dataclass
+class StreamResult:
+    sessions: list[SessionPart] = field(default_factory=list)
+    """Every session the stream took, in order: more than one when the edge closed with 1012 or 1013."""
+
+    @property
+    def events(self) -> list[AnyServerEvent]:
+        """Every event the server sent, parsed (and so checked) against the protocol models."""
+        return [e for part in self.sessions for e in part.events]
+
+    @property
+    def complete(self) -> bool:
+        """The last session closed with 1000: the stream was served to its end."""
+        return bool(self.sessions) and self.sessions[-1].close_code == NORMAL_CLOSURE
+
+    def of_type(self, kind: type[EventT]) -> list[EventT]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def failures(self) -> list[ErrorEvent]:
+        """Error events, but those that sent the client to a new session."""
+        return [e for e in self.of_type(ErrorEvent) if e.code not in RECONNECT_ERRORS]
+
     def harmful_spans(self) -> list[tuple[float, float]]:
         """(start_s, end_s) of every harmful span, in stream seconds."""
-        return [(h.start_s, h.end_s) for s in self.of_type(SegmentEvent) for h in s.harmful_spans]
+        return [(part.offset_s + h.start_s, part.offset_s + h.end_s)
+                for part in self.sessions for s in part.of_type(SegmentEvent) for h in s.harmful_spans]
 
 
 def read_wav(path: Path) -> WavAudio:
@@ -106,13 +186,46 @@ def config_frame(audio: WavAudio, language: str | None, word_timestamps: bool = 
     return json.dumps({"type": "config", **ClientConfig(**fields).model_dump(exclude_unset=True)})
 
 
-async def _send_audio(ws, audio: WavAudio, realtime: bool) -> None:
-    start = time.perf_counter()
-    for i, offset in enumerate(range(0, len(audio.data), audio.frame_bytes)):
-        if realtime:  # pace like a capture device: frame i leaves at i * 20 ms
-            await asyncio.sleep(max(0.0, start + i * FRAME_MS / 1000 - time.perf_counter()))
-        await ws.send(audio.data[offset:offset + audio.frame_bytes])
-    await ws.send(json.dumps({"type": "end"}))
+class AudioFeed:
+    """The file's audio as one stream over however many sessions it takes."""
+
+    def __init__(self, audio: WavAudio, realtime: bool):
+        self.audio, self.realtime = audio, realtime
+        self.position = 0
+        """Byte where the current (or next) session's audio begins."""
+        self.sent = 0
+        """Byte up to which the current session was sent audio."""
+        self._clock: float | None = None
+        """When the stream's first frame left: with ``realtime``, byte b is due b / rate later."""
+
+    @property
+    def position_s(self) -> float:
+        return self.position / self.audio.bytes_per_second
+
+    async def send(self, ws) -> None:
+        """The audio from ``position`` on in 20 ms frames, then ``end``."""
+        data, step = self.audio.data, self.audio.frame_bytes
+        self.sent = self.position
+        if self._clock is None:
+            self._clock = time.perf_counter()
+        for offset in range(self.position, len(data), step):
+            if self.realtime:  # paced like a capture device; audio sent again after a reconnection is overdue
+                due = self._clock + offset / self.audio.bytes_per_second
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            await ws.send(data[offset:offset + step])
+            self.sent = min(offset + step, len(data))
+        await ws.send(json.dumps({"type": "end"}))
+
+    def go_on_after(self, part: SessionPart) -> None:
+        """Move ``position`` to where the edge stopped reading ``part``: the summary's
+        ``audio_seconds`` on, so that audio sent but not read is sent again and nothing read is;
+        nowhere after a refusal (nothing was read); past all that was sent when there is no summary."""
+        summaries = part.of_type(SummaryEvent)
+        if summaries:
+            read = round(summaries[-1].audio_seconds * self.audio.sample_rate) * self.audio.sample_frame_bytes
+            self.position = min(self.position + read, len(self.audio.data))
+        elif part.of_type(ReadyEvent):
+            self.position = self.sent
 
 
 def _parse(message: str, strict: bool) -> AnyServerEvent | None:
@@ -137,26 +250,72 @@ def connect_options(url: str, token: str | None = None, cafile: Path | None = No
     return options
 
 
-async def stream(path: Path, url: str, realtime: bool = False, language: str | None = None,
-                 on_event=None, word_timestamps: bool = False, strict: bool = True, token: str | None = None,
-                 cafile: Path | None = None) -> StreamResult:
-    """Stream a WAV file through the edge and collect every event until the server closes.
-    Strict (the tests): every event must match this version's protocol models."""
-    audio, result = read_wav(path), StreamResult()
-    config = config_frame(audio, language, word_timestamps)
-    async with websockets.connect(url, **connect_options(url, token, cafile)) as ws:
+def _retryable(exc: Exception) -> bool:
+    """A failed connection that a later attempt may get: nothing listening (an edge restarting), a
+    handshake cut off, or a 5xx answer (an edge shutting down); not a refused credential."""
+    if isinstance(exc, websockets.InvalidStatus):
+        return exc.response.status_code >= 500
+    return isinstance(exc, OSError | websockets.InvalidMessage)
+
+
+async def _stop(sender: asyncio.Task) -> None:
+    """Stop sending audio; a send that failed because the server closed is no error."""
+    sender.cancel()
+    await asyncio.wait({sender})
+    if not sender.cancelled() and not isinstance(sender.exception(), websockets.ConnectionClosed):
+        sender.result()  # raises what went wrong
+
+
+async def _session(url: str, options: dict, config: str | None, feed: AudioFeed, part: SessionPart,
+                   on_event, strict: bool) -> None:
+    """One session: the config and the audio from ``feed.position``; its events until the server closes."""
+    async with websockets.connect(url, **options) as ws:
         if config:
             await ws.send(config)
-        sender = asyncio.create_task(_send_audio(ws, audio, realtime))
-        async for message in ws:
-            event = _parse(message, strict)
-            if event is None:
-                continue
-            result.events.append(event)
-            if on_event:
-                on_event(event)
-        await sender
-    return result
+        sender = asyncio.create_task(feed.send(ws))
+        try:
+            async for message in ws:
+                event = _parse(message, strict)
+                if event is not None:
+                    part.events.append(event)
+                    if on_event:
+                        on_event(event)
+        except websockets.ConnectionClosedError:
+            pass  # closed with another code than 1000: kept below
+        finally:
+            await _stop(sender)
+        part.close_code = ws.close_code
+
+
+async def stream(path: Path, url: str, realtime: bool = False, language: str | None = None,
+                 on_event=None, word_timestamps: bool = False, strict: bool = True, token: str | None = None,
+                 cafile: Path | None = None, backoff: Backoff | None = Backoff()) -> StreamResult:
+    """Stream a WAV file through the edge and collect every event until the server closes. After
+    close 1012 or 1013, reconnect with ``backoff`` (None: don't) and go on with the audio the edge
+    did not read (docs/PROTOCOL.md, Reconnecting). Strict (the tests): every event must match
+    this version's protocol models."""
+    audio, result = read_wav(path), StreamResult()
+    config, options = config_frame(audio, language, word_timestamps), connect_options(url, token, cafile)
+    feed, failed = AudioFeed(audio, realtime), 0
+    while True:
+        part = SessionPart(feed.position_s)
+        try:
+            await _session(url, options, config, feed, part, on_event, strict)
+        except (OSError, websockets.InvalidHandshake) as exc:
+            if not result.sessions or backoff is None or failed + 1 >= backoff.max_attempts or not _retryable(exc):
+                raise  # the first connection is not retried: a wrong URL fails at once
+            failed, why = failed + 1, f"connection failed: {exc}"
+        else:
+            result.sessions.append(part)
+            feed.go_on_after(part)
+            failed = 0 if part.of_type(ReadyEvent) else failed + 1
+            if part.close_code not in RECONNECT_CLOSE_CODES or backoff is None or failed >= backoff.max_attempts:
+                return result
+            why = f"closed with {part.close_code}"
+        delay = backoff.delay_s(failed + 1)
+        print(f"({why}; reconnecting in {delay:.2f} s, going on from {feed.position_s:.3f} s of the stream)",
+              file=sys.stderr, flush=True)
+        await asyncio.sleep(delay)  # the backoff itself, not a race fix
 
 
 def whisper_language(code: str) -> str:
@@ -184,13 +343,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token", default=os.environ.get("EDGE_TOKEN"),
                    help="API key or JWT sent as a bearer credential (default: $EDGE_TOKEN)")
     p.add_argument("--cafile", type=Path, help="PEM CA certificate(s) to trust for a wss:// URL")
+    p.add_argument("--no-reconnect", action="store_true",
+                   help="stop when the edge closes with 1012 or 1013 instead of going on in a new session")
     args = p.parse_args(argv)
     if args.duck is not None and (args.bleep is None or args.duck <= 0):
         p.error("--duck needs --bleep OUT.wav and a positive number of decibels")
     try:
         result = asyncio.run(stream(args.wav, args.url, args.realtime, args.language,
                                     on_event=lambda e: print(e.wire(), flush=True), word_timestamps=args.words,
-                                    strict=False, token=args.token, cafile=args.cafile))
+                                    strict=False, token=args.token, cafile=args.cafile,
+                                    backoff=None if args.no_reconnect else Backoff()))
     except (ValueError, OSError) as exc:  # ValidationError is a ValueError: a WAV the protocol does not take
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -203,7 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         write_censored(args.wav, args.bleep, result, args.duck)
         print(f"wrote {args.bleep}: {len(spans)} harmful span(s) {'ducked' if args.duck else 'bleeped'}",
               file=sys.stderr)
-    return 1 if result.of_type(ErrorEvent) else 0
+    if not result.complete:
+        last = result.sessions[-1].close_code if result.sessions else None
+        print(f"error: the stream was not served to its end (last close code {last})", file=sys.stderr)
+    return 0 if result.complete and not result.failures() else 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection
 
 from edge.admission import Admission, KeyAdmission
 from edge.auth import Authenticator, AuthError, OriginPolicy, Principal, credential
+from edge.drain import Drain
 from edge.fairness import FairShare
 from edge.metrics import EdgeMetrics
 from edge.settings import EdgeSettings
@@ -39,6 +40,7 @@ class EdgeServices:
     admission: Admission
     access: Access
     fair_share: FairShare
+    drain: Drain
 
 
 def get_services(connection: HTTPConnection) -> EdgeServices:
@@ -71,11 +73,16 @@ def get_fair_share(services: ServicesDep) -> FairShare:
     return services.fair_share
 
 
+def get_drain(services: ServicesDep) -> Drain:
+    return services.drain
+
+
 SettingsDep = Annotated[EdgeSettings, Depends(get_settings)]
 PoolDep = Annotated[ModerationPool, Depends(get_pool)]
 MetricsDep = Annotated[EdgeMetrics, Depends(get_metrics)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
 FairShareDep = Annotated[FairShare, Depends(get_fair_share)]
+DrainDep = Annotated[Drain, Depends(get_drain)]
 
 
 def get_key_admission(services: ServicesDep) -> KeyAdmission:

@@ -88,9 +88,11 @@ class ErrorCode(StrEnum):
     UNKNOWN_MESSAGE = "unknown_message"
     FRAME_TOO_LARGE = "frame_too_large"
     SERVER_BUSY = "server_busy"
+    SERVER_DRAINING = "server_draining"
     FIRST_FRAME_TIMEOUT = "first_frame_timeout"
     IDLE_TIMEOUT = "idle_timeout"
     MAX_DURATION = "max_duration"
+    SERVER_SHUTDOWN = "server_shutdown"
     TRITON_TIMEOUT = "triton_timeout"
     TRITON_UNAVAILABLE = "triton_unavailable"
     TRITON_ERROR = "triton_error"
@@ -234,7 +236,8 @@ class ErrorEvent(ServerEvent):
 
 
 class SummaryEvent(ServerEvent):
-    """Last frame of a session that ended with ``{"type": "end"}`` or a timeout."""
+    """Last frame of a session that ended with ``{"type": "end"}`` or a timeout; only a
+    ``server_shutdown`` error follows it, when the edge ends the session to shut down."""
 
     type: Literal["summary"] = "summary"
     session_id: str

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 
 import numpy as np
 from pydantic import ValidationError
@@ -52,13 +53,31 @@ class SessionTimeout(Exception):
         self.code, self.message = code, message
 
 
+class SessionStopped(Exception):
+    """The edge is shutting down and stopped the session (edge/drain.py)."""
+
+
 POLICY_VIOLATION = 1008
 """WebSocket close code (RFC 6455) after a first-frame or idle timeout: the client broke the
 protocol's rule to keep streaming."""
 NORMAL_CLOSURE = 1000
 """WebSocket close code after ``{"type": "end"}`` and after ``max_duration``."""
+SERVICE_RESTART = 1012
+"""WebSocket close code after ``server_shutdown``: the edge is going away, the client reconnects."""
 TIMEOUT_CLOSE_CODES = {ErrorCode.FIRST_FRAME_TIMEOUT: POLICY_VIOLATION, ErrorCode.IDLE_TIMEOUT: POLICY_VIOLATION,
                        ErrorCode.MAX_DURATION: NORMAL_CLOSURE}
+SHUTDOWN_MESSAGE = "this edge is shutting down: reconnect and go on streaming in a new session"
+"""Message of the ``server_shutdown`` event (docs/PROTOCOL.md, Reconnecting, says how to go on)."""
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a session ends once its results are delivered: its close code, and the event that
+    follows the summary, if any (``server_shutdown``: the last frame before 1012, so a client
+    that sees it knows it has every result of the session)."""
+
+    close_code: int
+    after_summary: ErrorEvent | None = None
 
 
 SegmentResult = SegmentEvent | ErrorEvent
@@ -67,8 +86,10 @@ SegmentResult = SegmentEvent | ErrorEvent
 
 class Session:
     def __init__(self, websocket: WebSocket, settings: EdgeSettings, pool: ModerationPool, metrics: EdgeMetrics,
-                 fair_share: FairShare):
+                 fair_share: FairShare, stop: asyncio.Future | None = None):
         self.id = uuid.uuid4().hex
+        self._stop = stop if stop is not None else asyncio.get_running_loop().create_future()
+        """Resolved when the edge stops the session to shut down (edge/drain.py); never by default."""
         self.ws, self.settings, self.pool, self.metrics = websocket, settings, pool, metrics
         self.fair_share, self._bulk_share = fair_share, fair_share.session_share()
         self.pace = Pace(settings.bulk_lead_s)
@@ -142,8 +163,8 @@ class Session:
 
     async def _serve(self, sender: asyncio.Task) -> None:
         try:
-            close_code = await self._receive_until_done()
-            await self._finish(sender, close_code)
+            ending = await self._receive_until_done()
+            await self._finish(sender, ending)
         except (ClientGone, WebSocketDisconnect):
             logger.info("session %s: client left, abandoning %d in-flight segments", self.id, len(self.in_flight))
             self._abort(sender)
@@ -161,16 +182,19 @@ class Session:
         except Exception:  # noqa: BLE001 - the socket may already be gone
             pass
 
-    async def _receive_until_done(self) -> int:
-        """Read frames until {"type":"end"} or a timeout; the close code to end with."""
+    async def _receive_until_done(self) -> Ending:
+        """Read frames until {"type":"end"}, a timeout or the edge's shutdown; how to end."""
         try:
             await self._receive_until_end()
         except SessionTimeout as timeout:
             logger.info("session %s: %s: %s", self.id, timeout.code.value, timeout.message)
             self.metrics.session_timeouts.labels(timeout.code.value).inc()
             await self.send(ErrorEvent(code=timeout.code, message=timeout.message))
-            return TIMEOUT_CLOSE_CODES[timeout.code]
-        return NORMAL_CLOSURE
+            return Ending(TIMEOUT_CLOSE_CODES[timeout.code])
+        except SessionStopped:
+            logger.info("session %s: stopped by the edge's shutdown", self.id)
+            return Ending(SERVICE_RESTART, ErrorEvent(code=ErrorCode.SERVER_SHUTDOWN, message=SHUTDOWN_MESSAGE))
+        return Ending(NORMAL_CLOSURE)
 
     def _deadline(self) -> tuple[float, ErrorCode, str]:
         """When the next frame is due at the latest, and the timeout that passing it is."""
@@ -187,17 +211,24 @@ class Session:
         return due, code, message
 
     async def _next_message(self) -> dict:
-        """The next ASGI message from the client, or SessionTimeout once its deadline passes."""
+        """The next ASGI message from the client; SessionTimeout once its deadline passes,
+        SessionStopped once the edge stops the session."""
         due, code, message = self._deadline()
         remaining = due - asyncio.get_running_loop().time()
         if remaining <= 0:  # checked first: a client flooding frames never waits in receive()
             raise SessionTimeout(code, message)
+        if self._stop.done():  # likewise
+            raise SessionStopped()
+        receive = asyncio.ensure_future(self.ws.receive())
         try:
-            received = await asyncio.wait_for(self.ws.receive(), remaining)
-        except TimeoutError:
-            raise SessionTimeout(code, message) from None
-        self.got_first_frame = True
-        return received
+            await asyncio.wait((receive, self._stop), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not receive.done():  # cancelled too when this session is: no receive outlives it
+                receive.cancel()
+        if not receive.done():
+            raise SessionStopped() if self._stop.done() else SessionTimeout(code, message)
+        self.got_first_frame = True  # a message that came with the stop is still handled: it was read
+        return receive.result()
 
     async def _receive_until_end(self) -> None:
         while True:
@@ -338,8 +369,9 @@ class Session:
         self.metrics.segments.labels("harmful" if event.is_harmful else "normal").inc()
         self.metrics.segment_latency.observe(event.latency_ms / 1000)
 
-    async def _finish(self, sender: asyncio.Task, close_code: int = NORMAL_CLOSURE) -> None:
-        """Flush buffered speech, deliver every pending result, send the summary, close."""
+    async def _finish(self, sender: asyncio.Task, ending: Ending) -> None:
+        """Flush buffered speech, deliver every pending result, send the summary (and the event
+        that follows it), close."""
         now = time.perf_counter()
         tail = self.decoder.flush()
         for segment in self.segmenter.feed(tail, now) + self.segmenter.flush(now):
@@ -347,7 +379,9 @@ class Session:
         self.pending.put_nowait(_END)
         await sender
         await self.send(self.summary())
-        await self.ws.close(close_code)
+        if ending.after_summary is not None:
+            await self.send(ending.after_summary)
+        await self.ws.close(ending.close_code)
 
     def summary(self) -> SummaryEvent:
         lat = np.array(self.latencies_ms) if self.latencies_ms else None

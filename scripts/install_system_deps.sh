@@ -1,12 +1,28 @@
 #!/usr/bin/env bash
-# Installs the Debian tools the tests use to make speech: espeak-ng (speech) and sox (resampling).
+# Installs the Debian tools the tests use: espeak-ng (speech) and sox (resampling) to make speech,
+# and docker-compose (v1, python) to validate docker-compose.gpu.yml offline (`config` needs no
+# Docker engine). The deployment tests also need kubectl with kustomize v4 or newer (`kubectl
+# kustomize`): Debian bookworm's kubectl is 1.20 (kustomize v2), too old, so kubectl is checked,
+# not installed.
 set -euo pipefail
 missing=()
 for tool in espeak-ng sox; do command -v "$tool" >/dev/null || missing+=("$tool"); done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# Without recommends: docker-compose would bring the whole Docker engine.
+missing_lean=()
+command -v docker-compose >/dev/null || missing_lean+=(docker-compose)
+command -v kubectl >/dev/null || command -v kustomize >/dev/null || \
+  echo "kubectl not found: tests/integration/test_deploy_files.py needs kubectl >= 1.21 or kustomize v4+" >&2
+[ ${#missing[@]} -eq 0 ] && [ ${#missing_lean[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
-  echo "missing ${missing[*]}: run 'sudo apt-get install -y ${missing[*]}'" >&2
+  [ ${#missing[@]} -eq 0 ] || echo "missing ${missing[*]}: run 'sudo apt-get install -y ${missing[*]}'" >&2
+  [ ${#missing_lean[@]} -eq 0 ] || echo "missing ${missing_lean[*]}: run" \
+    "'sudo apt-get install -y --no-install-recommends ${missing_lean[*]}'" >&2
   exit 1
 fi
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+if [ ${#missing_lean[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing_lean[@]}"
+fi

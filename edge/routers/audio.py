@@ -6,9 +6,10 @@ import logging
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from edge.admission import SessionLimitReached
+from edge.admission import SessionRefused
 from edge.dependencies import (
     AdmissionDep,
+    DrainDep,
     FairShareDep,
     KeyAdmissionDep,
     MetricsDep,
@@ -16,7 +17,7 @@ from edge.dependencies import (
     PrincipalDep,
     SettingsDep,
 )
-from edge.protocol import ErrorCode, ErrorEvent
+from edge.protocol import ErrorEvent
 from edge.session import Session
 
 logger = logging.getLogger(__name__)
@@ -30,21 +31,26 @@ TRY_AGAIN_LATER = 1013
 @router.websocket("/ws/audio")
 async def audio_socket(websocket: WebSocket, settings: SettingsDep, pool: PoolDep, metrics: MetricsDep,
                        admission: AdmissionDep, key_admission: KeyAdmissionDep, principal: PrincipalDep,
-                       fair_share: FairShareDep) -> None:
+                       fair_share: FairShareDep, drain: DrainDep) -> None:
     # ``principal`` is resolved before this runs: a refused client never gets here (1008, HTTP 403).
     await websocket.accept()
     try:
-        with key_admission.admit(principal.key if principal else None), admission.admit():
-            session = Session(websocket, settings, pool, metrics, fair_share)
+        with drain.admit() as stop, key_admission.admit(principal.key if principal else None), admission.admit():
+            session = Session(websocket, settings, pool, metrics, fair_share, stop)
             logger.info("session %s opened", session.id)
             try:
                 await session.run()
             finally:
                 logger.info("session %s closed", session.id)
-    except SessionLimitReached as limit:  # of the edge, or of this client's key (KeyLimitReached)
-        refusal = ErrorEvent(code=ErrorCode.SERVER_BUSY, message=str(limit))
-        try:
-            await websocket.send_text(refusal.wire())
-            await websocket.close(TRY_AGAIN_LATER)
-        except (WebSocketDisconnect, RuntimeError, OSError):  # the client left first
-            logger.info("refused client left before its refusal was sent")
+    except SessionRefused as refusal:  # the edge is full or draining, or this client's key is at its limit
+        await refuse(websocket, refusal)
+
+
+async def refuse(websocket: WebSocket, refusal: SessionRefused) -> None:
+    """Tell the client why, typed, and close with 1013."""
+    logger.info("refused a session: %s: %s", refusal.code.value, refusal)
+    try:
+        await websocket.send_text(ErrorEvent(code=refusal.code, message=str(refusal)).wire())
+        await websocket.close(TRY_AGAIN_LATER)
+    except (WebSocketDisconnect, RuntimeError, OSError):  # the client left first
+        logger.info("refused client left before its refusal was sent")
