@@ -30,12 +30,24 @@ class Priority(IntEnum):
     BULK = 2
 
 
+RESUME_WINDOW_S = 2.0
+"""The first seconds of a session, in which a backlog sent at once is forgiven (see Pace)."""
+MAX_RESUME_BACKLOG_S = 4.0
+"""The largest such backlog: a client that reconnects (after a 1012 or a network break) sends
+the audio it captured meanwhile at once, then streams in real time again. Small, because an
+uploader that opens session after session gets this much at real-time priority each time."""
+
+
 class Pace:
-    """How far a session's audio runs ahead of real time, and so the priority of its segments."""
+    """How far a session's audio runs ahead of real time, and so the priority of its segments.
+
+    A backlog of up to MAX_RESUME_BACKLOG_S sent within the first RESUME_WINDOW_S is forgiven: a
+    resuming live client stays real-time, while an upload, which keeps running ahead, does not."""
 
     def __init__(self, bulk_lead_s: float) -> None:
         self.bulk_lead_s = bulk_lead_s
         self._first_audio_at: float | None = None
+        self._backlog_s = 0.0
 
     def on_audio(self, now: float) -> None:
         """An audio frame arrived (``now`` on a monotonic clock)."""
@@ -43,9 +55,15 @@ class Pace:
             self._first_audio_at = now
 
     def lead_s(self, audio_s: float, now: float) -> float:
-        """Seconds of audio received beyond the time since the first audio frame: about 0 for a
-        client that streams in real time (less after a stall), growing for one that sends faster."""
-        return 0.0 if self._first_audio_at is None else audio_s - (now - self._first_audio_at)
+        """Seconds of audio received beyond the time since the first audio frame, less a forgiven
+        initial backlog: about 0 for a client that streams in real time (less after a stall),
+        growing for one that sends faster."""
+        if self._first_audio_at is None:
+            return 0.0
+        lead = audio_s - (now - self._first_audio_at)
+        if now - self._first_audio_at <= RESUME_WINDOW_S:
+            self._backlog_s = max(self._backlog_s, min(lead, MAX_RESUME_BACKLOG_S))
+        return lead - self._backlog_s
 
     def priority(self, audio_s: float, now: float) -> Priority:
         """BULK once the session runs more than ``bulk_lead_s`` ahead of real time."""

@@ -47,6 +47,7 @@ class FakePool:
         self.completed: list[int] = []
         """Call indices in the order their answers were ready."""
         self.in_flight = self.peak_in_flight = 0
+        self.bulk_in_flight = self.peak_bulk_in_flight = 0
         self.started = self.closed = False
         self._held: list[asyncio.Future] = []
         self.gated = gated
@@ -79,11 +80,15 @@ class FakePool:
         self.calls.append(Call(len(audio), language, word_timestamps, priority))
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        bulk = priority is Priority.BULK
+        self.bulk_in_flight += bulk
+        self.peak_bulk_in_flight = max(self.peak_bulk_in_flight, self.bulk_in_flight)
         self._notify_watchers()
         try:
             await self._answer_turn()
         finally:
             self.in_flight -= 1
+            self.bulk_in_flight -= bulk
         self.completed.append(index)
         if self.error is not None:
             raise self.error

@@ -26,6 +26,16 @@ def test_a_stream_at_real_time_stays_realtime_and_one_ahead_of_it_becomes_bulk()
     assert pace.lead_s(audio_s=30.0, now=110.0) == pytest.approx(20.0)
 
 
+def test_a_resuming_client_may_send_its_backlog_at_once_but_an_upload_stays_bulk():
+    resumed, upload = Pace(bulk_lead_s=2.0), Pace(bulk_lead_s=2.0)
+    for pace in (resumed, upload):
+        pace.on_audio(0.0)
+    assert resumed.priority(audio_s=6.0, now=0.1) is Priority.REALTIME  # 6 s captured while reconnecting
+    assert resumed.priority(audio_s=66.0, now=60.0) is Priority.REALTIME  # then real time again
+    assert upload.priority(audio_s=30.0, now=1.0) is Priority.BULK  # far more than a backlog at once
+    assert upload.priority(audio_s=60.0, now=3.0) is Priority.BULK
+
+
 def test_a_stall_earns_no_credit_beyond_real_time():
     pace = Pace(bulk_lead_s=2.0)
     pace.on_audio(0.0)
@@ -83,9 +93,12 @@ def test_a_burst_sender_is_bulk_one_call_at_a_time_and_loses_nothing():
         events, code = end(ws)
         metrics = app.get("/metrics").text
     assert [s.seq for s in events if isinstance(s, SegmentEvent)] == list(range(9)) and code == 1000
-    assert pool.peak_in_flight == 1
-    # The first segment closes before the client is 2 s ahead; every later one is bulk.
-    assert [c.priority for c in pool.calls][1:] == [Priority.BULK] * 8
+    assert pool.peak_bulk_in_flight == 1
+    # Sent in an instant: the first MAX_RESUME_BACKLOG_S (a resuming client's backlog) and
+    # bulk_lead_s more are forgiven; every segment past them is bulk.
+    priorities = [c.priority for c in pool.calls]
+    realtime = priorities.count(Priority.REALTIME)
+    assert priorities == [Priority.REALTIME] * realtime + [Priority.BULK] * (9 - realtime) and realtime <= 4
     assert 'edge_segment_priority_total{priority="bulk"}' in metrics
 
 

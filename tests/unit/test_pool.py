@@ -130,7 +130,7 @@ def test_a_call_whose_replica_dies_is_retried_once_on_another_and_counted():
     pool, result = asyncio.run(scenario())
     assert result.transcript == "hello" and len(dead.calls) == 1 and len(alive.calls) == 1
     assert pool.ready == {"b:1"} and pool.retries == {"unavailable": 1}
-    assert alive.calls[0]["client_timeout"] <= 5.0  # what is left of the segment's deadline
+    assert alive.calls[0]["timeout"] <= 5_000_000  # what is left of the segment's deadline, in µs
     metrics = generate_latest(registry_of(pool)).decode()
     assert 'edge_triton_retries_total{reason="unavailable"} 1.0' in metrics
     assert 'edge_triton_replica_ready{replica="a:1"} 0.0' in metrics
