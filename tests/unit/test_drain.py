@@ -20,7 +20,6 @@ from edge.app import create_app
 from edge.client import AudioFeed, Backoff, SessionPart, WavAudio, stream
 from edge.drain import Drain
 from edge.protocol import (
-    SERVER_EVENTS,
     ErrorCode,
     ErrorEvent,
     ReadyEvent,
@@ -29,24 +28,24 @@ from edge.protocol import (
 )
 from edge.settings import EdgeSettings
 from scripts.launch import free_port
-from scripts.speech import DIALOGUE, DIALOGUE_WAV, SAMPLE_RATE, pcm16, read_wav, speech_times
+from scripts.speech import DIALOGUE, DIALOGUE_WAV, SAMPLE_RATE, speech_times
 from tests.unit.fakes import FakePool
+from tests.unit.test_app import (
+    DIALOGUE_PCM,
+    REALTIME_LEAD_S,
+    client,
+    next_event,
+    send_audio,
+    until_close,
+)
 
-DIALOGUE_PCM = pcm16(read_wav(DIALOGUE_WAV))
-FRAME_BYTES = 640
 BYTES_PER_S = 2 * SAMPLE_RATE
-REALTIME_LEAD_S = 3600.0
-"""``bulk_lead_s`` under which the tests' burst of audio counts as real time (several calls in flight)."""
 WAIT_S = 10
 """Failure detection only: what has not happened by then never will."""
 SENTENCE_EDGE_S = 0.25
 """Of each sentence's synthesised speech, the quiet onset and tail the VAD may leave out of its segment."""
 FAST_BACKOFF = Backoff(initial_s=0.05, max_s=0.5, max_attempts=20)
 """Reconnection waits for the in-process edges of these tests, which come back in well under a second."""
-
-
-def client(pool: FakePool, **settings) -> TestClient:
-    return TestClient(create_app(EdgeSettings(**settings), pool=pool))
 
 
 def start_drain(app: TestClient) -> asyncio.Task:
@@ -58,22 +57,6 @@ def start_drain(app: TestClient) -> asyncio.Task:
 
 async def finished(task: asyncio.Task) -> None:
     await asyncio.wait_for(task, WAIT_S)
-
-
-def next_event(ws):
-    return SERVER_EVENTS.validate_json(ws.receive_text())
-
-
-def until_close(ws) -> tuple[list, int]:
-    events = []
-    while (message := ws.receive())["type"] != "websocket.close":
-        events.append(SERVER_EVENTS.validate_json(message["text"]))
-    return events, message["code"]
-
-
-def send_audio(ws, pcm: bytes) -> None:
-    for offset in range(0, len(pcm), FRAME_BYTES):
-        ws.send_bytes(pcm[offset:offset + FRAME_BYTES])
 
 
 def all_read(ws) -> None:
