@@ -17,7 +17,7 @@ from edge.metrics import EdgeMetrics
 from edge.routers import audio, health, metrics
 from edge.session import ABANDONED
 from edge.settings import EdgeSettings
-from edge.triton import ModerationPool, TritonPool
+from edge.triton import ModerationPool, TritonPool, longest_call_s
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
             yield
         finally:
             if ABANDONED:  # let abandoned calls end by their deadline: closing the channels cancels them
-                await asyncio.wait(set(ABANDONED), timeout=settings.triton_timeout_s)
+                await asyncio.wait(set(ABANDONED), timeout=longest_call_s(settings.triton_timeout_s))
             await pool.close()
 
     app = FastAPI(title="Speech moderation edge", lifespan=lifespan)

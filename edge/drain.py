@@ -24,12 +24,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from edge.admission import SessionRefused
 from edge.protocol import ErrorCode
 from edge.settings import EdgeSettings
+from edge.triton import longest_call_s
 
 logger = logging.getLogger(__name__)
 
 FINISH_MARGIN_S = 5.0
-"""Stopped sessions get the Triton deadline plus this to deliver their last results, summary and
-close. One still open then (a client that does not read) is left to uvicorn's shutdown, which
+"""Stopped sessions get their longest Triton call (edge/triton.py) plus this to deliver their
+last results, summary and close. One still open then (a client that does not read) is left to uvicorn's shutdown, which
 closes its socket with 1012 and no event: the process must exit in bounded time."""
 
 SessionStop = asyncio.Future
@@ -64,7 +65,7 @@ class Drain:
 
     @classmethod
     def from_settings(cls, settings: EdgeSettings, registry: CollectorRegistry) -> Drain:
-        return cls(settings.drain_grace_s, settings.triton_timeout_s + FINISH_MARGIN_S, registry)
+        return cls(settings.drain_grace_s, longest_call_s(settings.triton_timeout_s) + FINISH_MARGIN_S, registry)
 
     @property
     def open_sessions(self) -> int:

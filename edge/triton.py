@@ -51,6 +51,13 @@ CANCEL_MARGIN_S = 5.0
 """The gRPC deadline of a call is its Triton request timeout plus this: a request still queued at
 its deadline is rejected by Triton itself, before gRPC would cancel the call (tritonserver 2.51
 can crash on a cancellation; docs/OPERATIONS.md)."""
+
+
+def longest_call_s(timeout_s: float) -> float:
+    """How long a call with Triton deadline ``timeout_s`` can last at most: its gRPC deadline."""
+    return timeout_s + CANCEL_MARGIN_S
+
+
 MIN_RETRY_BUDGET_S = 0.5
 """A failed call is retried on another replica only if at least this much of its deadline is left."""
 RETRY_REASONS = ("unavailable",)
@@ -378,7 +385,7 @@ class TritonPool:
         self.calls[url] += 1
         try:
             result = await client.infer(self.model, inputs, priority=int(priority), timeout=int(timeout_s * 1e6),
-                                        client_timeout=timeout_s + CANCEL_MARGIN_S)
+                                        client_timeout=longest_call_s(timeout_s))
         except InferenceServerException as exc:
             error = _classify(exc)
             if error.reason in ("timeout", "unavailable"):  # until the next probe finds it ready

@@ -30,9 +30,10 @@ CREDENTIAL_SETTINGS = ("API_KEYS_FILE", "API_KEY_HASHES", "JWT_SECRET", "JWT_PUB
 """EDGE_* variables that configure credentials: with any of them set, the launcher leaves auth on."""
 EDGE_START_TIMEOUT_S = 30
 """uvicorn plus numpy/PyAV imports take a few seconds on a busy 2-core machine."""
-EDGE_STOP_GRACE_S = 60
+EDGE_STOP_GRACE_S = 70
 """How long a stopped edge may take before it is killed: its drain (EDGE_DRAIN_GRACE_S, 30 s by
-default) plus the deadline of results still in flight (EDGE_TRITON_TIMEOUT_S, 15 s) and a margin.
+default) plus the longest call of results still in flight (EDGE_TRITON_TIMEOUT_S 15 s + 5 s) and
+a margin.
 An edge with no open session exits at once."""
 HEALTH_POLL_S = 0.2
 """Polling interval while a server starts: readiness has no push notification."""
