@@ -15,9 +15,11 @@ from edge.drain import Drain
 from edge.fairness import FairShare
 from edge.metrics import EdgeMetrics
 from edge.routers import audio, health, metrics
+from edge.routers import jobs as job_routes
 from edge.session import ABANDONED
 from edge.settings import EdgeSettings
 from edge.triton import ModerationPool, TritonPool, longest_call_s
+from jobs.service import JobService, celery_job_service
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +30,16 @@ def triton_pool(settings: EdgeSettings) -> TritonPool:
                       settings.triton_health_interval_s, settings.triton_discovery_interval_s)
 
 
-def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None = None) -> FastAPI:
-    """The edge app; ``pool`` defaults to a TritonPool built from ``settings``. The app starts
-    and closes the pool with its own lifespan. EdgeConfigError for authentication settings that
+def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None = None,
+               jobs: JobService | None = None) -> FastAPI:
+    """The edge app; ``pool`` defaults to a TritonPool built from ``settings``, ``jobs`` (the batch
+    job API's store and queue) to one on Celery and Redis when ``settings.jobs`` is on. The app
+    starts and closes them with its own lifespan. EdgeConfigError for authentication settings that
     cannot work (docs/SECURITY.md)."""
     settings = settings or EdgeSettings()
     pool = pool if pool is not None else triton_pool(settings)
+    if jobs is None and settings.jobs:
+        jobs = celery_job_service()
     edge_metrics = EdgeMetrics()
     edge_metrics.watch_pool(pool)  # per-replica state and retries, read at scrape time
     admission = Admission(settings.max_sessions, edge_metrics.active_sessions)
@@ -41,7 +47,7 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
     fair_share = FairShare(settings.bulk_max_in_flight, settings.bulk_session_max_in_flight,
                            settings.bulk_pause_realtime_sessions, settings.bulk_max_pause_s)
     drain = Drain.from_settings(settings, edge_metrics.registry)  # started by edge/__main__.py on SIGTERM
-    services = EdgeServices(settings, pool, edge_metrics, admission, access, fair_share, drain)
+    services = EdgeServices(settings, pool, edge_metrics, admission, access, fair_share, drain, jobs)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -53,10 +59,12 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
             if ABANDONED:  # let abandoned calls end by their deadline: closing the channels cancels them
                 await asyncio.wait(set(ABANDONED), timeout=longest_call_s(settings.triton_timeout_s))
             await pool.close()
+            if jobs is not None:
+                await jobs.close()
 
     app = FastAPI(title="Speech moderation edge", lifespan=lifespan)
     app.state.services = services
-    for router in (audio.router, health.router):
+    for router in (audio.router, health.router, job_routes.router):
         app.include_router(router)
     app.include_router(metrics.router, dependencies=[OpsAccessDep])  # /readyz is guarded in its router
     return app

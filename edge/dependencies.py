@@ -17,6 +17,7 @@ from edge.fairness import FairShare
 from edge.metrics import EdgeMetrics
 from edge.settings import EdgeSettings
 from edge.triton import ModerationPool
+from jobs.service import JobService
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ class EdgeServices:
     access: Access
     fair_share: FairShare
     drain: Drain
+    jobs: JobService | None = None
+    """The batch job API's store and queue; None when jobs are not served (EDGE_JOBS)."""
 
 
 def get_services(connection: HTTPConnection) -> EdgeServices:
@@ -120,7 +123,19 @@ def ops_access(request: Request, services: ServicesDep) -> None:
                             headers={"WWW-Authenticate": "Bearer"}) from exc
 
 
+def http_principal(request: Request, services: ServicesDep) -> Principal | None:
+    """The client of an HTTP API call (the job API): 401 without a valid credential when
+    authentication is on."""
+    try:
+        return services.access.authenticator.authenticate(credential(request.headers, request.query_params))
+    except AuthError as exc:
+        logger.warning("refused %s from %s: %s", request.url.path, _peer(request), exc)
+        detail = {"code": "unauthorized", "message": "authentication required"}
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}) from exc
+
+
 KeyAdmissionDep = Annotated[KeyAdmission, Depends(get_key_admission)]
 PrincipalDep = Annotated[Principal | None, Depends(websocket_principal)]
+HttpPrincipalDep = Annotated[Principal | None, Depends(http_principal)]
 OpsAccessDep = Depends(ops_access)
 """For ``dependencies=[OpsAccessDep]`` of the ops routes."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, TypeAdapter
 
-from edge.protocol import HarmfulSpan, Signal, WordTime
+from edge.protocol import HarmfulSpan, SegmentEvent, Signal, WordTime
 
 
 class ModelWord(BaseModel):
@@ -45,6 +45,9 @@ class Moderation:
     no_speech_prob: float
     words: list[ModelWord] = field(default_factory=list)
     matches: list[LexiconMatch] = field(default_factory=list)
+    language: str | None = None
+    """The language Whisper transcribed in (the detected one when the request asked for "auto");
+    None when the model does not report it (exported before LANGUAGE_CODE)."""
 
 
 @dataclass(frozen=True)
@@ -119,3 +122,15 @@ def stream_words(result: Moderation, offset_s: float) -> list[WordTime]:
     """The segment's words in stream time."""
     return [WordTime(word=w.word.strip(), start_s=round(w.start + offset_s, 3), end_s=round(w.end + offset_s, 3),
                      probability=round(w.probability, 4)) for w in result.words]
+
+
+def segment_event(result: Moderation, facts: ModelFacts, threshold: float, seq: int, start_s: float, end_s: float,
+                  with_words: bool) -> SegmentEvent:
+    """The ``segment`` event of one moderated segment: the live stream's and a batch job's alike."""
+    verdict = judge(result, facts, threshold, start_s, end_s)
+    return SegmentEvent(
+        seq=seq, start_s=round(start_s, 3), end_s=round(end_s, 3), text=result.transcript,
+        is_harmful=verdict.is_harmful, reasons=verdict.reasons, confidence=verdict.confidence,
+        harmful_prob=round(result.harmful_prob, 4), no_speech_prob=round(result.no_speech_prob, 4),
+        harmful_spans=verdict.spans, words=stream_words(result, start_s) if with_words else None,
+    )

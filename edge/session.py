@@ -15,7 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from edge.audio import PcmDecoder
 from edge.fairness import FairShare, Pace, Priority
 from edge.metrics import EdgeMetrics
-from edge.moderation import Moderation, judge, stream_words
+from edge.moderation import Moderation, segment_event
 from edge.protocol import (
     SAMPLE_RATE,
     BadJson,
@@ -342,13 +342,8 @@ class Session:
         self._update_activity()
 
     def _segment_event(self, result: Moderation, times: dict, segment: Segment) -> SegmentEvent:
-        verdict = judge(result, self.pool.facts, self.settings.harmful_threshold, segment.start_s, segment.end_s)
-        return SegmentEvent(
-            **times, text=result.transcript, is_harmful=verdict.is_harmful, reasons=verdict.reasons,
-            confidence=verdict.confidence, harmful_prob=round(result.harmful_prob, 4),
-            no_speech_prob=round(result.no_speech_prob, 4), harmful_spans=verdict.spans,
-            words=stream_words(result, segment.start_s) if self.config.word_timestamps else None,
-        )
+        return segment_event(result, self.pool.facts, self.settings.harmful_threshold, times["seq"], segment.start_s,
+                             segment.end_s, self.config.word_timestamps)
 
     async def _deliver_results(self) -> None:
         """Send results in segment order as they complete."""

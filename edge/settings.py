@@ -27,6 +27,9 @@ class EdgeSettings(BaseSettings):
     """Deadline of one segment's Triton call; past it the segment gets an error event."""
     triton_health_interval_s: float = Field(2.0, gt=0)
     """How often each Triton server's model readiness is re-checked."""
+    jobs: bool = False
+    """Serve the batch job API (``/v1/jobs``, docs/JOBS.md): needs Redis (``REDIS_URL``) and
+    ``python -m jobs.worker`` processes; ``make run`` starts both and turns this on."""
     harmful_threshold: float = Field(0.5, ge=0, le=1)
     """With a trained classifier, a segment is harmful when its HARMFUL_PROB is at least this."""
     span_word_times: bool = True

@@ -133,8 +133,9 @@ class ModerationPool(Protocol):
 
 
 def ensemble_inputs(audio: np.ndarray, language: str | None, word_timestamps: bool = False) -> list[InferInput]:
-    """AUDIO [1, n]; LANGUAGE [1, 1] unless None (the model's default applies); WORD_TIMESTAMPS
-    [1, 1] only when asked for (the model's alignment pass is skipped otherwise)."""
+    """AUDIO [1, n]; LANGUAGE [1, 1] unless None (the model's default applies), sent as given:
+    a Whisper code, or "auto" to have the model detect it (callers validate which they allow);
+    WORD_TIMESTAMPS [1, 1] only when asked for (the model's alignment pass is skipped otherwise)."""
     audio = np.asarray(audio, dtype=np.float32).reshape(1, -1)
     inputs = [InferInput("AUDIO", list(audio.shape), "FP32")]
     inputs[0].set_data_from_numpy(audio)
@@ -168,6 +169,14 @@ def _json_output(result, name: str, adapter: TypeAdapter) -> list:
                               f"Triton's {name} output is malformed: {exc}") from exc
 
 
+def _optional_text(result, name: str) -> str | None:
+    """A string output that older exports lack: None when the response has no such output."""
+    values = result.as_numpy(name)
+    if values is None or values.size < 1:
+        return None
+    return values.reshape(-1)[0].decode("utf-8", errors="replace") or None
+
+
 def parse_moderation(result) -> Moderation:
     """A one-segment response of the ensemble; TritonCallError when a required output is missing."""
     return Moderation(
@@ -176,6 +185,7 @@ def parse_moderation(result) -> Moderation:
         no_speech_prob=float(_output(result, "NO_SPEECH_PROB")[0]),
         words=_json_output(result, "WORDS", WORDS),
         matches=_json_output(result, "MATCHES", MATCHES),
+        language=_optional_text(result, "LANGUAGE_CODE"),
     )
 
 

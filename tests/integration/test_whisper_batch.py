@@ -64,6 +64,28 @@ def test_int8_linear_layers_keep_transcripts_accurate(model_repository, english_
 def test_unknown_language_is_rejected(fit_context):
     with pytest.raises(ValueError, match="unsupported language"):
         fit_context.language_token("xx")
+    with pytest.raises(ValueError, match="unsupported language"):
+        fit_context.requested_language("xx")
+    with pytest.raises(ValueError, match="unsupported language"):
+        fit_context.language_token("auto")  # auto is a request's choice, never a default
+
+
+def test_auto_is_the_only_request_without_a_language_token(fit_context):
+    assert fit_context.requested_language(" AUTO ") is None
+    assert fit_context.requested_language("en") == fit_context.language_token("en")
+
+
+def test_auto_rows_beside_fixed_rows_decode_as_if_their_language_had_been_given(full_context, english_wav,
+                                                                               spanish_wav):
+    speech, spanish = read_wav(english_wav), read_wav(spanish_wav)
+    en, es = full_context.language_token("en"), full_context.language_token("es")
+    mixed = full_context.transcribe([speech, spanish, speech], [None, es, en], [True, False, False])
+    alone = [full_context.transcribe([speech], [en], [True])[0], full_context.transcribe([spanish], [es])[0],
+             full_context.transcribe([speech], [en])[0]]
+    assert [r.language for r in mixed] == ["en", "es", "en"]
+    assert [r.text for r in mixed] == [a.text for a in alone]
+    np.testing.assert_allclose([r.no_speech_prob for r in mixed], [a.no_speech_prob for a in alone], atol=1e-3)
+    assert [w.word for w in mixed[0].words] == [w.word for w in alone[0].words] != []
 
 
 def test_decoding_loops_are_cut_to_one_copy(model_repository):

@@ -13,12 +13,12 @@ def python_files(*packages: str):
 
 
 def test_no_tool_or_deployable_imports_the_tests():
-    offenders = [str(path.relative_to(REPO_ROOT)) for path in python_files("edge", "scripts", "loadtest")
+    offenders = [str(path.relative_to(REPO_ROOT)) for path in python_files("edge", "jobs", "scripts", "loadtest")
                  if re.search(r"^\s*(from|import) tests\b", path.read_text(), re.M)]
     assert offenders == []
 
 
-def test_the_edge_depends_on_no_tool():
-    offenders = [str(path.relative_to(REPO_ROOT)) for path in python_files("edge")
+def test_the_edge_and_the_workers_depend_on_no_tool():
+    offenders = [str(path.relative_to(REPO_ROOT)) for path in python_files("edge", "jobs")
                  if re.search(r"^\s*(from|import) (scripts|loadtest)\b", path.read_text(), re.M)]
     assert offenders == []

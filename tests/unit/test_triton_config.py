@@ -36,7 +36,7 @@ def test_the_exporters_defaults_render_the_documented_configs(whisper, koelectra
     assert w.dynamic_batching.max_queue_delay_microseconds == 10000
     assert [i.name for i in w.input] == ["AUDIO", "LANGUAGE", "WORD_TIMESTAMPS"] and w.input[0].allow_ragged_batch
     assert w.input[1].optional and w.input[2].optional
-    assert [o.name for o in w.output] == ["TRANSCRIPT", "NO_SPEECH_PROB", "WORDS"]
+    assert [o.name for o in w.output] == ["TRANSCRIPT", "NO_SPEECH_PROB", "WORDS", "LANGUAGE_CODE"]
     assert parameters(w) == {"checkpoint": "whisper.pt", "default_language": "ko", "fp16": "false",
                              "cpu_threads": "0", "encoder_context": "full", "cpu_int8": "false"}
     assert (k.name, k.max_batch_size, k.dynamic_batching.max_queue_delay_microseconds) == ("koelectra", 64, 2000)
@@ -49,7 +49,9 @@ def test_the_ensemble_takes_its_batch_size_and_language_from_its_members(whisper
     assert (config.platform, config.max_batch_size) == ("ensemble", 4)
     assert [step.model_name for step in config.ensemble_scheduling.step] == ["whisper", "koelectra"]
     assert parameters(config) == {"default_language": "en", "lexicon": "", "classifier_trained": "false"}
-    assert [o.name for o in config.output] == ["TRANSCRIPT", "HARMFUL_PROB", "NO_SPEECH_PROB", "WORDS"]
+    assert [o.name for o in config.output] == ["TRANSCRIPT", "HARMFUL_PROB", "NO_SPEECH_PROB", "WORDS",
+                                               "LANGUAGE_CODE"]
+    assert config.ensemble_scheduling.step[0].output_map["LANGUAGE_CODE"] == "LANGUAGE_CODE"
 
 
 def test_an_ensemble_with_a_lexicon_runs_it_on_the_transcript_and_publishes_its_signals(whisper, koelectra):

@@ -2,7 +2,9 @@
 
 Every request of a batch goes through one encoder pass and one greedy decoding loop
 (``whisper_batch.WhisperBatch``); the requests that set WORD_TIMESTAMPS also share one alignment
-pass. Bad requests get their own error response; the rest of the batch still runs.
+pass. LANGUAGE "auto" has the request's language detected from its audio within that same pass;
+LANGUAGE_CODE reports the language each request was transcribed in. Bad requests get their own
+error response; the rest of the batch still runs.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class RequestError(ValueError):
 @dataclass
 class Request:
     audio: np.ndarray
-    language_token: int
+    language_token: int | None
+    """None: LANGUAGE was "auto", the language is detected from the audio."""
     word_timestamps: bool
     """WORD_TIMESTAMPS was sent and true: only then does the request pay for the alignment pass."""
 
@@ -104,7 +107,7 @@ class TritonPythonModel:
             if raw.size and raw[0]:
                 language = raw[0].decode("utf-8", errors="replace") if isinstance(raw[0], bytes) else str(raw[0])
         try:
-            return Request(audio, self.model.language_token(language), _flag(request, "WORD_TIMESTAMPS"))
+            return Request(audio, self.model.requested_language(language), _flag(request, "WORD_TIMESTAMPS"))
         except ValueError as exc:
             raise RequestError(str(exc)) from exc
 
@@ -138,6 +141,7 @@ class TritonPythonModel:
                 pb_utils.Tensor("TRANSCRIPT", np.array([[result.text.encode("utf-8")]], dtype=np.object_)),
                 pb_utils.Tensor("NO_SPEECH_PROB", np.array([[result.no_speech_prob]], dtype=np.float32)),
                 pb_utils.Tensor("WORDS", np.array([[_words_json(result.words)]], dtype=np.object_)),
+                pb_utils.Tensor("LANGUAGE_CODE", np.array([[result.language.encode("utf-8")]], dtype=np.object_)),
             ])
 
     def finalize(self):

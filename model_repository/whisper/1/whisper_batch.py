@@ -56,7 +56,18 @@ classic failure, common on clipped speech): decoding stops and keeps the first c
 NO_SPEECH_CERTAIN = 0.8
 """Above this no-speech probability the transcript is empty whatever the log-probability: on digital
 silence Whisper confidently hallucinates short words ("you") that the rule above lets through."""
+AUTO_LANGUAGE = "auto"
+"""The LANGUAGE value that asks for the language to be detected from the request's audio."""
+LANGUAGE_POSITION = 1
+"""Index of the language token in the prompt [SOT, language, transcribe, no-timestamps]."""
 
+
+def detect_languages(sot_logits: torch.Tensor, language_tokens: torch.Tensor) -> torch.Tensor:
+    """The most likely language token of each row: argmax of the decoder's logits at the SOT
+    position over the model's language tokens only, as openai-whisper's ``detect_language`` (which
+    masks every other token), but on logits the prompt pass computes anyway, so detection costs
+    no second encoder pass."""
+    return language_tokens[sot_logits[:, language_tokens].argmax(-1)]
 
 
 def _quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -93,6 +104,8 @@ class Transcription:
     """Filled only for requests that asked for word timestamps and have text."""
     words_error: str | None = None
     """Why the alignment pass failed, for the requests that asked for words; the transcript stands."""
+    language: str = ""
+    """The language code the clip was transcribed in: the requested one, or the detected one."""
 
 
 @dataclass
@@ -106,6 +119,8 @@ class Decoded:
     lengths: torch.Tensor
     cross_kv: dict
     """The cross-attention keys and values of the audio, per projection module (kv-cache layout)."""
+    language_tokens: list[int]
+    """The language token each row was decoded with: requested, or detected where none was."""
 
 
 def load_checkpoint(path: str, device: torch.device) -> tuple[Whisper, list[tuple[int, int]], str]:
@@ -142,6 +157,7 @@ class WhisperBatch:
         self._suppress = self._suppress_mask(dims.n_vocab)
         self._language_codes = dict(zip(self.tokenizer.all_language_tokens, self.tokenizer.all_language_codes,
                                         strict=True))
+        self._language_token_ids = torch.tensor(self.tokenizer.all_language_tokens, device=self.device)
         dtw(torch.zeros(2, 2))  # numba compiles the DTW on first use (~1.5 s): at load, not in a request
         logger.info("loaded whisper %s on %s (%s)", checkpoint, self.device, self.dtype)
         logger.info("word alignment heads [layer, head] (%s): %s", origin, [list(h) for h in self.alignment_heads])
@@ -152,6 +168,20 @@ class WhisperBatch:
         if code not in LANGUAGES or code not in self.tokenizer.all_language_codes:
             raise ValueError(f"unsupported language {language!r}; use a Whisper code such as 'ko' or 'en'")
         return self.tokenizer.to_language_token(code)
+
+    def requested_language(self, language: str) -> int | None:
+        """The language token a request asks for; None for AUTO_LANGUAGE (detect it from the audio).
+        ValueError for codes this model lacks."""
+        if language.strip().lower() == AUTO_LANGUAGE:
+            return None
+        try:
+            return self.language_token(language)
+        except ValueError as exc:  # a request, unlike the default, may also ask for detection
+            raise ValueError(f"{exc}, or {AUTO_LANGUAGE!r} to detect it") from None
+
+    def language_code(self, token: int) -> str:
+        """The code ('ko', 'en', ...) of a language token."""
+        return self._language_codes[token]
 
     def _suppress_mask(self, n_vocab: int) -> torch.Tensor:
         # Without timestamps every special token after EOT is illegal, as are Whisper's non-speech symbols.
@@ -181,9 +211,10 @@ class WhisperBatch:
         return ((log_spec + 4.0) / 4.0).to(self.dtype)
 
     @torch.inference_mode()
-    def transcribe(self, clips: list[np.ndarray], language_tokens: list[int],
+    def transcribe(self, clips: list[np.ndarray], language_tokens: list[int | None],
                    word_timestamps: list[bool] | None = None) -> list[Transcription]:
-        """Transcribe float32 16 kHz clips (each ≤ 30 s) in one encoder pass and one decode loop; the
+        """Transcribe float32 16 kHz clips (each ≤ 30 s) in one encoder pass and one decode loop; a
+        None language token means: detect the clip's language first (see ``_prompt_logits``). The
         clips whose ``word_timestamps`` flag is set and that have text also get their words timed,
         together in one alignment pass."""
         audio_features = self.encode(self.log_mel(clips, self.context_frames(clips)))
@@ -191,7 +222,7 @@ class WhisperBatch:
         results = self._results(decoded)
         rows = [row for row, result in enumerate(results) if word_timestamps and word_timestamps[row] and result.text]
         if rows:
-            self._attach_words(results, rows, decoded, audio_features, clips, language_tokens)
+            self._attach_words(results, rows, decoded, audio_features, clips, decoded.language_tokens)
         return results
 
     def budgets(self, clips: list[np.ndarray]) -> torch.Tensor:
@@ -211,10 +242,30 @@ class WhisperBatch:
             x = block(x)
         return enc.ln_post(x)
 
-    def _prompt(self, language_tokens: list[int]) -> torch.Tensor:
+    def _prompt(self, language_tokens: list[int | None]) -> torch.Tensor:
+        """[SOT, language, transcribe, no-timestamps] per row; a row to detect holds SOT as its
+        language until ``_prompt_logits`` puts the detected token there (before it is read)."""
         t = self.tokenizer
-        rows = [[t.sot, lang, t.transcribe, t.no_timestamps] for lang in language_tokens]
+        rows = [[t.sot, t.sot if lang is None else lang, t.transcribe, t.no_timestamps] for lang in language_tokens]
         return torch.tensor(rows, dtype=torch.long, device=self.device)
+
+    def _prompt_logits(self, tokens: torch.Tensor, audio_features: torch.Tensor, cache: dict,
+                       auto: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the prompt through the decoder, filling ``cache``: the logits at SOT (no-speech, and
+        the language of ``auto`` rows, written into ``tokens``) and at the prompt's last position.
+
+        Without auto rows the prompt is one call, as ever. With them, SOT goes first alone (the
+        decoder is causal: its logits are what detect_language computes), then the rest one token
+        at a time: whisper's kv-cache attention takes several new tokens only from position 0."""
+        if not any(auto):
+            logits = self.model.decoder(tokens, audio_features, kv_cache=cache)
+            return logits[:, 0], logits[:, -1]
+        sot_logits = self.model.decoder(tokens[:, :LANGUAGE_POSITION], audio_features, kv_cache=cache)[:, 0]
+        rows = torch.tensor(auto, device=self.device)
+        tokens[rows, LANGUAGE_POSITION] = detect_languages(sot_logits[rows], self._language_token_ids)
+        for position in range(LANGUAGE_POSITION, tokens.shape[1]):
+            logits = self.model.decoder(tokens[:, position:position + 1], audio_features, kv_cache=cache)
+        return sot_logits, logits[:, -1]
 
     def _greedy(self, audio_features, language_tokens, budgets) -> Decoded:
         batch = audio_features.shape[0]
@@ -222,9 +273,9 @@ class WhisperBatch:
         tokens = self._prompt(language_tokens)
         cache, hooks = self.model.install_kv_cache_hooks()
         try:
-            logits = self.model.decoder(tokens, audio_features, kv_cache=cache)
-            no_speech = logits[:, 0].float().softmax(-1)[:, self.tokenizer.no_speech]
-            step_logits = logits[:, -1]
+            sot_logits, step_logits = self._prompt_logits(tokens, audio_features, cache,
+                                                          [lang is None for lang in language_tokens])
+            no_speech = sot_logits.float().softmax(-1)[:, self.tokenizer.no_speech]
             generated = torch.full((batch, self.max_tokens), eot, dtype=torch.long, device=self.device)
             logprob_sum = torch.zeros(batch, device=self.device)
             lengths = torch.zeros(batch, dtype=torch.long, device=self.device)
@@ -244,7 +295,8 @@ class WhisperBatch:
         finally:
             for hook in hooks:
                 hook.remove()
-        return Decoded(generated, no_speech, logprob_sum, lengths, self._cross_kv(cache))
+        return Decoded(generated, no_speech, logprob_sum, lengths, self._cross_kv(cache),
+                       tokens[:, LANGUAGE_POSITION].tolist())
 
     def _cross_kv(self, cache: dict) -> dict:
         """The cache's cross-attention entries: the alignment pass reuses them instead of projecting
@@ -281,7 +333,8 @@ class WhisperBatch:
             prob = float(decoded.no_speech[row])
             silent = prob > NO_SPEECH_CERTAIN or (prob > NO_SPEECH_THRESHOLD and avg < LOGPROB_THRESHOLD)
             text = "" if silent else self.tokenizer.decode(decoded.tokens[row, :n].tolist()).strip()
-            out.append(Transcription(text=text, no_speech_prob=prob, avg_logprob=avg))
+            out.append(Transcription(text=text, no_speech_prob=prob, avg_logprob=avg,
+                                     language=self.language_code(decoded.language_tokens[row])))
         return out
 
     def _attach_words(self, results, rows, decoded: Decoded, audio_features, clips, language_tokens) -> None:

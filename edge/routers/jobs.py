@@ -1,0 +1,283 @@
+"""Batch moderation of recorded files (docs/JOBS.md): upload, status, live events (SSE),
+transcripts, cancel, list. The work is done by ``jobs.worker`` processes."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
+from pydantic import BaseModel, ValidationError
+from redis.exceptions import RedisError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from edge.auth import Principal
+from edge.dependencies import HttpPrincipalDep, ServicesDep
+from edge.protocol import WHISPER_LANGUAGES, SegmentEvent
+from jobs import files
+from jobs.decode import DecodeError, probe
+from jobs.models import TERMINAL_STATES, FinalSummary, JobInfo, JobOptions, JobState
+from jobs.service import JobService
+from jobs.store import now
+from jobs.transcripts import TranscriptFormat, render
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+MULTIPART_OVERHEAD_BYTES = 64 << 10
+"""Room for the multipart envelope and form fields above the file's own size limit."""
+COPY_CHUNK_BYTES = 1 << 20
+SSE_BLOCK_MS = 5000
+"""How long one wait for new events blocks before the job's state is looked at again."""
+SSE_PING_S = 15
+"""Comment lines that keep idle SSE connections open through proxies."""
+EVENT_ID = re.compile(r"^\d+-\d+$")
+FINAL_EVENTS = ("final_summary", "error")
+
+
+class JobLinks(BaseModel):
+    self: str
+    events: str
+    transcript: dict[str, str]
+
+
+class JobView(JobInfo):
+    links: JobLinks
+    result: FinalSummary | None = None
+    """The moderation report, once the job completed."""
+
+
+class JobPage(BaseModel):
+    jobs: list[JobView]
+    offset: int
+    limit: int
+    total: int
+    """Jobs in the index (all clients'; a page shows the caller's own only)."""
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def problem(code: int, kind: str, message: str) -> HTTPException:
+    """A typed error: ``{"detail": {"code": ..., "message": ...}}``."""
+    return HTTPException(code, {"code": kind, "message": message})
+
+
+def job_service(services: ServicesDep) -> JobService:
+    if services.jobs is None:
+        raise problem(status.HTTP_503_SERVICE_UNAVAILABLE, "jobs_disabled",
+                      "batch jobs are not enabled on this edge (EDGE_JOBS=true, with Redis and workers)")
+    return services.jobs
+
+
+JobsDep = Annotated[JobService, Depends(job_service)]
+
+
+def links(job_id: str) -> JobLinks:
+    base = f"{router.prefix}/{job_id}"
+    return JobLinks(self=base, events=f"{base}/events",
+                    transcript={fmt.value: f"{base}/transcript.{fmt.value}" for fmt in TranscriptFormat})
+
+
+def owner(principal: Principal | None) -> str | None:
+    return principal.key if principal else None
+
+
+async def owned_job(jobs: JobService, job_id: str, principal: Principal | None) -> JobInfo:
+    """The job, if it exists and the caller may see it (404 otherwise: no hint that it exists)."""
+    info = await jobs.store.get(job_id) if len(job_id) <= 64 else None
+    if info is None or (info.owner is not None and info.owner != owner(principal)):
+        raise problem(status.HTTP_404_NOT_FOUND, "job_not_found", f"no job {job_id!r}")
+    return info
+
+
+def limited_receive(request: Request, limit: int):
+    """The request's receive, raising BodyTooLarge once more than ``limit`` bytes came in (a
+    chunked upload has no Content-Length to check up front)."""
+    received = 0
+
+    async def receive():
+        nonlocal received
+        message = await request.receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise BodyTooLarge()
+        return message
+
+    return receive
+
+
+def too_large(jobs: JobService) -> HTTPException:
+    return problem(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "upload_too_large",
+                   f"the upload is larger than the limit of {jobs.settings.max_upload_bytes} bytes")
+
+
+async def read_form(request: Request, jobs: JobService):
+    limit = jobs.settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(jobs)
+    try:
+        return await Request(request.scope, limited_receive(request, limit)).form(max_files=1, max_fields=16)
+    except BodyTooLarge as exc:
+        raise too_large(jobs) from exc
+    except MultiPartException as exc:
+        raise problem(status.HTTP_400_BAD_REQUEST, "bad_form", f"the upload is not a valid multipart form: {exc}") \
+            from exc
+
+
+def parse_options(form) -> JobOptions:
+    fields = {key: form.get(key) for key in ("language", "word_timestamps", "callback_url") if form.get(key)}
+    language = fields.get("language")
+    if language is not None and language != "auto" and language not in WHISPER_LANGUAGES:
+        raise problem(status.HTTP_422_UNPROCESSABLE_ENTITY, "bad_language",
+                      f"{language!r} is not a Whisper language code; use one such as 'ko' or 'en', or 'auto'")
+    url = fields.get("callback_url")
+    if url is not None and not re.match(r"^https?://[^\s/]+", url):
+        raise problem(status.HTTP_422_UNPROCESSABLE_ENTITY, "bad_callback_url",
+                      "callback_url must be an http:// or https:// URL")
+    try:
+        return JobOptions.model_validate(fields)
+    except ValidationError as exc:
+        raise problem(status.HTTP_422_UNPROCESSABLE_ENTITY, "bad_options", str(exc.errors()[0]["msg"])) from exc
+
+
+async def store_upload(upload: UploadFile, jobs: JobService, job_id: str) -> tuple[str, int]:
+    """Copies the uploaded file into the job's folder; returns its path and size."""
+    path = files.upload_path(jobs.settings.data_dir, job_id, upload.filename or "")
+    await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
+    size = 0
+    async with await anyio.open_file(path, "wb") as out:
+        while chunk := await upload.read(COPY_CHUNK_BYTES):
+            size += len(chunk)
+            if size > jobs.settings.max_upload_bytes:
+                raise too_large(jobs)
+            await out.write(chunk)
+    return str(path), size
+
+
+async def declared_duration(path: str, jobs: JobService) -> float | None:
+    """The recording's duration from its header (else FFmpeg's estimate, for progress only); 413
+    when a header that counts the frames says it is over the limit. A file FFmpeg cannot read is
+    accepted here and fails in the worker with a typed error event."""
+    try:
+        found = await anyio.to_thread.run_sync(probe, path)
+    except DecodeError:
+        return None
+    duration = found.declared_duration_s  # FFmpeg's own figure can be a (wild) bitrate estimate
+    if duration is not None and duration > jobs.settings.max_duration_s:
+        raise problem(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "recording_too_long",
+                      f"the recording lasts {duration:.0f} s; the limit is {jobs.settings.max_duration_s:.0f} s")
+    return duration if duration is not None else found.duration_s
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobView)
+async def create_job(request: Request, jobs: JobsDep, principal: HttpPrincipalDep) -> JobView:
+    """Multipart form: ``file`` (any audio or video FFmpeg decodes), optional ``language`` (a
+    Whisper code or ``auto``), ``word_timestamps`` (true/false), ``callback_url``."""
+    form = await read_form(request, jobs)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise problem(status.HTTP_422_UNPROCESSABLE_ENTITY, "no_file", "send the recording as the form field 'file'")
+    options = parse_options(form)
+    job_id = uuid.uuid4().hex
+    try:
+        path, size = await store_upload(upload, jobs, job_id)
+        duration = await declared_duration(path, jobs)
+    except HTTPException:
+        files.remove(jobs.settings.data_dir, job_id)
+        raise
+    info = JobInfo(id=job_id, state=JobState.QUEUED, filename=upload.filename or "upload", size_bytes=size,
+                   options=options, created_at=now(), duration_s=duration, owner=owner(principal))
+    await jobs.store.create(info)
+    await jobs.enqueue(job_id)
+    logger.info("job %s queued: %s, %d bytes", job_id, info.filename, size)
+    return JobView(**info.model_dump(), links=links(job_id))
+
+
+async def final_result(jobs: JobService, info: JobInfo) -> FinalSummary | None:
+    if info.state is not JobState.COMPLETED:
+        return None
+    events = await jobs.store.all_events(info.id)
+    final = next((e for e in reversed(events) if e.event == "final_summary"), None)
+    return FinalSummary.model_validate_json(final.data) if final else None
+
+
+@router.get("/{job_id}", response_model=JobView)
+async def get_job(job_id: str, jobs: JobsDep, principal: HttpPrincipalDep) -> JobView:
+    info = await owned_job(jobs, job_id, principal)
+    return JobView(**info.model_dump(), links=links(job_id), result=await final_result(jobs, info))
+
+
+@router.get("", response_model=JobPage)
+async def list_jobs(jobs: JobsDep, principal: HttpPrincipalDep, offset: Annotated[int, Query(ge=0)] = 0,
+                    limit: Annotated[int, Query(ge=1)] = 20) -> JobPage:
+    """Newest first."""
+    limit = min(limit, jobs.settings.page_size_max)
+    page, total = await jobs.store.page(offset, limit)
+    mine = [job for job in page if job.owner is None or job.owner == owner(principal)]
+    return JobPage(jobs=[JobView(**job.model_dump(), links=links(job.id)) for job in mine], offset=offset,
+                   limit=limit, total=total)
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_job(job_id: str, jobs: JobsDep, principal: HttpPrincipalDep) -> Response:
+    """Cancels the job (its worker stops at its next segment) and removes its events and file."""
+    await owned_job(jobs, job_id, principal)
+    await jobs.store.delete(job_id)
+    await anyio.to_thread.run_sync(files.remove, jobs.settings.data_dir, job_id)
+    logger.info("job %s deleted", job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{job_id}/transcript.{fmt}")
+async def transcript(job_id: str, fmt: TranscriptFormat, jobs: JobsDep, principal: HttpPrincipalDep) -> Response:
+    """The segments transcribed so far (all of them once the job completed)."""
+    info = await owned_job(jobs, job_id, principal)
+    segments = [SegmentEvent.model_validate_json(e.data) for e in await jobs.store.all_events(job_id)
+                if e.event == "transcript_segment"]
+    body, media_type = render(fmt, segments, info)
+    return Response(body, media_type=media_type)
+
+
+async def event_stream(jobs: JobService, job_id: str, after: str):
+    """The job's events after ``after``, live, until its last event (or until it is deleted). Redis
+    out of reach ends the stream: the client reconnects with ``Last-Event-ID``."""
+    try:
+        async for event in _events(jobs, job_id, after):
+            yield event
+    except RedisError as exc:
+        logger.warning("job %s: event stream ended: Redis failed (%s)", job_id, exc)
+
+
+async def _events(jobs: JobService, job_id: str, after: str):
+    while True:
+        batch = await jobs.store.events(job_id, after, block_ms=SSE_BLOCK_MS)
+        for event in batch:
+            yield ServerSentEvent(data=event.data, event=event.event, id=event.id)
+            after = event.id
+            if event.event in FINAL_EVENTS:
+                return
+        if not batch:
+            info = await jobs.store.get(job_id)
+            if info is None or (info.state in TERMINAL_STATES and not await jobs.store.events(job_id, after)):
+                return
+
+
+@router.get("/{job_id}/events")
+async def job_events(job_id: str, jobs: JobsDep, principal: HttpPrincipalDep,
+                     last_event_id: Annotated[str | None, Header()] = None) -> EventSourceResponse:
+    """Server-Sent Events: ``progress``, ``transcript_segment``, then ``final_summary`` or ``error``.
+    With ``Last-Event-ID`` (a reconnecting EventSource sends it) only the events after that one."""
+    await owned_job(jobs, job_id, principal)
+    if last_event_id is not None and not EVENT_ID.match(last_event_id):
+        raise problem(status.HTTP_400_BAD_REQUEST, "bad_last_event_id",
+                      "Last-Event-ID must be an event id this stream sent (such as 1700000000000-0)")
+    return EventSourceResponse(event_stream(jobs, job_id, last_event_id or "0"), ping=SSE_PING_S)

@@ -1,0 +1,163 @@
+"""Typed job records and the events of a job's stream (Server-Sent Events, docs/JOBS.md).
+
+A job's ``transcript_segment`` events carry the WebSocket ``segment`` event's fields
+(``edge.protocol.SegmentEvent``), so a recording and a live stream read the same.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.protocol import HarmfulSpan, Signal
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+
+class JobErrorCode(StrEnum):
+    """Codes of a failed job's ``error`` event."""
+
+    EMPTY_FILE = "empty_file"
+    """The upload has no bytes."""
+    NOT_AUDIO = "not_audio"
+    """FFmpeg finds no audio stream in it (a text file, an image, ...)."""
+    CORRUPT_AUDIO = "corrupt_audio"
+    """Its audio cannot be decoded, or ends before its container says it does (truncated)."""
+    NO_AUDIO_DATA = "no_audio_data"
+    """An audio stream with no samples."""
+    TOO_LONG = "too_long"
+    """Longer than ``JOBS_MAX_DURATION_S`` (found while decoding)."""
+    TRITON_UNAVAILABLE = "triton_unavailable"
+    TRITON_TIMEOUT = "triton_timeout"
+    TRITON_ERROR = "triton_error"
+    INTERNAL = "internal_error"
+
+
+class JobOptions(BaseModel):
+    """Options of ``POST /v1/jobs`` (form fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    language: str | None = None
+    """A Whisper code, ``auto`` (detected from the first 30 s of speech), or None for the model's default."""
+    word_timestamps: bool = False
+    """Each transcript segment carries its words with their times."""
+    callback_url: str | None = None
+    """Receives the final summary as a JSON POST when the job ends."""
+
+
+class JobError(BaseModel):
+    code: JobErrorCode
+    message: str
+
+
+class JobInfo(BaseModel):
+    """What ``GET /v1/jobs/{id}`` returns (without the result)."""
+
+    id: str
+    state: JobState
+    filename: str
+    size_bytes: int
+    options: JobOptions
+    created_at: float
+    """Unix time."""
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration_s: float | None = None
+    """The recording's length, when its container says it (else once decoded)."""
+    position_s: float = 0.0
+    """Audio decoded and segmented so far."""
+    progress: float = 0.0
+    """Fraction of the recording done, 0..1."""
+    segments_done: int = 0
+    language: str | None = None
+    """The language transcribed (the detected one with ``auto``)."""
+    error: JobError | None = None
+    owner: str | None = None
+    """The authenticated client that created it (jobs are visible to their owner only)."""
+
+
+class ProgressEvent(BaseModel):
+    type: Literal["progress"] = "progress"
+    fraction: float | None
+    """Share of the recording processed, 0..1; null when its duration is unknown."""
+    position_s: float
+    duration_s: float | None
+
+
+class JobErrorEvent(BaseModel):
+    """The job failed (the last event of a failed job)."""
+
+    type: Literal["error"] = "error"
+    code: JobErrorCode
+    message: str
+
+
+class HarmfulSegment(BaseModel):
+    """One harmful segment of the recording."""
+
+    seq: int
+    start_s: float
+    end_s: float
+    text: str
+    reasons: list[Signal]
+    categories: list[str]
+    confidence: float | None
+    spans: list[HarmfulSpan]
+
+
+class WorstMoment(BaseModel):
+    """A harmful moment, ranked by severity (spans and confidence)."""
+
+    start_s: float
+    end_s: float
+    text: str
+    categories: list[str]
+    severity: float
+    """Higher is worse: the segment's confidence (1.0 for a lexicon match) times its harmful spans."""
+
+
+class LlmSummary(BaseModel):
+    model: str
+    text: str | None = None
+    error: str | None = None
+    """Why no summary came back; the report is complete without it."""
+
+
+class FinalSummary(BaseModel):
+    """The moderation report, the last event of a completed job."""
+
+    type: Literal["final_summary"] = "final_summary"
+    job_id: str
+    filename: str
+    duration_s: float
+    speech_s: float
+    """Total length of the speech segments."""
+    language: str | None
+    segments: int
+    harmful_segments: int
+    categories: dict[str, int] = Field(default_factory=dict)
+    """Harmful spans per category."""
+    harmful: list[HarmfulSegment]
+    worst_moments: list[WorstMoment]
+    processing_s: float
+    real_time_factor: float | None
+    """processing_s / duration_s: below 1 is faster than real time."""
+    llm_summary: LlmSummary | None = None
+    """Only with ``SUMMARY_LLM_URL`` set."""
+
+
+EVENT_NAMES = ("progress", "transcript_segment", "final_summary", "error")
+"""SSE event names, in the ``event:`` field; ``data:`` is the JSON of the models above (and of
+``edge.protocol.SegmentEvent`` for ``transcript_segment``)."""

