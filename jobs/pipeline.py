@@ -92,6 +92,7 @@ class JobRun:
     language: str | None = None
     position_s: float = 0.0
     _progress_at: float = float("-inf")
+    _progress_position_s: float = -1.0
 
     async def run(self) -> list[SegmentEvent]:
         """All segments of the recording (resumed ones first); raises JobFailed or LeaseLost."""
@@ -195,7 +196,9 @@ class JobRun:
         return {"position_s": round(position_s, 3), "progress": round(fraction, 4)}
 
     async def progress_event(self, position_s: float) -> None:
-        self._progress_at = time.monotonic()
+        if round(position_s, 3) == self._progress_position_s:
+            return  # said already
+        self._progress_at, self._progress_position_s = time.monotonic(), round(position_s, 3)
         duration = self.info.duration_s
         event = ProgressEvent(fraction=round(min(1.0, position_s / duration), 4) if duration else None,
                               position_s=round(position_s, 3), duration_s=duration)

@@ -84,7 +84,7 @@ def build_report(job: JobInfo, segments: list[SegmentEvent], duration_s: float, 
         language=language, segments=len(segments), harmful_segments=len(harmful),
         categories=category_counts(harmful), harmful=[harmful_segment(s) for s in harmful],
         worst_moments=worst_moments(harmful), processing_s=processing_s,
-        real_time_factor=processing_s / duration_s if duration_s > 0 else None,
+        real_time_factor=round(processing_s / duration_s, 4) if duration_s > 0 else None,
     )
 
 

@@ -115,7 +115,7 @@ def limited_receive(request: Request, limit: int):
 
 
 def too_large(jobs: JobService) -> HTTPException:
-    return problem(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "upload_too_large",
+    return problem(status.HTTP_413_CONTENT_TOO_LARGE, "upload_too_large",
                    f"the upload is larger than the limit of {jobs.settings.max_upload_bytes} bytes")
 
 
@@ -137,16 +137,16 @@ def parse_options(form) -> JobOptions:
     fields = {key: form.get(key) for key in ("language", "word_timestamps", "callback_url") if form.get(key)}
     language = fields.get("language")
     if language is not None and language != "auto" and language not in WHISPER_LANGUAGES:
-        raise problem(status.HTTP_422_UNPROCESSABLE_ENTITY, "bad_language",
+        raise problem(status.HTTP_422_UNPROCESSABLE_CONTENT, "bad_language",
                       f"{language!r} is not a Whisper language code; use one such as 'ko' or 'en', or 'auto'")
     url = fields.get("callback_url")
     if url is not None and not re.match(r"^https?://[^\s/]+", url):
-        raise problem(status.HTTP_422_UNPROCESSABLE_ENTITY, "bad_callback_url",
+        raise problem(status.HTTP_422_UNPROCESSABLE_CONTENT, "bad_callback_url",
                       "callback_url must be an http:// or https:// URL")
     try:
         return JobOptions.model_validate(fields)
     except ValidationError as exc:
-        raise problem(status.HTTP_422_UNPROCESSABLE_ENTITY, "bad_options", str(exc.errors()[0]["msg"])) from exc
+        raise problem(status.HTTP_422_UNPROCESSABLE_CONTENT, "bad_options", str(exc.errors()[0]["msg"])) from exc
 
 
 async def store_upload(upload: UploadFile, jobs: JobService, job_id: str) -> tuple[str, int]:
@@ -173,7 +173,7 @@ async def declared_duration(path: str, jobs: JobService) -> float | None:
         return None
     duration = found.declared_duration_s  # FFmpeg's own figure can be a (wild) bitrate estimate
     if duration is not None and duration > jobs.settings.max_duration_s:
-        raise problem(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "recording_too_long",
+        raise problem(status.HTTP_413_CONTENT_TOO_LARGE, "recording_too_long",
                       f"the recording lasts {duration:.0f} s; the limit is {jobs.settings.max_duration_s:.0f} s")
     return duration if duration is not None else found.duration_s
 
@@ -185,7 +185,7 @@ async def create_job(request: Request, jobs: JobsDep, principal: HttpPrincipalDe
     form = await read_form(request, jobs)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
-        raise problem(status.HTTP_422_UNPROCESSABLE_ENTITY, "no_file", "send the recording as the form field 'file'")
+        raise problem(status.HTTP_422_UNPROCESSABLE_CONTENT, "no_file", "send the recording as the form field 'file'")
     options = parse_options(form)
     job_id = uuid.uuid4().hex
     try:

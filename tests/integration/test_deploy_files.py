@@ -1,9 +1,11 @@
 """The deployment files, validated offline: deploy/k8s as kustomize builds it, checked against
 Kubernetes' own schemas (kubernetes-validate, strict: unknown fields fail), the KEDA overlay,
 docker-compose.gpu.yml (docker-compose v1's `config`, which needs no Docker engine), the
-prometheus-adapter rules and the Grafana dashboard. Every validator is also shown a broken copy
-and must reject it, so these tests can fail. Needs kubectl (kustomize v4+) and docker-compose
-(scripts/install_system_deps.sh); no Triton, cluster or Docker engine."""
+prometheus-adapter rules and the Grafana dashboard; the batch-job workers, their Redis and shared
+upload volume in both, with their stop grace periods checked against the timeouts they must cover.
+Every validator is also shown a broken copy and must reject it, so these tests can fail. Needs
+kubectl (kustomize v4+) and docker-compose (scripts/install_system_deps.sh); no Triton, cluster or
+Docker engine."""
 
 from __future__ import annotations
 
@@ -13,12 +15,18 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
+
+from edge.settings import EdgeSettings
+from edge.triton import longest_call_s
+from jobs.pipeline import RETRY_BACKOFF_MAX_S
+from jobs.settings import JobSettings
+from scripts.embedded import REDIS_STOP_GRACE_S, WORKER_STOP_GRACE_S
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -43,6 +51,15 @@ TRITON_METRICS = {
 }
 """Metric names Triton 2.51 exports that the dashboard and the adapter may use."""
 PROMETHEUS_SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
+WORKER_COMMAND = ["python", "-m", "jobs.worker"]
+SHARED_SETTINGS = ("EDGE_TRITON_", "EDGE_VAD_", "EDGE_MIN_SILENCE_MS", "EDGE_MIN_SPEECH_MS", "EDGE_MAX_SEGMENT_S",
+                   "EDGE_PRE_ROLL_MS", "EDGE_POST_ROLL_MS", "EDGE_HARMFUL_THRESHOLD", "EDGE_SPAN_WORD_TIMES",
+                   "REDIS_URL", "JOBS_DATA_DIR")
+"""Settings (names or prefixes) the edge and the job workers must agree on: Triton, the VAD and
+verdict settings a recording's segments and verdicts come from (docs/JOBS.md), Redis, the uploads."""
+WORKER_STOP_MARGIN_S = 10.0
+"""What a worker's stop grace period must leave beyond ``worker_handover_s``: its Redis writes, the
+hand-back of its jobs to the queue, the lease release and the process exit."""
 
 
 # --- tools ------------------------------------------------------------------------------------
@@ -145,7 +162,53 @@ def unknown_metrics(expr: str, edge_names: set[str]) -> list[str]:
     return unknown
 
 
+def worker_handover_s(env: Mapping[str, str]) -> float:
+    """The longest a SIGTERMed job worker with environment ``env`` may take before it can hand its
+    jobs back (jobs/pipeline.py, jobs/runner.py): its slowest segment in flight (a retry backoff,
+    then its longest Triton call: EDGE_TRITON_TIMEOUT_S + the gRPC margin), plus the callback of a
+    job that was finishing, plus that job's LLM summary when one is configured."""
+    def setting(model: type, field: str, variable: str) -> float:
+        return float(env.get(variable, model.model_fields[field].default))
+
+    triton_timeout_s = setting(EdgeSettings, "triton_timeout_s", "EDGE_TRITON_TIMEOUT_S")
+    needed = RETRY_BACKOFF_MAX_S + longest_call_s(triton_timeout_s)
+    needed += setting(JobSettings, "callback_timeout_s", "JOBS_CALLBACK_TIMEOUT_S")
+    if env.get("SUMMARY_LLM_URL") or env.get("JOBS_SUMMARY_LLM_URL"):
+        needed += setting(JobSettings, "summary_llm_timeout_s", "JOBS_SUMMARY_LLM_TIMEOUT_S")
+    return needed
+
+
+def test_launcher_worker_grace_covers_the_handover():
+    # `make run`'s worker (scripts/embedded.py) with the default settings.
+    assert WORKER_STOP_GRACE_S >= worker_handover_s({}) + WORKER_STOP_MARGIN_S
+
+
 # --- Kubernetes -------------------------------------------------------------------------------
+
+def container_env(container: dict, objects: dict[tuple[str, str], dict]) -> dict[str, str]:
+    """A container's environment as the kubelet builds it: its ConfigMaps (envFrom), then its own
+    ``env``, which wins."""
+    env = {}
+    for source in container.get("envFrom", []):
+        env.update(objects["ConfigMap", source["configMapRef"]["name"]]["data"])
+    env.update({e["name"]: e["value"] for e in container.get("env", [])})
+    return env
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return bool(selector) and selector.items() <= labels.items()
+
+
+def pod_template(objects: dict[tuple[str, str], dict], kind: str, name: str) -> dict:
+    """The pod template of a Deployment or StatefulSet ({} when there is none)."""
+    return objects.get((kind, name), {}).get("spec", {}).get("template", {})
+
+
+def volume_at(pod: dict, container: dict, path: str) -> dict:
+    """The pod volume ``container`` mounts at ``path`` ({} when none)."""
+    name = next((m["name"] for m in container.get("volumeMounts", []) if m["mountPath"] == path), None)
+    return next((v for v in pod["spec"].get("volumes", []) if v["name"] == name), {})
+
 
 def test_kustomization_lists_every_manifest():
     listed = kustomization(K8S)["resources"]
@@ -158,8 +221,10 @@ def test_k8s_manifests_pass_strict_schemas(kustomize, tmp_path):
     docs = build(kustomize, K8S)
     assert schema_problems(docs) == []
     kinds = sorted(doc["kind"] for doc in docs)
-    assert kinds == sorted(["Deployment", "Deployment", "Service", "Service", "Service", "HorizontalPodAutoscaler",
-                            "PodDisruptionBudget", "PodDisruptionBudget", "NetworkPolicy", "Secret"])
+    assert kinds == sorted(["Deployment", "Deployment", "Deployment", "StatefulSet", "Service", "Service", "Service",
+                            "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "PodDisruptionBudget",
+                            "PodDisruptionBudget", "NetworkPolicy", "NetworkPolicy", "Secret", "ConfigMap",
+                            "PersistentVolumeClaim"])
     namespace = kustomization(K8S)["namespace"]
     assert all(doc["metadata"]["namespace"] == namespace for doc in docs)
     # The command docs/SCALING.md gives operators, on the same build: no error, and no WARN (a
@@ -187,6 +252,9 @@ def _set(path: str, value: object) -> Callable[[dict], None]:
     ("edge-deployment.yaml", _set("spec.template.spec.terminationGracePeriodSeconds", "45s"), "45s"),  # wrong type
     ("triton-hpa.yaml", _set("spec.behavior.scaleUp.stabilizationWindow", 60), "stabilizationWindow"),  # typo
     ("triton-services.yaml", _set("spec.clusterIp", "None"), "clusterIp"),        # wrong case
+    ("jobs-worker-deployment.yaml", _set("spec.template.spec.containers.0.comand", WORKER_COMMAND), "comand"),
+    ("redis-statefulset.yaml", _set("spec.volumeClaimTemplates.0.spec.accessMode", ["ReadWriteOnce"]),
+     "accessMode"),
 ])
 def test_broken_manifest_fails_validation(kustomize, tmp_path, filename, mutate, expected):
     broken = tmp_path / "k8s"
@@ -204,9 +272,7 @@ def test_k8s_manifests_fit_together(kustomize):
     edge = objects["Deployment", "edge"]
     triton_pod, edge_pod = triton["spec"]["template"], edge["spec"]["template"]
     triton_labels, edge_labels = triton_pod["metadata"]["labels"], edge_pod["metadata"]["labels"]
-
-    def selects(selector: dict, labels: dict) -> bool:
-        return bool(selector) and selector.items() <= labels.items()
+    worker_labels = pod_template(objects, "Deployment", "jobs-worker")["metadata"]["labels"]
 
     # Triton: one GPU, its three named ports and probes, shared memory, the model repository.
     (container,) = triton_pod["spec"]["containers"]
@@ -236,7 +302,7 @@ def test_k8s_manifests_fit_together(kustomize):
 
     # The edge: discovery through the headless Service, authentication, probes, drain arithmetic.
     (edge_container,) = edge_pod["spec"]["containers"]
-    env = {e["name"]: e["value"] for e in edge_container["env"]}
+    env = container_env(edge_container, objects)
     assert env["EDGE_TRITON_URL"] == f"triton-grpc:{grpc['ports'][0]['port']}"
     assert env["EDGE_AUTH"] == "required" and env["EDGE_OPS_AUTH"] == "false"
     keys_dir, keys_file = env["EDGE_API_KEYS_FILE"].rsplit("/", 1)
@@ -250,11 +316,12 @@ def test_k8s_manifests_fit_together(kustomize):
     drain = float(env["EDGE_DRAIN_GRACE_S"])
     assert edge_pod["spec"]["terminationGracePeriodSeconds"] > edge_stop + drain, "no margin for the drain"
 
-    # Images come through kustomize's `images:`, so they can be overridden.
-    images = {c["image"] for pod in (triton_pod, edge_pod) for c in pod["spec"].get("initContainers", [])
-              + pod["spec"]["containers"]}
+    # Images come through kustomize's `images:`, so they can be overridden; the workers run the edge's.
+    pods = [doc["spec"]["template"] for (kind, _), doc in objects.items() if kind in ("Deployment", "StatefulSet")]
+    images = {c["image"] for pod in pods for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]}
     assert images == {"speech-moderation/triton:latest", "speech-moderation/edge:latest",
-                      "speech-moderation/models:latest"}
+                      "speech-moderation/models:latest", "redis:7.4-alpine"}
+    assert {image.split(":")[0] for image in images} == {i["name"] for i in kustomization(K8S)["images"]}
 
     # Autoscaling and disruption budgets aim at the right pods.
     hpa = objects["HorizontalPodAutoscaler", "triton"]
@@ -267,12 +334,140 @@ def test_k8s_manifests_fit_together(kustomize):
     assert selects(objects["PodDisruptionBudget", "triton"]["spec"]["selector"]["matchLabels"], triton_labels)
     assert selects(objects["PodDisruptionBudget", "edge"]["spec"]["selector"]["matchLabels"], edge_labels)
 
-    # Only the edge reaches Triton's gRPC port.
+    # Only the edge and the job workers reach Triton's gRPC port.
     policy = objects["NetworkPolicy", "triton"]["spec"]
     assert selects(policy["podSelector"]["matchLabels"], triton_labels)
     grpc_rule = next(r for r in policy["ingress"] if {"protocol": "TCP", "port": 8001} in r["ports"])
-    assert [selects(f["podSelector"]["matchLabels"], edge_labels) for f in grpc_rule["from"]] == [True]
+    assert [[selects(f["podSelector"]["matchLabels"], labels) for labels in (edge_labels, worker_labels)]
+            for f in grpc_rule["from"]] == [[True, False], [False, True]]
     assert not any(p["port"] in (8000, 8001) for r in policy["ingress"] if r is not grpc_rule for p in r["ports"])
+
+
+def batch_job_problems(objects: dict[tuple[str, str], dict]) -> list[str]:
+    """What keeps the batch-job objects from working together: the workers, the edge's job API,
+    Redis, the shared upload volume, the network policy and the workers' stop grace period."""
+    problems = []
+    edge, worker = pod_template(objects, "Deployment", "edge"), pod_template(objects, "Deployment", "jobs-worker")
+    (edge_container,), (worker_container,) = edge["spec"]["containers"], worker["spec"]["containers"]
+    edge_env, worker_env = container_env(edge_container, objects), container_env(worker_container, objects)
+    edge_labels, worker_labels = edge["metadata"]["labels"], worker["metadata"]["labels"]
+    if worker_container.get("command") != WORKER_COMMAND:
+        problems.append(f"worker command {worker_container.get('command')}")
+    if worker_container["image"] != edge_container["image"]:
+        problems.append("the workers do not run the edge's image")
+    if edge_env.get("EDGE_JOBS") != "true":
+        problems.append("the edge does not serve /v1/jobs (EDGE_JOBS)")
+    problems += [f"the workers lack {name}" for name in ("REDIS_URL", "JOBS_DATA_DIR", "EDGE_TRITON_URL")
+                 if name not in worker_env]
+    # Everything both read must agree (set in one only, the other has the default).
+    for name in sorted(n for n in {*edge_env, *worker_env} if n.startswith(SHARED_SETTINGS)):
+        if worker_env.get(name) != edge_env.get(name):
+            problems.append(f"{name} differs between the edge and the workers")
+    if worker_container.get("securityContext") != edge_container.get("securityContext"):
+        problems.append("the workers' securityContext is not the edge's")
+
+    # Redis: REDIS_URL names the Service, which selects the StatefulSet's pod and its port.
+    url = re.fullmatch(r"rediss?://(?:[^@/]*@)?([a-z0-9.-]+):(\d+)/\d+", worker_env.get("REDIS_URL", ""))
+    host, port = (url.group(1), int(url.group(2))) if url else (None, None)
+    redis = objects.get(("StatefulSet", "redis"), {}).get("spec", {})
+    redis_pod = pod_template(objects, "StatefulSet", "redis")
+    redis_labels = redis_pod.get("metadata", {}).get("labels", {})
+    service = objects.get(("Service", host), {}).get("spec", {})
+    if not selects(service.get("selector", {}), redis_labels):
+        problems.append(f"REDIS_URL {worker_env.get('REDIS_URL')!r} does not reach the redis StatefulSet")
+    else:
+        (redis_container,) = redis_pod["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in redis_container["ports"]}
+        if [(p["port"], ports.get(p["targetPort"])) for p in service["ports"]] != [(port, port)]:
+            problems.append("the redis Service does not lead to Redis's port")
+        args = " ".join(redis_container.get("args", redis_container.get("command", [])))
+        if "--appendonly yes" not in args or "--maxmemory-policy noeviction" not in args:
+            problems.append("Redis without its append-only file, or with eviction")
+        data_dir = re.search(r"--dir (\S+)", args)
+        mounts = {m["mountPath"]: m["name"] for m in redis_container.get("volumeMounts", [])}
+        templates = {t["metadata"]["name"] for t in redis.get("volumeClaimTemplates", [])}
+        if not data_dir or mounts.get(data_dir.group(1)) not in templates:
+            problems.append("Redis's --dir is not on its PersistentVolumeClaim")
+        if redis.get("serviceName") != host:
+            problems.append("the StatefulSet's serviceName is not the redis Service")
+
+    # One ReadWriteMany claim at JOBS_DATA_DIR in the edge and every worker.
+    claims = {volume_at(pod, container, env.get("JOBS_DATA_DIR", "")).get("persistentVolumeClaim", {}).get("claimName")
+              for pod, container, env in ((edge, edge_container, edge_env), (worker, worker_container, worker_env))}
+    modes = objects.get(("PersistentVolumeClaim", min(claims, key=str)), {}).get("spec", {}).get("accessModes", [])
+    if len(claims) != 1 or "ReadWriteMany" not in modes:
+        problems.append(f"JOBS_DATA_DIR is not one ReadWriteMany claim in the edge and the workers: {claims}")
+    # The edge's root is read-only: uploads over 1 MB spool to a writable /tmp while they arrive.
+    read_only = edge_container.get("securityContext", {}).get("readOnlyRootFilesystem")
+    if read_only and "emptyDir" not in volume_at(edge, edge_container, "/tmp"):
+        problems.append("the edge has no writable /tmp for uploads")
+
+    # The edge and the workers, and nothing else, reach Redis; node drains take one worker at a time.
+    policy = objects.get(("NetworkPolicy", "redis"), {}).get("spec", {})
+    allowed = [f.get("podSelector", {}).get("matchLabels", {}) for r in policy.get("ingress", [])
+               for f in r.get("from", [])]
+    if (not selects(policy.get("podSelector", {}).get("matchLabels", {}), redis_labels)
+            or len(allowed) != 2 or not any(selects(a, edge_labels) for a in allowed)
+            or not any(selects(a, worker_labels) for a in allowed)):
+        problems.append("the redis NetworkPolicy does not admit exactly the edge and the workers")
+    pdb = objects.get(("PodDisruptionBudget", "jobs-worker"), {}).get("spec", {})
+    if not selects(pdb.get("selector", {}).get("matchLabels", {}), worker_labels):
+        problems.append("no PodDisruptionBudget for the workers")
+
+    # A stopped worker finishes its segments in flight and hands its jobs back before the kill.
+    grace = worker["spec"].get("terminationGracePeriodSeconds", 30)
+    if grace < worker_handover_s(worker_env) + WORKER_STOP_MARGIN_S:
+        problems.append(f"worker terminationGracePeriodSeconds {grace} < "
+                        f"{worker_handover_s(worker_env) + WORKER_STOP_MARGIN_S}")
+    return problems
+
+
+def test_k8s_batch_jobs_fit_together(kustomize):
+    objects = by_kind(build(kustomize, K8S))
+    assert batch_job_problems(objects) == []
+    redis = objects["StatefulSet", "redis"]["spec"]
+    assert redis["replicas"] == 1 and redis["volumeClaimTemplates"][0]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    # The arithmetic in jobs-worker-deployment.yaml: 25 s for the slowest segment in flight (a 5 s
+    # retry backoff + EDGE_TRITON_TIMEOUT_S 15 s + 5 s) + 10 s for a finishing job's callback +
+    # 10 s margin, with the timeouts the workers get.
+    worker = pod_template(objects, "Deployment", "jobs-worker")
+    worker_env = container_env(worker["spec"]["containers"][0], objects)
+    assert worker_handover_s(worker_env) == RETRY_BACKOFF_MAX_S + longest_call_s(15) + 10
+    assert worker["spec"]["terminationGracePeriodSeconds"] == worker_handover_s(worker_env) + WORKER_STOP_MARGIN_S
+    assert pod_template(objects, "StatefulSet", "redis")["spec"]["terminationGracePeriodSeconds"] >= REDIS_STOP_GRACE_S
+
+
+def _worker(objects: dict) -> dict:
+    return pod_template(objects, "Deployment", "jobs-worker")
+
+
+def _edge(objects: dict) -> dict:
+    return pod_template(objects, "Deployment", "edge")
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda o: _worker(o)["spec"]["containers"][0].update(command=["python", "-m", "edge"]), "worker command"),
+    (lambda o: o["PersistentVolumeClaim", "jobs-data"]["spec"].update(accessModes=["ReadWriteOnce"]),
+     "ReadWriteMany"),
+    (lambda o: o["ConfigMap", "moderation-settings"]["data"].update(EDGE_TRITON_TIMEOUT_S="60"),
+     "terminationGracePeriodSeconds"),                        # a longer Triton call outlasts the grace
+    (lambda o: _worker(o)["spec"]["containers"][0]["env"].append({"name": "EDGE_HARMFUL_THRESHOLD",
+                                                                 "value": "0.9"}), "EDGE_HARMFUL_THRESHOLD differs"),
+    (lambda o: o["ConfigMap", "moderation-settings"]["data"].update(REDIS_URL="redis://redis-master:6379/0"),
+     "does not reach"),
+    (lambda o: _edge(o)["spec"]["containers"][0]["env"].pop(0), "EDGE_JOBS"),
+    (lambda o: o["NetworkPolicy", "redis"]["spec"]["ingress"][0]["from"].pop(), "NetworkPolicy"),
+    (lambda o: _edge(o)["spec"]["containers"][0]["volumeMounts"].pop(), "/tmp"),
+    (lambda o: _worker(o)["spec"].update(terminationGracePeriodSeconds=30), "terminationGracePeriodSeconds"),
+    (lambda o: _worker(o)["spec"]["containers"][0]["securityContext"].pop("readOnlyRootFilesystem"),
+     "securityContext"),
+    (lambda o: o.pop(("PodDisruptionBudget", "jobs-worker")), "PodDisruptionBudget"),
+])
+def test_broken_batch_jobs_are_caught(kustomize, mutate, expected):
+    objects = by_kind(json.loads(json.dumps(build(kustomize, K8S))))
+    mutate(objects)
+    problems = batch_job_problems(objects)
+    assert len(problems) == 1 and expected in problems[0], problems
 
 
 def scaled_object_problems(scaled: dict, hpa: dict, namespace: str) -> list[str]:
@@ -417,7 +612,8 @@ def test_grafana_dashboard():
 def compose_config(docker_compose: str, directory: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """`docker-compose config` of directory's compose file, with no COMPOSE_/DOCKER_ settings or
     .env of the caller's leaking in."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_", "TRITON_"))}
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("COMPOSE_", "DOCKER_", "TRITON_", "JOBS_", "REDIS_", "EDGE_"))}
     return subprocess.run([docker_compose, "-f", "docker-compose.gpu.yml", "config"], cwd=directory,
                           env={**clean, **env}, capture_output=True, text=True, timeout=60)
 
@@ -452,10 +648,51 @@ def test_compose_file_is_valid(docker_compose, compose_dir):
     assert scaled.returncode == 0 and yaml.safe_load(scaled.stdout)["services"]["triton"]["deploy"]["replicas"] == 3
 
 
+def _mounts(service: dict) -> dict[str, str]:
+    """Container path -> named volume (or host path) of a service in `config`'s output."""
+    return {volume.split(":")[1]: volume.split(":")[0] for volume in service.get("volumes", [])}
+
+
+def test_compose_batch_jobs(docker_compose, compose_dir):
+    out = compose_config(docker_compose, compose_dir)
+    assert out.returncode == 0, out.stderr
+    config = yaml.safe_load(out.stdout)
+    services = config["services"]
+    edge, worker, redis = services["edge"], services["worker"], services["redis"]
+    # Workers: the edge's image, its Triton and the settings both must agree on.
+    assert worker["command"] == WORKER_COMMAND
+    assert worker["build"] == edge["build"]
+    assert worker["deploy"]["replicas"] == 1
+    assert "ports" not in worker and "ports" not in redis, "Redis has no password: publish no port"
+    assert edge["environment"]["EDGE_JOBS"] == "true"
+    for name in {*edge["environment"], *worker["environment"]}:
+        if name.startswith(SHARED_SETTINGS):
+            assert worker["environment"].get(name) == edge["environment"].get(name), f"{name} differs"
+    # Redis: the service REDIS_URL names, with its append-only file on a named volume.
+    host = re.fullmatch(r"redis://([a-z0-9-]+):6379/\d+", worker["environment"]["REDIS_URL"]).group(1)
+    assert host in services and services[host] is redis
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command and "--maxmemory-policy noeviction" in command
+    assert _mounts(redis)["/data"] in config["volumes"]
+    assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
+    assert {"redis", "triton"} <= set(worker["depends_on"]) and "redis" in edge["depends_on"]
+    # Uploads: one named volume at JOBS_DATA_DIR in the edge and the workers.
+    data_dir = worker["environment"]["JOBS_DATA_DIR"]
+    assert edge["environment"]["JOBS_DATA_DIR"] == data_dir
+    assert _mounts(edge)[data_dir] == _mounts(worker)[data_dir] and _mounts(worker)[data_dir] in config["volumes"]
+    # Stop grace: a worker's hand-over (its arithmetic in the file), Redis's AOF fsync and exit.
+    assert _seconds(worker["stop_grace_period"]) >= worker_handover_s(worker["environment"]) + WORKER_STOP_MARGIN_S
+    assert _seconds(redis["stop_grace_period"]) >= REDIS_STOP_GRACE_S
+    scaled = compose_config(docker_compose, compose_dir, JOBS_WORKERS="4")
+    assert scaled.returncode == 0 and yaml.safe_load(scaled.stdout)["services"]["worker"]["deploy"]["replicas"] == 4
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda s: s.replace('shm_size: "1g"', "shm_size: [1g]"), "shm_size"),                         # wrong type
     (lambda s: s.replace("    stop_grace_period: 40s", "    stop_grace_periods: 40s", 1), "stop_grace_periods"),
     (lambda s: s.replace("${TRITON_REPLICAS:-1}", "many"), "replicas"),                             # not a number
+    (lambda s: s.replace("${JOBS_WORKERS:-1}", "several"), "replicas"),
+    (lambda s: s.replace("    stop_grace_period: 45s", "    stop_grace_period: [45s]"), "stop_grace_period"),
 ])
 def test_broken_compose_file_fails(docker_compose, compose_dir, mutate, message):
     path = compose_dir / "docker-compose.gpu.yml"

@@ -4,11 +4,15 @@ every part restarted mid-job, and bad input."""
 
 from __future__ import annotations
 
+import json
 import os
+import queue
 import re
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import httpx
@@ -185,11 +189,33 @@ def test_an_upload_streams_progress_ten_segments_and_the_report(client, recordin
     assert status["state"] == "completed" and status["progress"] == 1.0 and status["result"] == report
 
 
-def test_auto_detects_the_language(client, recording, tmp_path):
-    job = client.submit(encoded(recording, tmp_path, "flac"), language="auto")
-    events = list(client.follow(job["id"]))
+class Hook(BaseHTTPRequestHandler):
+    """Records the JSON bodies POSTed to it (a job's callback URL)."""
+
+    received: queue.Queue = queue.Queue()
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        self.received.put(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_args):
+        pass
+
+
+def test_auto_detects_the_language_and_the_callback_gets_the_report(client, recording, tmp_path):
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        job = client.submit(encoded(recording, tmp_path, "flac"), language="auto",
+                            callback_url=f"http://127.0.0.1:{server.server_port}/hook")
+        events = list(client.follow(job["id"]))
+        hook = Hook.received.get(timeout=30)
+    finally:
+        server.shutdown()
     assert events[-1].event == "final_summary" and events[-1].data["language"] == "en"
     check_transcript(segments_of(events))
+    assert hook == {"job_id": job["id"], "event": "final_summary", "data": events[-1].data}
 
 
 def test_a_worker_killed_mid_job_is_replaced_and_nothing_is_recomputed(stack, client, recording, tmp_path):
