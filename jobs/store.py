@@ -137,6 +137,18 @@ class JobStore:
     async def all_ids(self) -> list[str]:
         return await self.redis.zrange(INDEX_KEY, 0, -1)
 
+    async def live_ids(self) -> list[str]:
+        """The ids of jobs Redis still holds; those that expired are dropped from the index."""
+        ids = await self.all_ids()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.exists(job_key(job_id))
+            exists = await pipe.execute()
+        gone = [job_id for job_id, found in zip(ids, exists, strict=True) if not found]
+        if gone:
+            await self.redis.zrem(INDEX_KEY, *gone)
+        return [job_id for job_id, found in zip(ids, exists, strict=True) if found]
+
     async def take_lease(self, job_id: str, worker: str, lease_s: float) -> bool:
         """Takes or renews the lease; False when another worker holds it. LeaseLost when the job
         ended or is gone."""

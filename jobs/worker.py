@@ -75,7 +75,9 @@ async def _handle(job_id: str) -> float | None:
     await pool.start()
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     try:
-        return await Worker(worker_id, SETTINGS, edge, store, pool, STOPPING).handle(job_id)
+        retry_in_s = await Worker(worker_id, SETTINGS, edge, store, pool, STOPPING).handle(job_id)
+        files.sweep(SETTINGS.data_dir, set(await store.live_ids()))  # the files of jobs that expired meanwhile
+        return retry_in_s
     finally:
         await pool.close()
         await store.close()
@@ -93,7 +95,7 @@ async def _recover() -> tuple[list[tuple[str, float]], list[str]]:
     """Jobs to take over (running, lease expired or expiring) and the ids Redis still holds."""
     store = JobStore.from_url(SETTINGS.redis_url, SETTINGS.retention_s)
     try:
-        ids = await store.all_ids()
+        ids = await store.live_ids()
         takeover = []
         for job_id in ids:
             info = await store.get(job_id)

@@ -94,9 +94,12 @@ ENCODE_BLOCK = 4096
 API = "api (edge + worker + Triton)"
 WORKER_CONCURRENCY = CONCURRENT_JOBS
 """JOBS_WORKER_CONCURRENCY of the one worker: all 4 jobs run at once."""
-TRITON_TIMEOUT_S = 60
+TRITON_TIMEOUT_S = 120
 """EDGE_TRITON_TIMEOUT_S of the edge and the worker: 4 jobs x JOBS_CONCURRENCY segments in
-flight on a small CPU must wait in Triton's queue, not time out (as in the integration tests)."""
+flight on a small CPU must wait in Triton's queue, not time out (a timed-out segment is computed
+again, which would inflate the wall time)."""
+RETRY_LOG_MARKER = "Triton call failed"
+"""What the worker logs when it tries a segment again (jobs/pipeline.py): counted after the run."""
 
 FASTER_WHISPER = "faster-whisper base int8 in-process"
 FW_COMPUTE_TYPE = "int8"
@@ -285,7 +288,12 @@ def api_rows(rec: Recording) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="batch_bench-") as data, job_api(Path(data), logs) as url:
         logger.info("job API up at %s (logs in %s); warming up", url, logs)
         run_job(url, WARMUP_WAV)
-        return [measure(API, rec, lambda: run_job(url, rec.path), copies) for copies in (1, CONCURRENT_JOBS)]
+        rows = [measure(API, rec, lambda: run_job(url, rec.path), copies) for copies in (1, CONCURRENT_JOBS)]
+    retries = (logs / "worker.log").read_text(errors="replace").count(RETRY_LOG_MARKER)
+    if retries:
+        logger.warning("the worker tried %d segment(s) again (%s): the API's wall times include that", retries,
+                       logs / "worker.log")
+    return rows
 
 
 # --- the seed's engine: faster-whisper in-process --------------------------------------------
@@ -330,13 +338,21 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_json(rows: list[dict], rec: Recording, command: str) -> None:
+def exported_whisper() -> dict | None:
+    """The exported whisper model's values (precision, encoder context), which the API runs."""
+    values = MODEL_REPOSITORY / "whisper" / "config.values.json"
+    return json.loads(values.read_text()) if values.exists() else None
+
+
+def write_json(rows: list[dict], rec: Recording, command: str, load_average: tuple[float, ...]) -> None:
     report = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "command": command,
-        "machine": {"nproc": len(os.sched_getaffinity(0)), "cpu_model": cpu_model()},
+        "machine": {"nproc": len(os.sched_getaffinity(0)), "cpu_model": cpu_model(),
+                    "load_average_at_start": [round(x, 2) for x in load_average]},
         "recording": {"path": str(rec.path.relative_to(REPO_ROOT)), "duration_s": rec.duration_s,
                       "sentences": len(rec.sentences), "words": len(rec.reference.split())},
         "settings": {"language": LANGUAGE, "api_worker_concurrency": WORKER_CONCURRENCY,
+                     "api_triton_timeout_s": TRITON_TIMEOUT_S, "api_whisper": exported_whisper(),
                      "faster_whisper": {"compute_type": FW_COMPUTE_TYPE, "cpu_threads": FW_CPU_THREADS,
                                         "beam_size": FW_BEAM_SIZE, "vad_filter": True}},
         "rows": rows,
@@ -354,10 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-faster-whisper", action="store_true", help="do not measure faster-whisper")
     args = p.parse_args(argv)
     command = " ".join(["python -m loadtest.batch_bench", *(argv if argv is not None else sys.argv[1:])])
+    load_average = os.getloadavg()  # the machine may be shared: how busy it was when this began
     rec = recording(args.minutes)
     rows = [] if args.skip_api else api_rows(rec)
     rows += [] if args.skip_faster_whisper else faster_whisper_rows(rec)
-    write_json(rows, rec, command)
+    write_json(rows, rec, command, load_average)
     print(f"{rec.duration_s:.0f} s recording, {len(rec.sentences)} sentences; {OUTPUT.relative_to(REPO_ROOT)}")
     print(markdown(rows))
     return 0

@@ -52,45 +52,47 @@ RECORDING_SENTENCES = [
 """Ten sentences (one profane) spoken with PAUSE_S pauses: a recorded match's voice chat, ten VAD
 segments (the batch job tests and benchmark)."""
 GAME_CHAT_SENTENCES = [
-    "Nice shot, that was a great play.",
-    "Can you heal me please?",
+    "Can you help me with the boss please?",
     "I am going back to the base.",
-    "Someone is camping near the bridge.",
     "Let us push together this time.",
     "Wait for me at the gate.",
     "They are coming from the north side.",
     "Drop some armor for me please.",
-    "Good game everyone, well played.",
+    "Well played everyone, that was fun.",
     "I will take the flag this round.",
-    "Stay behind the wall and cover me.",
-    "The enemy has a tank on the hill.",
-    "Follow me into the building.",
-    "Do not run into the open field.",
+    "Stay behind the rocks and cover me.",
+    "The enemy team is waiting on the hill.",
+    "Follow me to the blue gate.",
+    "Please do not run across the field.",
     "We need somebody to defend the base.",
-    "Nice save, thank you for the help.",
-    "I am out of health potions.",
-    "Who wants to play another match?",
+    "Thank you for the help back there.",
+    "I have no more health left.",
+    "Who wants to play again tomorrow?",
     "Check the corner before you go in.",
     "My sound was broken for a minute.",
-    "Let me know when you are ready.",
-    "Throw the smoke grenade at the door.",
-    "We almost won that round.",
+    "Tell me when everybody is ready.",
+    "Throw a smoke grenade through the window.",
+    "We nearly won the last round.",
     "Keep an eye on the river.",
     "The last player is hiding in the house.",
     "Can we change the map after this game?",
-    "Good luck and have fun everyone.",
-    "I am reloading, cover me.",
+    "Have fun and enjoy the match everyone.",
+    "Cover me while I reload my weapon.",
     "Everyone meet at the bridge.",
     "That was a really close fight.",
+    "The bridge is the fastest way to their base.",
+    "Somebody should guard the flag.",
+    "I will wait for you near the river.",
+    "Look at the map before you move.",
     "Please stop shouting into the microphone, it is too loud.",
     "If you need help with the controls, just ask in the chat.",
     "The server will restart soon, so finish your match first.",
     "We lost because nobody was watching the back door.",
     "Remember to pick up the medical kit before the last fight.",
 ]
-"""Thirty-five plain game-chat sentences (no numbers, names or profanity), about 1.5 to 4 seconds
-of espeak-ng speech each, so the VAD cuts one segment per sentence (the batch benchmark's long
-recording, loadtest/batch_bench.py)."""
+"""Thirty-seven plain game-chat sentences (no numbers, names, contractions or profanity), 1.5 to 4 s
+of espeak-ng speech each, so the VAD cuts one segment per sentence, and each transcribed exactly
+by Whisper base when spoken alone (the batch benchmark's long recording, loadtest/batch_bench.py)."""
 DIALOGUE_WAV = REPO_ROOT / "loadtest" / "audio" / "dialogue_en.wav"
 """DIALOGUE as a committed 16 kHz mono 16-bit WAV, with its sidecar JSON."""
 

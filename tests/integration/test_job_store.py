@@ -91,5 +91,7 @@ def test_pages_are_newest_first_and_skip_expired_jobs(redis_port):
         ids = [j.id for j in page]
         assert ids.index("p2") < ids.index("p0") and "p1" not in ids
         assert "p1" not in await store.all_ids() and total == len(await store.all_ids())
+        await store.redis.delete("job:p0")
+        assert "p0" not in await store.live_ids() and "p0" not in await store.all_ids()
 
     run(redis_port, scenario)
