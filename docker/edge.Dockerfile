@@ -8,5 +8,6 @@ RUN pip install --no-cache-dir "numpy<2" fastapi uvicorn websockets pydantic-set
         httpx "celery==5.7.0" redis sse-starlette python-multipart
 COPY edge/ edge/
 COPY jobs/ jobs/
+COPY console/ console/
 EXPOSE 8000
 CMD ["python", "-m", "edge"]

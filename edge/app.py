@@ -14,7 +14,7 @@ from edge.dependencies import Access, EdgeServices, OpsAccessDep
 from edge.drain import Drain
 from edge.fairness import FairShare
 from edge.metrics import EdgeMetrics
-from edge.routers import audio, health, metrics
+from edge.routers import audio, console, health, metrics
 from edge.routers import jobs as job_routes
 from edge.session import ABANDONED
 from edge.settings import EdgeSettings
@@ -64,7 +64,7 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
 
     app = FastAPI(title="Speech moderation edge", lifespan=lifespan)
     app.state.services = services
-    for router in (audio.router, health.router, job_routes.router):
+    for router in (audio.router, health.router, job_routes.router, console.router):  # /ops/status guarded in its router
         app.include_router(router)
     app.include_router(metrics.router, dependencies=[OpsAccessDep])  # /readyz is guarded in its router
     return app

@@ -63,3 +63,42 @@ class EdgeMetrics:
     def watch_pool(self, pool: ModerationPool) -> None:
         """Export the pool's replicas and retries with the edge's metrics."""
         self.registry.register(PoolCollector(pool))
+
+
+def labelled_totals(metric: Counter | Gauge) -> dict[str, float]:
+    """A metric's current value per label value (its one label), or under "" when unlabelled;
+    counters' ``_created`` samples are left out."""
+    totals: dict[str, float] = {}
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            label = next(iter(sample.labels.values()), "")
+            totals[label] = totals.get(label, 0.0) + sample.value
+    return totals
+
+
+def histogram_buckets(histogram: Histogram) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of each bucket, +Inf last."""
+    return [(float(sample.labels["le"]), sample.value) for family in histogram.collect()
+            for sample in family.samples if sample.name.endswith("_bucket")]
+
+
+def bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """The q-quantile (0..1) estimated from cumulative buckets as Prometheus's
+    ``histogram_quantile`` does: linear within the bucket it falls in, the highest finite bound
+    when it falls in +Inf. None without observations."""
+    total = buckets[-1][1] if buckets else 0.0
+    if total <= 0:
+        return None
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            if count == lower_count:
+                return bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
+        lower_bound, lower_count = bound, count
+    return lower_bound

@@ -25,6 +25,7 @@ from edge.settings import EdgeSettings
 from edge.triton import ModerationPool, TritonCallError
 from edge.vad import Segment, Segmenter, SegmenterLimits
 from jobs.decode import decode
+from jobs.metrics import JobMetrics
 from jobs.models import JobErrorCode, JobInfo, JobState, ProgressEvent
 from jobs.settings import JobSettings
 from jobs.store import JobStore, StoredEvent, now, with_state
@@ -89,6 +90,7 @@ class JobRun:
     resume: Resume
     stopping: threading.Event = field(default_factory=threading.Event)
     """Set when the worker shuts down: no new segment starts, the ones in flight are written."""
+    metrics: JobMetrics = field(default_factory=JobMetrics)
     language: str | None = None
     position_s: float = 0.0
     _progress_at: float = float("-inf")
@@ -177,6 +179,7 @@ class JobRun:
                 if exc.reason not in RETRY_REASONS or time.monotonic() + backoff > give_up_at:
                     raise JobFailed(JobErrorCode(exc.code.value), str(exc)) from exc
                 logger.warning("job %s: Triton call failed (%s); trying again in %.1f s", self.info.id, exc, backoff)
+                self.metrics.triton_retries.labels(exc.reason).inc()
                 await asyncio.sleep(backoff)  # backoff before a retry, not a race fix
                 backoff = min(RETRY_BACKOFF_MAX_S, backoff * 2)
 
@@ -186,6 +189,7 @@ class JobRun:
         self.info = self.info.model_copy(update={"segments_done": event.seq + 1, "language": self.language,
                                                  **self._progress(event.end_s)})
         await self.store.append(self.info.id, self.worker, "transcript_segment", event, self.info)
+        self.metrics.segments.labels("harmful" if event.is_harmful else "normal").inc()
         if time.monotonic() - self._progress_at >= PROGRESS_INTERVAL_S:
             await self.progress_event(event.end_s)
         return event

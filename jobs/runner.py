@@ -14,6 +14,7 @@ from edge.triton import ModerationPool
 from jobs import files
 from jobs.decode import DecodeError
 from jobs.llm import summarize
+from jobs.metrics import JobMetrics
 from jobs.models import TERMINAL_STATES, FinalSummary, JobError, JobErrorCode, JobErrorEvent, JobInfo, JobState
 from jobs.pipeline import Handover, JobFailed, JobRun, Resume, started
 from jobs.report import build_report, llm_prompt
@@ -39,6 +40,7 @@ class Worker:
     pool: ModerationPool
     stopping: threading.Event = field(default_factory=threading.Event)
     """Set when the worker process shuts down: running jobs are handed over (docs/JOBS.md)."""
+    metrics: JobMetrics = field(default_factory=JobMetrics)
 
     async def handle(self, job_id: str) -> float | None:
         """Runs the job if it is due; None when nothing is left to do, else the seconds after which
@@ -53,12 +55,15 @@ class Worker:
                 return ttl_s + LEASE_RETRY_MARGIN_S
         except LeaseLost:
             return None
+        self.metrics.running.inc()
         try:
             await self._run_leased(info)
         except Handover as exc:
             logger.info("%s; handing it over", exc)
+            self.metrics.handovers.inc()
             return 0.0
         finally:
+            self.metrics.running.dec()
             await self.store.release_lease(job_id, self.id)
         return None
 
@@ -98,7 +103,8 @@ class Worker:
         if path is None:
             await self.fail(info, JobErrorCode.INTERNAL, "the uploaded file is missing from the data directory")
             return
-        run = JobRun(info, path, self.id, self.store, self.pool, self.settings, self.edge, resume, self.stopping)
+        run = JobRun(info, path, self.id, self.store, self.pool, self.settings, self.edge, resume, self.stopping,
+                     self.metrics)
         try:
             await run.progress_event(resume.segments[-1].end_s if resume.segments else 0.0)
             segments = await run.run()
@@ -124,15 +130,24 @@ class Worker:
         report.llm_summary = await summarize(self.settings, llm_prompt(report, segments))
         await self.store.finish(with_state(info, JobState.COMPLETED, finished_at=now()), self.id, "final_summary",
                                 report)
+        self._count_completed(report)
         logger.info("job %s completed: %d segments, %d harmful, %.1f s of audio in %.1f s", info.id,
                     report.segments, report.harmful_segments, duration, processing_s)
         await self._callback(info, report)
+
+    def _count_completed(self, report: FinalSummary) -> None:
+        self.metrics.finished.labels("completed", "").inc()
+        self.metrics.audio_seconds.inc(report.duration_s)
+        self.metrics.processing.observe(report.processing_s)
+        if report.real_time_factor is not None:
+            self.metrics.real_time_factor.observe(report.real_time_factor)
 
     async def fail(self, info: JobInfo, code: JobErrorCode, message: str) -> None:
         logger.warning("job %s failed: %s (%s)", info.id, message, code.value)
         event = JobErrorEvent(code=code, message=message)
         failed = with_state(info, JobState.FAILED, finished_at=now(), error=JobError(code=code, message=message))
         await self.store.finish(failed, self.id, "error", event)
+        self.metrics.finished.labels("failed", code.value).inc()
         await self._callback(info, event)
 
     async def _settle(self, info: JobInfo, resume: Resume) -> None:

@@ -41,6 +41,9 @@ class JobSettings(BaseSettings):
     restarting, a Triton crash the supervisor repairs) before the job fails."""
     callback_timeout_s: float = Field(10.0, gt=0)
     """Deadline of the POST of the final summary to a job's callback URL."""
+    metrics_port: int = Field(9102, ge=0, le=65535)
+    """Port of a worker's Prometheus ``/metrics`` (``jobs_*``); 0 turns it off. Workers on one host
+    need one port each."""
     page_size_max: int = Field(100, gt=0)
     """Most jobs one ``GET /v1/jobs`` page returns."""
     summary_llm_url: str | None = Field(None, validation_alias=AliasChoices("SUMMARY_LLM_URL", "JOBS_SUMMARY_LLM_URL"))

@@ -24,6 +24,7 @@ from celery import Celery, signals
 from edge.settings import EdgeSettings
 from edge.triton import TritonPool
 from jobs import files
+from jobs.metrics import JobMetrics
 from jobs.models import JobState
 from jobs.runner import Worker
 from jobs.settings import JobSettings
@@ -56,6 +57,7 @@ def celery_app(settings: JobSettings) -> Celery:
 
 SETTINGS = JobSettings()
 app = celery_app(SETTINGS)
+METRICS = JobMetrics()
 STOPPING = threading.Event()
 """Set when this worker shuts down (SIGTERM): its jobs stop after the segments in flight and go
 back to the queue, resumed by the next worker; nothing is cancelled mid-call (tritonserver 2.51
@@ -75,7 +77,7 @@ async def _handle(job_id: str) -> float | None:
     await pool.start()
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     try:
-        retry_in_s = await Worker(worker_id, SETTINGS, edge, store, pool, STOPPING).handle(job_id)
+        retry_in_s = await Worker(worker_id, SETTINGS, edge, store, pool, STOPPING, METRICS).handle(job_id)
         files.sweep(SETTINGS.data_dir, set(await store.live_ids()))  # the files of jobs that expired meanwhile
         return retry_in_s
     finally:
@@ -110,6 +112,7 @@ async def _recover() -> tuple[list[tuple[str, float]], list[str]]:
 @signals.worker_ready.connect
 def on_worker_ready(sender=None, **_kwargs) -> None:
     """Takes over running jobs whose worker is gone, and removes the files of expired jobs."""
+    METRICS.serve(SETTINGS.metrics_port)
     takeover, ids = asyncio.run(_recover())
     for job_id, countdown in takeover:
         logger.info("taking over job %s in %.1f s (its worker is gone or going)", job_id, countdown)

@@ -46,6 +46,7 @@ class JobStack:
     triton: str
     root: Path
     redis_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     edge_port: int = field(default_factory=free_port)
     redis: RedisChild | None = None
     worker: WorkerChild | None = None
@@ -56,7 +57,8 @@ class JobStack:
         return dict(os.environ, REDIS_URL=redis_url(self.redis_port), JOBS_DATA_DIR=str(self.root / "data"),
                     JOBS_LEASE_S=str(LEASE_S), JOBS_MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES),
                     JOBS_MAX_DURATION_S=str(MAX_DURATION_S), JOBS_CONCURRENCY=str(CONCURRENCY),
-                    JOBS_WORKER_CONCURRENCY="1", EDGE_TRITON_URL=self.triton, EDGE_TRITON_TIMEOUT_S="60")
+                    JOBS_WORKER_CONCURRENCY="1", JOBS_METRICS_PORT=str(self.metrics_port),
+                    EDGE_TRITON_URL=self.triton, EDGE_TRITON_TIMEOUT_S="60")
 
     def start_redis(self) -> None:
         self.redis = RedisChild(self.redis_port, self.root / "redis", open(self.root / "redis.log", "ab")).start()
@@ -269,7 +271,12 @@ def failed_with(client: JobClient, path: Path) -> str:
     return events[-1].data["code"]
 
 
-def test_bad_input_fails_with_typed_errors_and_the_worker_serves_the_next_job(client, recording, tmp_path):
+def worker_metric(stack: JobStack, line_start: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{stack.metrics_port}/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
+
+
+def test_bad_input_fails_with_typed_errors_and_the_worker_serves_the_next_job(stack, client, recording, tmp_path):
     text = tmp_path / "notes.mp3"
     text.write_text("this is not audio at all\n" * 100)
     assert failed_with(client, text) == "not_audio"
@@ -293,6 +300,9 @@ def test_bad_input_fails_with_typed_errors_and_the_worker_serves_the_next_job(cl
     assert too_long.value.response.json()["detail"]["code"] == "recording_too_long"
     good = client.submit(encoded(recording, tmp_path, "m4a"), language="en")
     assert list(client.follow(good["id"]))[-1].event == "final_summary"
+    assert worker_metric(stack, 'jobs_finished_total{code="not_audio",state="failed"}') == 1
+    assert worker_metric(stack, 'jobs_finished_total{code="",state="completed"}') >= 1
+    assert worker_metric(stack, "jobs_segments_total") >= len(RECORDING_SENTENCES)
 
 
 def test_bad_options_and_unknown_jobs_get_typed_errors(client, recording, tmp_path):

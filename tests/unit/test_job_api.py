@@ -5,10 +5,12 @@ Triton are in tests/integration/test_jobs.py."""
 from __future__ import annotations
 
 import json
+import signal
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sse_starlette.sse import AppStatus
 
 from edge.app import create_app
 from edge.auth import key_line, new_api_key
@@ -60,6 +62,14 @@ class MemoryStore:
 def _key(event_id: str) -> tuple[int, int]:
     ms, _, seq = event_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+@pytest.fixture(autouse=True)
+def no_shutdown_in_progress(monkeypatch):
+    """sse-starlette ends every stream once a uvicorn server in this process saw SIGTERM (a global
+    flag); the drain tests send those, so each test here starts with it clear."""
+    monkeypatch.setattr(AppStatus, "should_exit", False)
+    monkeypatch.setattr(signal, "getsignal", lambda _sig: signal.SIG_DFL)
 
 
 @pytest.fixture
