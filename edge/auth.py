@@ -11,6 +11,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -131,8 +132,12 @@ class OriginPolicy:
     allowed: frozenset[str]
     any_origin: bool = False
 
-    def allows(self, origin: str | None) -> bool:
-        return origin is None or self.any_origin or origin.rstrip("/").lower() in self.allowed
+    def allows(self, origin: str | None, host: str | None = None) -> bool:
+        """``host`` is the request's Host: a page the edge served itself (the console) is always
+        allowed, whatever the scheme a TLS-terminating proxy leaves the edge to see."""
+        if origin is None or self.any_origin or origin.rstrip("/").lower() in self.allowed:
+            return True
+        return host is not None and urlsplit(origin).netloc.lower() == host.lower()
 
 
 def origin_policy(settings: EdgeSettings) -> OriginPolicy:

@@ -100,7 +100,7 @@ def websocket_principal(websocket: WebSocket, services: ServicesDep) -> Principa
     """The client of a WebSocket handshake, checked before it is accepted: a foreign browser
     Origin or a missing or bad credential closes it with 1008 (the client sees HTTP 403)."""
     origin = websocket.headers.get("origin")
-    if not services.access.origins.allows(origin):
+    if not services.access.origins.allows(origin, websocket.headers.get("host")):
         logger.warning("refused a session from %s: origin %r is not allowed", _peer(websocket), origin)
         raise WebSocketException(status.WS_1008_POLICY_VIOLATION, "origin not allowed")
     try:

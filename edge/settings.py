@@ -112,7 +112,7 @@ class EdgeSettings(BaseSettings):
     allowed_origins: str = ""
     """Comma-separated browser origins (``https://app.example.com``) allowed to open sessions;
     ``*`` allows any. A handshake with another Origin is refused; one without Origin (a native
-    client) is not concerned."""
+    client) is not concerned, nor one from the edge's own host (its console, ``/console``)."""
     ops_auth: bool = True
     """With authentication on, /readyz and /metrics need a credential too (``Authorization:
     Bearer``); false leaves them open for probes and scrapers on an internal network."""

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian tools the tests use: espeak-ng (speech) and sox (resampling) to make speech,
-# and docker-compose (v1, python) to validate docker-compose.gpu.yml offline (`config` needs no
-# Docker engine). The deployment tests also need kubectl with kustomize v4 or newer (`kubectl
+# docker-compose (v1, python) to validate docker-compose.gpu.yml offline (`config` needs no
+# Docker engine), and chromium, the real browser the console's tests drive with Playwright
+# (Playwright's own browser download needs the internet). The deployment tests also need kubectl with kustomize v4 or newer (`kubectl
 # kustomize`): Debian bookworm's kubectl is 1.20 (kustomize v2), too old, so kubectl is checked,
 # not installed.
 set -euo pipefail
@@ -10,6 +11,7 @@ for tool in espeak-ng sox; do command -v "$tool" >/dev/null || missing+=("$tool"
 # Without recommends: docker-compose would bring the whole Docker engine.
 missing_lean=()
 command -v docker-compose >/dev/null || missing_lean+=(docker-compose)
+[ -x /usr/lib/chromium/chromium ] || missing_lean+=(chromium)
 command -v kubectl >/dev/null || command -v kustomize >/dev/null || \
   echo "kubectl not found: tests/integration/test_deploy_files.py needs kubectl >= 1.21 or kustomize v4+" >&2
 [ ${#missing[@]} -eq 0 ] && [ ${#missing_lean[@]} -eq 0 ] && exit 0

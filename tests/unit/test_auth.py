@@ -149,6 +149,15 @@ def test_the_origin_list_applies_also_with_authentication_off():
         assert refused(app, headers={"Origin": "https://evil.example"}) == POLICY_VIOLATION
 
 
+def test_the_edges_own_pages_are_same_origin_and_always_allowed():
+    """The console the edge serves connects from the edge's own host (any scheme: a proxy may
+    terminate TLS); a look-alike host is still foreign."""
+    with TestClient(create_app(EdgeSettings(auth="none"), pool=FakePool())) as app:
+        for origin in ("http://testserver", "https://testserver"):
+            one_session(app, headers={"Origin": origin})
+        assert refused(app, headers={"Origin": "https://testserver.evil.example"}) == POLICY_VIOLATION
+
+
 def test_open_mode_only_when_configured():
     with TestClient(create_app(EdgeSettings(auth="none", api_key_hashes=key_line("d", KEY)),
                                pool=FakePool())) as app:
