@@ -83,7 +83,9 @@ class JobClient:
             yield from parse_sse(response.iter_lines())
 
     def follow(self, job_id: str, last_event_id: str | None = None) -> Iterator[Event]:
-        """Every event of the job from ``last_event_id`` on, reconnecting after drops."""
+        """Every event of the job from ``last_event_id`` on, until its last one, reconnecting after
+        drops, server errors and streams that end early; httpx.HTTPStatusError for a 4xx (404:
+        the job is gone)."""
         for _attempt in range(MAX_RECONNECTS):
             try:
                 for event in self.stream(job_id, last_event_id):
@@ -91,10 +93,16 @@ class JobClient:
                     yield event
                     if event.event in ("final_summary", "error"):
                         return
-                return  # the server ended the stream: the job is gone or over
+                if self.job(job_id)["state"] in ("completed", "failed"):
+                    return  # nothing follows last_event_id: it was the job's last event already
+                logger.info("event stream ended early; reconnecting after %s", last_event_id)
             except httpx.TransportError as exc:
                 logger.warning("event stream dropped (%s); reconnecting after %s", exc, last_event_id)
-                time.sleep(RECONNECT_DELAY_S)  # pause between reconnects, as an EventSource does
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code < 500:
+                    raise
+                logger.warning("event stream refused (%s); reconnecting", exc.response.status_code)
+            time.sleep(RECONNECT_DELAY_S)  # pause between reconnects, as an EventSource does
         raise ConnectionError(f"gave up on the event stream of job {job_id} after {MAX_RECONNECTS} reconnects")
 
     def transcript(self, job_id: str, fmt: str) -> str:

@@ -41,7 +41,11 @@ def sweep(data_dir: Path, live_ids: set[str], now: float | None = None) -> list[
     now = time.time() if now is None else now
     removed = []
     for folder in data_dir.iterdir() if data_dir.is_dir() else []:
-        if folder.name in live_ids or now - folder.stat().st_mtime < ORPHAN_MIN_AGE_S:
+        try:
+            young = now - folder.stat().st_mtime < ORPHAN_MIN_AGE_S
+        except OSError:  # removed meanwhile (another worker's sweep, a DELETE)
+            continue
+        if folder.name in live_ids or young:
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder.name)

@@ -28,7 +28,7 @@ from jobs.decode import decode
 from jobs.metrics import JobMetrics
 from jobs.models import JobErrorCode, JobInfo, JobState, ProgressEvent
 from jobs.settings import JobSettings
-from jobs.store import JobStore, StoredEvent, now, with_state
+from jobs.store import JobStore, LeaseLost, StoredEvent, now, with_state
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,8 @@ class JobRun:
     stopping: threading.Event = field(default_factory=threading.Event)
     """Set when the worker shuts down: no new segment starts, the ones in flight are written."""
     metrics: JobMetrics = field(default_factory=JobMetrics)
+    lost: threading.Event = field(default_factory=threading.Event)
+    """Set when this worker lost the job's lease: it stops like a hand-over, writing nothing more."""
     language: str | None = None
     position_s: float = 0.0
     _progress_at: float = float("-inf")
@@ -104,18 +106,21 @@ class JobRun:
         window: deque[asyncio.Task[SegmentEvent]] = deque()
         try:
             async for seq, segment in self._segments():
-                if self.stopping.is_set():
+                if self.stopping.is_set() or self.lost.is_set():
                     break
                 window.append(asyncio.create_task(self._moderate(seq, segment)))
                 if len(window) >= self.settings.concurrency:
                     segments.append(await self._emit(window.popleft()))
             while window:
                 segments.append(await self._emit(window.popleft()))
+            if self.lost.is_set():
+                raise LeaseLost(f"job {self.info.id}: lease lost")
             if self.stopping.is_set():
                 raise Handover(f"job {self.info.id}: worker stopping after segment {len(segments) - 1}")
         finally:
-            for task in window:  # a failure: do not leave calls behind unobserved
-                task.cancel()
+            # A failure: let the other calls end by their deadline, unread. Cancelling a call in
+            # flight can crash tritonserver 2.51 (docs/OPERATIONS.md).
+            await asyncio.gather(*window, return_exceptions=True)
         return segments
 
     async def _segments(self) -> AsyncIterator[tuple[int, Segment]]:
@@ -174,6 +179,8 @@ class JobRun:
             try:
                 return await self.pool.moderate(audio, language, with_words, Priority.BULK)
             except TritonCallError as exc:
+                if self.lost.is_set():
+                    raise LeaseLost(f"job {self.info.id}: lease lost while Triton fails ({exc})") from exc
                 if self.stopping.is_set():
                     raise Handover(f"job {self.info.id}: worker stopping while Triton fails ({exc})") from exc
                 if exc.reason not in RETRY_REASONS or time.monotonic() + backoff > give_up_at:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 import httpx
+from redis.exceptions import RedisError
 
 from edge.settings import EdgeSettings
 from edge.triton import ModerationPool
@@ -23,6 +25,8 @@ from jobs.store import JobStore, LeaseLost, now, with_state
 
 logger = logging.getLogger(__name__)
 
+LastEvent = tuple[JobInfo, "FinalSummary | JobErrorEvent"]
+"""A finished job and its last event: what its callback URL receives."""
 LEASE_RETRY_MARGIN_S = 1.0
 """A job whose lease another worker holds is tried again this long after the lease would expire."""
 LEASE_RENEWALS_PER_LEASE = 3
@@ -44,8 +48,8 @@ class Worker:
 
     async def handle(self, job_id: str) -> float | None:
         """Runs the job if it is due; None when nothing is left to do, else the seconds after which
-        to try again (another worker holds its lease: it may die; or this worker is stopping and
-        hands the job over: 0)."""
+        to try again: another worker holds its lease (it may die), this worker is stopping and
+        hands the job over (0), or this run lost the lease without the job ending (Redis failed)."""
         info = await self.store.get(job_id)
         if info is None or info.state in TERMINAL_STATES:
             return None
@@ -57,7 +61,7 @@ class Worker:
             return None
         self.metrics.running.inc()
         try:
-            await self._run_leased(info)
+            last_event = await self._run_leased(info)
         except Handover as exc:
             logger.info("%s; handing it over", exc)
             self.metrics.handovers.inc()
@@ -65,61 +69,76 @@ class Worker:
         finally:
             self.metrics.running.dec()
             await self.store.release_lease(job_id, self.id)
-        return None
+        if last_event is not None:
+            await self._callback(*last_event)
+        return await self._unfinished_retry(job_id)
 
-    async def _run_leased(self, info: JobInfo) -> None:
-        work = asyncio.create_task(self._execute(info))
-        renewer = asyncio.create_task(self._renew(info.id))
+    async def _unfinished_retry(self, job_id: str) -> float | None:
+        """A job this run left unfinished (its lease was lost) is looked at again later."""
+        info = await self.store.get(job_id)
+        if info is None or info.state in TERMINAL_STATES:
+            return None
+        logger.warning("job %s: left unfinished; trying it again in %.0f s", job_id, self.settings.lease_s)
+        return self.settings.lease_s + LEASE_RETRY_MARGIN_S
+
+    async def _run_leased(self, info: JobInfo) -> LastEvent | None:
+        """The job's run, with its lease renewed meanwhile. A lost lease stops the run at its next
+        segment; nothing is cancelled mid-call (tritonserver 2.51 can crash on it)."""
+        lost = threading.Event()
+        renewer = asyncio.create_task(self._renew(info.id, lost))
         try:
-            await asyncio.wait({work, renewer}, return_when=asyncio.FIRST_COMPLETED)
+            return await self._execute(info, lost)
+        except LeaseLost as exc:
+            logger.info("job %s: %s; stopped", info.id, exc)
+            return None
         finally:
-            for task in (work, renewer):
-                task.cancel()
-        if work.done() and not work.cancelled() and isinstance(work.exception(), LeaseLost):
-            logger.info("job %s: %s; stopped", info.id, work.exception())
-        elif work.done() and not work.cancelled() and work.exception() is not None:
-            raise work.exception()
-        elif not work.done():
-            logger.warning("job %s: lost its lease; stopped", info.id)
+            renewer.cancel()  # only a Redis call or a sleep to interrupt
 
-    async def _renew(self, job_id: str) -> None:
-        """Returns when the lease is lost (another worker took it, or the job ended or was deleted)."""
-        while True:
-            await asyncio.sleep(self.settings.lease_s / LEASE_RENEWALS_PER_LEASE)  # the renewal period
-            try:
-                if not await self.store.take_lease(job_id, self.id, self.settings.lease_s):
-                    return
-            except LeaseLost:
-                return
+    async def _renew(self, job_id: str, lost: threading.Event) -> None:
+        """Sets ``lost`` when the lease is lost: another worker took it, the job ended or was
+        deleted, or Redis could not renew it before it ran out."""
+        expires = time.monotonic() + self.settings.lease_s
+        try:
+            while True:
+                await asyncio.sleep(self.settings.lease_s / LEASE_RENEWALS_PER_LEASE)  # the renewal period
+                try:
+                    if not await self.store.take_lease(job_id, self.id, self.settings.lease_s):
+                        return
+                    expires = time.monotonic() + self.settings.lease_s
+                except RedisError as exc:
+                    if time.monotonic() >= expires:
+                        return
+                    logger.warning("job %s: renewing the lease failed (%s); trying again", job_id, exc)
+        except LeaseLost:
+            return
+        finally:
+            lost.set()
 
-    async def _execute(self, info: JobInfo) -> None:
+    async def _execute(self, info: JobInfo, lost: threading.Event) -> LastEvent | None:
         resume = Resume.from_events(await self.store.all_events(info.id))
         info = started(info)
         await self.store.set_state(info, self.id)
         if resume.finished:  # an earlier run wrote the last event but not the state
             await self._settle(info, resume)
-            return
+            return None
         path = files.find_upload(self.settings.data_dir, info.id)
         if path is None:
-            await self.fail(info, JobErrorCode.INTERNAL, "the uploaded file is missing from the data directory")
-            return
+            return await self.fail(info, JobErrorCode.INTERNAL, "the uploaded file is missing from the data directory")
         run = JobRun(info, path, self.id, self.store, self.pool, self.settings, self.edge, resume, self.stopping,
-                     self.metrics)
+                     self.metrics, lost)
         try:
             await run.progress_event(resume.segments[-1].end_s if resume.segments else 0.0)
             segments = await run.run()
         except (DecodeError, JobFailed) as exc:
-            await self.fail(run.info, exc.code, str(exc))
-            return
-        except (LeaseLost, Handover):
+            return await self.fail(run.info, exc.code, str(exc))
+        except (LeaseLost, Handover, RedisError):
             raise
         except Exception:  # noqa: BLE001 - the job fails with a typed error; the worker serves the next
             logger.exception("job %s failed", info.id)
-            await self.fail(run.info, JobErrorCode.INTERNAL, "the job failed (server error)")
-            return
-        await self._complete(run, segments)
+            return await self.fail(run.info, JobErrorCode.INTERNAL, "the job failed (server error)")
+        return await self._complete(run, segments)
 
-    async def _complete(self, run: JobRun, segments) -> None:
+    async def _complete(self, run: JobRun, segments) -> LastEvent:
         duration = round(run.position_s, 3)
         info = run.info.model_copy(update={"duration_s": duration, "position_s": duration, "progress": 1.0,
                                            "language": run.language})
@@ -133,7 +152,7 @@ class Worker:
         self._count_completed(report)
         logger.info("job %s completed: %d segments, %d harmful, %.1f s of audio in %.1f s", info.id,
                     report.segments, report.harmful_segments, duration, processing_s)
-        await self._callback(info, report)
+        return info, report
 
     def _count_completed(self, report: FinalSummary) -> None:
         self.metrics.finished.labels("completed", "").inc()
@@ -142,13 +161,13 @@ class Worker:
         if report.real_time_factor is not None:
             self.metrics.real_time_factor.observe(report.real_time_factor)
 
-    async def fail(self, info: JobInfo, code: JobErrorCode, message: str) -> None:
+    async def fail(self, info: JobInfo, code: JobErrorCode, message: str) -> LastEvent:
         logger.warning("job %s failed: %s (%s)", info.id, message, code.value)
         event = JobErrorEvent(code=code, message=message)
         failed = with_state(info, JobState.FAILED, finished_at=now(), error=JobError(code=code, message=message))
         await self.store.finish(failed, self.id, "error", event)
         self.metrics.finished.labels("failed", code.value).inc()
-        await self._callback(info, event)
+        return info, event
 
     async def _settle(self, info: JobInfo, resume: Resume) -> None:
         events = await self.store.all_events(info.id)
@@ -170,5 +189,5 @@ class Worker:
             async with httpx.AsyncClient(timeout=self.settings.callback_timeout_s) as client:
                 response = await client.post(url, json=body)
             response.raise_for_status()
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             logger.warning("job %s: callback to %s failed: %s", info.id, url, exc)

@@ -31,12 +31,15 @@ WORKER_READY_KEY = "jobs:worker-ready:{pid}"
 """Set by a worker process once it consumes the queue (launchers wait for it), removed at its exit."""
 SOCKET_TIMEOUT_S = 30.0
 """Redis reply deadline; longer than any blocking read (the SSE endpoint blocks a few seconds)."""
+MAX_CONNECTIONS = 200
+"""Redis connections of one process; past it a call waits (up to SOCKET_TIMEOUT_S) for a free one.
+Each open SSE stream holds one while it waits for events."""
 STREAM_MAX_READ = 500
 """Events one XREAD returns at most."""
 
 # KEYS: job hash, events stream, lease; ARGV: worker id, event name, data JSON, info JSON or "",
-# new state or "". Appends only while the job exists, is not finished and the caller holds the
-# lease; a job's last event and its final state are written in the same step.
+# new state or "", retention ms. Appends only while the job exists, is not finished and the caller
+# holds the lease; a job's last event, its final state and its expiry are written in one step.
 _APPEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -44,7 +47,12 @@ if state == 'completed' or state == 'failed' or state == 'cancelled' then return
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
 local id = redis.call('XADD', KEYS[2], '*', 'event', ARGV[2], 'data', ARGV[3])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'info', ARGV[4]) end
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'state', ARGV[5]) end
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'state', ARGV[5])
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+  redis.call('DEL', KEYS[3])
+end
 return id
 """
 # KEYS: job hash, lease; ARGV: worker id, lease ms. Takes or renews the lease of an unfinished job.
@@ -56,6 +64,11 @@ local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then return -1 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 1
+"""
+# KEYS: lease; ARGV: worker id. Deletes the lease only if the caller still holds it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 # KEYS: job hash, lease; ARGV: worker id, new state, info JSON. Sets the state while the caller
 # holds the lease (or, with worker id "", unconditionally) unless the job already ended.
@@ -71,6 +84,11 @@ return 1
 
 class LeaseLost(Exception):
     """Another worker holds the job's lease, or the job ended or was deleted meanwhile."""
+
+
+def owner_index(owner: str | None) -> str:
+    """One index per owner (the authenticated client; ``-`` with authentication off)."""
+    return f"jobs:index:owner:{owner or '-'}"
 
 
 def job_key(job_id: str) -> str:
@@ -104,19 +122,24 @@ class JobStore:
         self._append = client.register_script(_APPEND)
         self._lease = client.register_script(_LEASE)
         self._state = client.register_script(_STATE)
+        self._release = client.register_script(_RELEASE)
 
     @classmethod
-    def from_url(cls, url: str, retention_s: int) -> JobStore:
-        return cls(aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT_S,
-                                           socket_connect_timeout=SOCKET_TIMEOUT_S), retention_s)
+    def from_url(cls, url: str, retention_s: int, max_connections: int = MAX_CONNECTIONS) -> JobStore:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S,
+            max_connections=max_connections, timeout=SOCKET_TIMEOUT_S)
+        return cls(aioredis.Redis(connection_pool=pool), retention_s)
 
     async def close(self) -> None:
         await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()
 
     async def create(self, info: JobInfo) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(job_key(info.id), mapping={"state": info.state.value, "info": _info_json(info)})
             pipe.zadd(INDEX_KEY, {info.id: info.created_at})
+            pipe.zadd(owner_index(info.owner), {info.id: info.created_at})
             await pipe.execute()
 
     async def get(self, job_id: str) -> JobInfo | None:
@@ -125,14 +148,15 @@ class JobStore:
             return None
         return JobInfo.model_validate({**json.loads(raw["info"]), "state": raw["state"]})
 
-    async def page(self, offset: int, limit: int) -> tuple[list[JobInfo], int]:
-        """Jobs newest first, and how many the index holds; ids whose job expired are pruned."""
-        ids = await self.redis.zrevrange(INDEX_KEY, offset, offset + limit - 1)
+    async def page(self, owner: str | None, offset: int, limit: int) -> tuple[list[JobInfo], int]:
+        """An owner's jobs newest first, and how many its index holds; expired ones are pruned."""
+        index = owner_index(owner)
+        ids = await self.redis.zrevrange(index, offset, offset + limit - 1)
         jobs = [await self.get(job_id) for job_id in ids]
         gone = [job_id for job_id, job in zip(ids, jobs, strict=True) if job is None]
         if gone:
-            await self.redis.zrem(INDEX_KEY, *gone)
-        return [job for job in jobs if job is not None], await self.redis.zcard(INDEX_KEY)
+            await self.redis.zrem(index, *gone)
+        return [job for job in jobs if job is not None], await self.redis.zcard(index)
 
     async def all_ids(self) -> list[str]:
         return await self.redis.zrange(INDEX_KEY, 0, -1)
@@ -158,8 +182,7 @@ class JobStore:
         return result == 1
 
     async def release_lease(self, job_id: str, worker: str) -> None:
-        if await self.redis.get(lease_key(job_id)) == worker:
-            await self.redis.delete(lease_key(job_id))
+        await self._release(keys=[lease_key(job_id)], args=[worker])
 
     async def lease_holder(self, job_id: str) -> tuple[str | None, float]:
         """The worker holding the lease and the seconds it still has."""
@@ -178,15 +201,14 @@ class JobStore:
     async def finish(self, info: JobInfo, worker: str, event: str, payload: BaseModel) -> str:
         """Appends the job's last event and sets its final state ``info.state`` in one step, then
         starts the retention clock. LeaseLost as for append."""
-        event_id = await self._write(info.id, worker, event, payload, info, info.state.value)
-        await self.expire(info.id)
-        return event_id
+        return await self._write(info.id, worker, event, payload, info, info.state.value)
 
     async def _write(self, job_id: str, worker: str, event: str, payload: BaseModel, info: JobInfo | None,
                      state: str) -> str:
         data = payload.model_dump_json(exclude_none=False)
         result = await self._append(keys=[job_key(job_id), events_key(job_id), lease_key(job_id)],
-                                    args=[worker, event, data, _info_json(info) if info else "", state])
+                                    args=[worker, event, data, _info_json(info) if info else "", state,
+                                          self.retention_s * 1000])
         if result in (0, -1):
             raise LeaseLost(f"job {job_id}: {'lease held by another worker' if result == -1 else 'ended or deleted'}")
         return result
@@ -210,10 +232,11 @@ class JobStore:
             pipe.delete(lease_key(job_id))
             await pipe.execute()
 
-    async def delete(self, job_id: str) -> bool:
+    async def delete(self, job_id: str, owner: str | None = None) -> bool:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(job_key(job_id), events_key(job_id), lease_key(job_id))
             pipe.zrem(INDEX_KEY, job_id)
+            pipe.zrem(owner_index(owner), job_id)
             deleted, *_ = await pipe.execute()
         return bool(deleted)
 

@@ -33,6 +33,8 @@ from jobs.store import WORKER_READY_KEY, JobStore
 logger = logging.getLogger(__name__)
 
 QUEUE = "moderation-jobs"
+REDIS_RETRY_S = 10.0
+"""A job whose run failed on Redis (or the data volume) goes back to the queue, due this much later."""
 READY_KEY_TTL_S = 7 * 24 * 3600
 """The ready marker of a worker that died without removing it goes away after this long."""
 TASK = "jobs.process"
@@ -42,8 +44,8 @@ def celery_app(settings: JobSettings) -> Celery:
     app = Celery("jobs", broker=settings.redis_url)
     app.conf.update(
         task_acks_late=True,
-        # A job that raised (Redis gone) stays unacknowledged and is delivered again after the
-        # visibility timeout; job errors themselves never raise (the job fails with an event).
+        # Job errors never raise (the job fails with an event); Redis failures are retried by the
+        # task itself (process below).
         task_acks_on_failure_or_timeout=False,
         task_ignore_result=True,
         task_default_queue=QUEUE,
@@ -78,16 +80,28 @@ async def _handle(job_id: str) -> float | None:
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     try:
         retry_in_s = await Worker(worker_id, SETTINGS, edge, store, pool, STOPPING, METRICS).handle(job_id)
-        files.sweep(SETTINGS.data_dir, set(await store.live_ids()))  # the files of jobs that expired meanwhile
+        await _sweep(store)
         return retry_in_s
     finally:
         await pool.close()
         await store.close()
 
 
+async def _sweep(store: JobStore) -> None:
+    """Removes the files of jobs that expired meanwhile; best effort: it never costs a job."""
+    try:
+        files.sweep(SETTINGS.data_dir, set(await store.live_ids()))
+    except (redis.RedisError, OSError) as exc:
+        logger.warning("sweeping expired jobs' files failed: %s", exc)
+
+
 @app.task(name=TASK, bind=True, max_retries=None)
 def process(self, job_id: str) -> None:
-    retry_in_s = asyncio.run(_handle(job_id))
+    try:
+        retry_in_s = asyncio.run(_handle(job_id))
+    except (redis.RedisError, OSError) as exc:  # Redis or the data volume failed: the job stays due
+        logger.warning("job %s: %s; trying again in %.0f s", job_id, exc, REDIS_RETRY_S)
+        raise self.retry(countdown=REDIS_RETRY_S) from exc
     if retry_in_s is not None:
         logger.info("job %s: back to the queue, due in %.1f s", job_id, retry_in_s)
         raise self.retry(countdown=retry_in_s)

@@ -9,6 +9,7 @@ import uuid
 from typing import Annotated
 
 import anyio
+import httpx
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
@@ -58,7 +59,7 @@ class JobPage(BaseModel):
     offset: int
     limit: int
     total: int
-    """Jobs in the index (all clients'; a page shows the caller's own only)."""
+    """The caller's jobs Redis holds."""
 
 
 class BodyTooLarge(Exception):
@@ -93,7 +94,7 @@ def owner(principal: Principal | None) -> str | None:
 async def owned_job(jobs: JobService, job_id: str, principal: Principal | None) -> JobInfo:
     """The job, if it exists and the caller may see it (404 otherwise: no hint that it exists)."""
     info = await jobs.store.get(job_id) if len(job_id) <= 64 else None
-    if info is None or (info.owner is not None and info.owner != owner(principal)):
+    if info is None or info.owner != owner(principal):
         raise problem(status.HTTP_404_NOT_FOUND, "job_not_found", f"no job {job_id!r}")
     return info
 
@@ -133,6 +134,14 @@ async def read_form(request: Request, jobs: JobService):
             from exc
 
 
+def valid_callback(url: str) -> bool:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.host)
+
+
 def parse_options(form) -> JobOptions:
     fields = {key: form.get(key) for key in ("language", "word_timestamps", "callback_url") if form.get(key)}
     language = fields.get("language")
@@ -140,7 +149,7 @@ def parse_options(form) -> JobOptions:
         raise problem(status.HTTP_422_UNPROCESSABLE_CONTENT, "bad_language",
                       f"{language!r} is not a Whisper language code; use one such as 'ko' or 'en', or 'auto'")
     url = fields.get("callback_url")
-    if url is not None and not re.match(r"^https?://[^\s/]+", url):
+    if url is not None and not valid_callback(url):
         raise problem(status.HTTP_422_UNPROCESSABLE_CONTENT, "bad_callback_url",
                       "callback_url must be an http:// or https:// URL")
     try:
@@ -197,7 +206,14 @@ async def create_job(request: Request, jobs: JobsDep, principal: HttpPrincipalDe
     info = JobInfo(id=job_id, state=JobState.QUEUED, filename=upload.filename or "upload", size_bytes=size,
                    options=options, created_at=now(), duration_s=duration, owner=owner(principal))
     await jobs.store.create(info)
-    await jobs.enqueue(job_id)
+    try:
+        await jobs.enqueue(job_id)
+    except Exception as exc:  # noqa: BLE001 - whatever the broker raised, the job must not stay queued
+        logger.exception("job %s: queueing it failed", job_id)
+        await jobs.store.delete(job_id, info.owner)
+        files.remove(jobs.settings.data_dir, job_id)
+        raise problem(status.HTTP_503_SERVICE_UNAVAILABLE, "queue_unavailable",
+                      "the job queue is unreachable; try again later") from exc
     logger.info("job %s queued: %s, %d bytes", job_id, info.filename, size)
     return JobView(**info.model_dump(), links=links(job_id))
 
@@ -221,9 +237,8 @@ async def list_jobs(jobs: JobsDep, principal: HttpPrincipalDep, offset: Annotate
                     limit: Annotated[int, Query(ge=1)] = 20) -> JobPage:
     """Newest first."""
     limit = min(limit, jobs.settings.page_size_max)
-    page, total = await jobs.store.page(offset, limit)
-    mine = [job for job in page if job.owner is None or job.owner == owner(principal)]
-    return JobPage(jobs=[JobView(**job.model_dump(), links=links(job.id)) for job in mine], offset=offset,
+    page, total = await jobs.store.page(owner(principal), offset, limit)
+    return JobPage(jobs=[JobView(**job.model_dump(), links=links(job.id)) for job in page], offset=offset,
                    limit=limit, total=total)
 
 
@@ -231,7 +246,7 @@ async def list_jobs(jobs: JobsDep, principal: HttpPrincipalDep, offset: Annotate
 async def delete_job(job_id: str, jobs: JobsDep, principal: HttpPrincipalDep) -> Response:
     """Cancels the job (its worker stops at its next segment) and removes its events and file."""
     await owned_job(jobs, job_id, principal)
-    await jobs.store.delete(job_id)
+    await jobs.store.delete(job_id, owner(principal))
     await anyio.to_thread.run_sync(files.remove, jobs.settings.data_dir, job_id)
     logger.info("job %s deleted", job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -258,8 +273,10 @@ async def event_stream(jobs: JobService, job_id: str, after: str):
 
 
 async def _events(jobs: JobService, job_id: str, after: str):
+    block_ms = None  # the first read does not wait: a finished job's stream ends at once
     while True:
-        batch = await jobs.store.events(job_id, after, block_ms=SSE_BLOCK_MS)
+        batch = await jobs.store.events(job_id, after, block_ms=block_ms)
+        block_ms = SSE_BLOCK_MS
         for event in batch:
             yield ServerSentEvent(data=event.data, event=event.event, id=event.id)
             after = event.id

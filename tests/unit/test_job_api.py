@@ -41,11 +41,11 @@ class MemoryStore:
     async def get(self, job_id: str) -> JobInfo | None:
         return self.jobs.get(job_id)
 
-    async def page(self, offset: int, limit: int):
-        jobs = sorted(self.jobs.values(), key=lambda j: -j.created_at)
+    async def page(self, owner: str | None, offset: int, limit: int):
+        jobs = sorted((j for j in self.jobs.values() if j.owner == owner), key=lambda j: -j.created_at)
         return jobs[offset:offset + limit], len(jobs)
 
-    async def delete(self, job_id: str) -> bool:
+    async def delete(self, job_id: str, owner: str | None = None) -> bool:
         self.streams.pop(job_id, None)
         return self.jobs.pop(job_id, None) is not None
 
@@ -132,6 +132,7 @@ def test_a_recording_whose_header_says_it_is_too_long_gets_413(service, tmp_path
 
 @pytest.mark.parametrize(("fields", "code"), [({"language": "xx"}, "bad_language"),
                                                ({"callback_url": "ftp://x"}, "bad_callback_url"),
+                                               ({"callback_url": "http://[::1/x"}, "bad_callback_url"),
                                                ({"word_timestamps": "maybe"}, "bad_options")])
 def test_bad_options_get_422_with_a_code(service, wav, fields, code):
     with app_client(service) as client:
@@ -160,7 +161,20 @@ def test_with_authentication_a_job_is_its_owners_only(service, wav):
         client.headers["Authorization"] = f"Bearer {other}"
         assert client.get(f"/v1/jobs/{job['id']}").status_code == 404
         assert client.delete(f"/v1/jobs/{job['id']}").status_code == 404
-        assert client.get("/v1/jobs").json()["jobs"] == []
+        assert client.get("/v1/jobs").json() == {"jobs": [], "offset": 0, "limit": 20, "total": 0}
+        client.headers["Authorization"] = f"Bearer {KEY}"
+        assert [j["id"] for j in client.get("/v1/jobs").json()["jobs"]] == [job["id"]]
+
+
+def test_a_job_the_queue_cannot_take_is_refused_and_not_left_queued(service, wav):
+    async def broken(_job_id: str) -> None:
+        raise ConnectionError("broker down")
+
+    service.enqueue = broken
+    with app_client(service) as client:
+        response = upload(client, wav)
+    assert response.status_code == 503 and response.json()["detail"]["code"] == "queue_unavailable"
+    assert service.store.jobs == {} and not list(service.settings.data_dir.glob("*/*"))
 
 
 def segment(seq: int, start: float, text: str) -> StoredEvent:
