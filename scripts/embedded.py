@@ -20,8 +20,9 @@ from scripts.launch import ManagedProcess
 logger = logging.getLogger(__name__)
 
 DEFAULT_REDIS_PORT = 6379
-REDIS_DATA_DIR = REPO_ROOT / "data" / "redis"
-"""Where the embedded Redis keeps its append-only file: jobs survive a restart of the service."""
+REDIS_DATA_DIR = Path(os.environ.get("REDIS_DATA_DIR", REPO_ROOT / "data" / "redis"))
+"""Where the embedded Redis keeps its append-only file (``REDIS_DATA_DIR``): jobs survive a
+restart of the service."""
 REDIS_START_TIMEOUT_S = 15
 REDIS_STOP_GRACE_S = 15
 """Redis fsyncs its AOF and exits on SIGTERM within milliseconds; this is a generous bound."""

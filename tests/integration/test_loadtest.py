@@ -36,6 +36,7 @@ def test_headless_locust_records_segments_and_enforces_the_sla(edge, tmp_path, s
     assert int(segment["Failure Count"]) == 0, output
     assert float(segment["95%"]) > 0
     assert "segment latency:" in output
+    assert "Traceback" not in output and "ConnectionError" not in output, output  # a quiet stop
     assert (proc.returncode == 0) is passes, output
     if not passes:
         assert "SLA broken" in output

@@ -112,8 +112,12 @@ def wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.1):
 def service(model_repository, tmp_path):
     """python -m scripts.run_service on free ports, as `make run` starts it; yields (process, ports, edge)."""
     ports, edge_port = Ports(free_port(), free_port(), free_port()), free_port()
+    # The whole `make run` stack, Redis and the job worker included, on ports and folders of its own.
     env = dict(os.environ, EDGE_PORT=str(edge_port), EDGE_HOST="127.0.0.1", EDGE_TRITON_TIMEOUT_S="60",
-               EDGE_TRITON_HEALTH_INTERVAL_S=str(HEALTH_INTERVAL_S))
+               EDGE_TRITON_HEALTH_INTERVAL_S=str(HEALTH_INTERVAL_S), REDIS_PORT=str(free_port()),
+               REDIS_DATA_DIR=str(tmp_path / "redis"), JOBS_DATA_DIR=str(tmp_path / "jobs"),
+               JOBS_METRICS_PORT=str(free_port()))
+    env.pop("REDIS_URL", None)
     env.pop("EDGE_TRITON_URL", None)
     env.pop("TRITON_URL", None)
     cmd = [sys.executable, "-m", "scripts.run_service", f"--http-port={ports.http}", f"--grpc-port={ports.grpc}",
