@@ -13,7 +13,7 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 from scripts.cli import MODEL_REPOSITORY
-from scripts.launch import free_port, running_edge
+from scripts.launch import free_port, http_get, running_edge
 from scripts.serve_triton import Ports, TritonServer
 from scripts.speech import DIALOGUE, ENGLISH_SENTENCE, synthesize, write_dialogue
 
@@ -62,15 +62,29 @@ class Restarter(threading.Thread):
             except (RuntimeError, TimeoutError):
                 logger.exception("restarting tritonserver failed; trying again")
 
-    def crashed_during(self, restarts_before: int) -> bool:
-        """Whether the server died since ``restarts_before`` (or is dead now); waits for it to be
-        back up before answering True."""
-        if self.stopped.is_set() or (self.restarts == restarts_before and self.server.poll() is None):
+    def ready(self) -> bool:
+        """Whether the server answers ready now (asked over HTTP: its process may be gone)."""
+        try:
+            return not self.stopped.is_set() and \
+                http_get(f"http://127.0.0.1:{self.server.ports.http}/v2/health/ready")[0] == 200
+        except OSError:  # refused: nothing listens
             return False
+
+    def wait_ready(self) -> bool:
+        """Waits (polling: readiness has no notification) for a crashed server to be back."""
         deadline = time.monotonic() + RESTART_WAIT_S
-        while self.restarts == restarts_before and time.monotonic() < deadline:  # dead, not yet noticed
+        while not self.ready():
+            if self.stopped.is_set() or time.monotonic() > deadline:
+                return False
             self.stopped.wait(SUPERVISE_POLL_S)
-        return self.up.wait(max(0.0, deadline - time.monotonic()))
+        return True
+
+    def crashed_during(self, restarts_before: int) -> bool:
+        """Whether the server died since ``restarts_before`` (or is down now); waits for it to be
+        back before answering True."""
+        if self.stopped.is_set() or (self.restarts == restarts_before and self.ready()):
+            return False
+        return self.wait_ready()
 
 
 RESTARTER: Restarter | None = None
@@ -79,12 +93,15 @@ RESTARTER: Restarter | None = None
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item, nextitem):
-    """A test that fails while the session's tritonserver crashed (tritonserver 2.51's SIGSEGV,
-    docs/OPERATIONS.md) runs once more after the restart; the crash is reported as a warning.
-    Any other failure, and a second failure, stands."""
+    """A test that needs the session's tritonserver starts once it is up (after a crash in an
+    earlier test, once restarted), and if it fails while the server crashed (tritonserver 2.51's
+    SIGSEGV, docs/OPERATIONS.md) it runs once more after the restart; the crash is reported as a
+    warning. Any other failure, and a second failure, stands."""
     if "triton" not in item.fixturenames:
         return None
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    if RESTARTER is not None and not RESTARTER.ready() and not RESTARTER.wait_ready():  # an earlier crash
+        warnings.warn(f"{item.nodeid} starts while tritonserver is still down", stacklevel=1)
     before = RESTARTER.restarts if RESTARTER else 0  # none yet: this test starts the server
     reports = runtestprotocol(item, nextitem=nextitem, log=False)
     if any(r.failed for r in reports) and RESTARTER is not None and RESTARTER.crashed_during(before):
