@@ -10,6 +10,7 @@
 //     td.latency, harmful words as <mark class="harmful">
 //   #meter (data-level 0..1), #p50, #p95 (ms), #reconnects, #summary (hidden until a summary)
 
+import { clearMessage as clearAlert, showMessage as showAlert } from './alert.js';
 import { LevelMeter } from './level.js';
 import {
   AudioLedger,
@@ -95,13 +96,11 @@ function setState(state, note = '') {
 }
 
 function showMessage(code, text) {
-  ui.message.dataset.code = code;
-  ui.message.textContent = text;
+  showAlert(ui.message, code, text);
 }
 
 function clearMessage() {
-  delete ui.message.dataset.code;
-  ui.message.textContent = '';
+  clearAlert(ui.message);
 }
 
 /** Controls a session fixes (its config) are locked while it runs; the bleep toggle is not. */

@@ -5,6 +5,7 @@
 // DOM contract: #token, #sessions, #segments-per-s, #p50, #p95, #errors > li[data-kind],
 // #replicas > tr[data-replica][data-ready], #ops-message (role=alert, data-code on failure).
 
+import { clearMessage as clearAlert, showMessage as showAlert } from './alert.js';
 import { authHeaders, edgeBase } from './protocol.js';
 
 /** How often the figures are fetched. */
@@ -23,13 +24,11 @@ let previous = null;
 let timer = null;
 
 function showMessage(code, text) {
-  ui.message.dataset.code = code;
-  ui.message.textContent = text;
+  showAlert(ui.message, code, text);
 }
 
 function clearMessage() {
-  delete ui.message.dataset.code;
-  ui.message.textContent = '';
+  clearAlert(ui.message);
 }
 
 function formatMs(value) {

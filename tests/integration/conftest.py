@@ -38,27 +38,23 @@ RESTART_WAIT_S = 180.0
 class Restarter(threading.Thread):
     """Restarts the session's tritonserver when it dies, as `make run`'s supervisor does in
     production: tritonserver 2.51 can crash under load (SIGSEGV, docs/OPERATIONS.md), and one
-    crash must not fail every later test. Tests running at the crash still fail; each restart
-    is logged and counted."""
+    crash must not fail every later test (see pytest_runtest_protocol); each restart is logged
+    and counted."""
 
     def __init__(self, server: TritonServer):
         super().__init__(daemon=True)
         self.server, self.stopped, self.restarts = server, threading.Event(), 0
-        self.up = threading.Event()
-        self.up.set()
 
     def run(self) -> None:
         while not self.stopped.wait(SUPERVISE_POLL_S):
             code = self.server.poll()
             if code is None:
                 continue
-            self.up.clear()
             self.restarts += 1
             logger.error("the session's tritonserver exited with %s: restarting it (restart %d)", code, self.restarts)
             self.server.stop()
             try:
                 self.server.start()
-                self.up.set()
             except (RuntimeError, TimeoutError):
                 logger.exception("restarting tritonserver failed; trying again")
 
