@@ -4,7 +4,10 @@
   (b) the same with dynamic batching off
   (c) the BASELINE of the original design (loadtest/baselines/inprocess_server.py):
       in-process Whisper per connection on fixed 1 s chunks, no batching
-  (f) (a) with Whisper's CPU speed options: encoder context 'fit' and int8 Linear layers
+  (d) the streaming PEER (loadtest/baselines/streaming_peer.py), built as WhisperLive-style
+      servers are: VAD per connection, faster-whisper int8 in-process, no cross-stream batching
+  (f) (a) on the torch engine with its CPU speed options: encoder context 'fit', int8 Linear layers
+  (t) (a) on the torch engine, fp32, Whisper's full 30 s window (the default before CTranslate2)
 
 Each is swept with Locust (1, 2, 4, … streams until the SLA breaks); the maximum number of
 concurrent real-time streams within the SLA and the ratios go into docs/PERFORMANCE.md.
@@ -23,7 +26,7 @@ from pathlib import Path
 
 from loadtest.sweep import add_arguments, machine, max_within_sla, plot, sweep, table, write_section
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
-from scripts.export import triton_config
+from scripts.export import export_whisper, triton_config
 from scripts.export.triton_config import EnsembleValues, KoelectraValues, WhisperValues
 from scripts.launch import ManagedProcess, free_port, running_edge
 from scripts.serve_triton import Ports, TritonServer
@@ -31,13 +34,19 @@ from scripts.serve_triton import Ports, TritonServer
 logger = logging.getLogger(__name__)
 
 SYSTEMS = {
-    "a": "edge + Triton, dynamic batching",
+    "a": "edge + Triton, dynamic batching (default export)",
     "b": "edge + Triton, batching off",
     "c": "BASELINE in-process 1 s chunks",
-    "f": "edge + Triton, dynamic batching, CPU-fast whisper (fit context + int8)",
+    "d": "PEER: VAD + faster-whisper int8 in-process per stream",
+    "f": "edge + Triton, torch engine CPU-fast (fit context + int8)",
+    "t": "edge + Triton, torch engine fp32 (full context)",
 }
-FAST_WHISPER = {"encoder_context": "fit", "cpu_int8": True}
-"""Whisper values of system (f): the CPU speed profile measured in docs/PERFORMANCE.md."""
+BASELINES = ("c", "d")
+"""The systems the others are measured against (ratios of their maximum streams)."""
+FAST_WHISPER = {"engine": "torch", "encoder_context": "fit", "cpu_int8": True}
+"""Whisper values of system (f): the torch engine's CPU speed profile (docs/PERFORMANCE.md)."""
+TORCH_WHISPER = {"engine": "torch", "encoder_context": "full", "cpu_int8": False}
+"""Whisper values of system (t): the torch engine as the default export had it."""
 BASELINE_START_TIMEOUT_S = 120
 """The baseline loads Whisper and the classifier before it answers."""
 
@@ -46,12 +55,27 @@ def variant_repository(source: Path, target: Path, whisper_update: dict, batchin
     """The exported repository re-rendered from its templates: whisper values changed by
     ``whisper_update``, and every member's dynamic batching off unless ``batching``."""
     off = {} if batching else {"max_queue_delay_us": None}
-    whisper = triton_config.read(source / "whisper", WhisperValues).model_copy(update={**off, **whisper_update})
+    exported = triton_config.read(source / "whisper", WhisperValues)
+    engine = whisper_update.get("engine", exported.engine)
+    whisper_dir = same_weights(source / "whisper", target.with_name(target.name + "-weights"), engine)
+    whisper = triton_config.read(whisper_dir, WhisperValues).model_copy(update={**off, **whisper_update})
     koelectra = triton_config.read(source / "koelectra", KoelectraValues).model_copy(update=off)
     ensemble = EnsembleValues.of(triton_config.read(source / "ensemble", EnsembleValues).name, whisper, koelectra)
-    for values in (whisper, koelectra, ensemble):
-        triton_config.write_variant(source / values.name, target, values)
+    for values, model_dir in ((whisper, whisper_dir), (koelectra, source / "koelectra"),
+                              (ensemble, source / "ensemble")):
+        triton_config.write_variant(model_dir, target, values)
     return target
+
+
+def same_weights(whisper_dir: Path, scratch: Path, engine: str) -> Path:
+    """The exported whisper model, or (for a variant on the other engine) its weights exported for
+    that engine into ``scratch``: every system serves the same Whisper."""
+    exported = triton_config.read(whisper_dir, WhisperValues)
+    if exported.engine == engine:
+        return whisper_dir
+    return export_whisper.export(export_whisper.parse_args([
+        "--repository", str(scratch), "--engine", engine, "--language", exported.default_language,
+        "--source", str(whisper_dir / "1" / exported.checkpoint)]))
 
 
 @contextmanager
@@ -64,9 +88,9 @@ def edge_on_triton(repository: Path, logs: Path):
 
 
 @contextmanager
-def baseline(repository: Path, logs: Path):
+def baseline(repository: Path, logs: Path, module: str = "inprocess_server"):
     port = free_port()
-    cmd = [sys.executable, "-m", "loadtest.baselines.inprocess_server", "--port", str(port),
+    cmd = [sys.executable, "-m", f"loadtest.baselines.{module}", "--port", str(port),
            "--model-repository", str(repository)]
     with open(logs / "baseline.log", "wb") as log:
         server = ManagedProcess("baseline", cmd, log=log)
@@ -85,6 +109,10 @@ def system_under_test(key: str, repository: Path, tmp: Path, logs: Path):
         return edge_on_triton(variant_repository(repository, tmp / "unbatched", {}, batching=False), logs)
     if key == "f":
         return edge_on_triton(variant_repository(repository, tmp / "fast", FAST_WHISPER), logs)
+    if key == "t":
+        return edge_on_triton(variant_repository(repository, tmp / "torch", TORCH_WHISPER), logs)
+    if key == "d":
+        return baseline(repository, logs, "streaming_peer")
     return baseline(repository, logs)
 
 
@@ -100,7 +128,8 @@ def report(results: dict, args, name: str) -> str:
              f"- **Command:** `python -m loadtest.compare --systems {args.systems} --duration {args.duration}`", "",
              "| system | max real-time streams within SLA |", "|---|---:|"]
     lines += [f"| ({key}) {SYSTEMS[key]} | {best[key]} |" for key in results]
-    lines += [""] + [f"- ({k}) / (c) = **{ratio(best[k], best['c'])}**" for k in best if k != "c" and "c" in best]
+    lines += [""] + [f"- ({k}) / ({base}) = **{ratio(best[k], best[base])}**"
+                     for base in BASELINES if base in best for k in best if k not in BASELINES]
     for key, levels in results.items():
         lines += ["", f"({key}) {SYSTEMS[key]}", "", table(levels)]
     lines += ["", f"![p50/p95 against streams](img/{name}.png)"]

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     p.add_argument("--host", default="ws://localhost:8000")
     p.add_argument("--label", default="edge + Triton")
-    p.add_argument("--model", default="as exported by `make export`: Whisper base (30 s encoder context, fp32, "
+    p.add_argument("--model", default="as exported by `make export`: Whisper base (CTranslate2 int8, inter threads 2, "
                    "max batch 16, queue delay 10 ms), koelectra-small-untrained; edge defaults",
                    help="model and settings of the system under test, for the report")
     add_arguments(p)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from scripts.cli import MODEL_REPOSITORY, parser
 from scripts.export import export_lexicon
+from scripts.export.whisper_sources import torch_checkpoint_file
 from scripts.speech import read_wav, synthesize
 
 SPOKEN = ["씨발", "시발", "개새끼", "병신", "미친놈", "좆같다", "지랄", "꺼져", "닥쳐", "새끼", "존나", "엿먹어",
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         clips = [read_wav(synthesize(w, Path(tmp) / f"{i}.wav", voice=args.language, words_per_minute=KOREAN_WPM))
                  for i, w in enumerate(args.words)]
-    model = WhisperBatch(str(args.repository / "whisper" / "1" / "whisper.pt"))
+    with tempfile.TemporaryDirectory() as tmp:
+        model = WhisperBatch(str(torch_checkpoint_file(args.repository / "whisper", Path(tmp))))
     language = model.language_token(args.language)
     results = model.transcribe(clips, [language] * len(clips))
     print("| spoken (espeak-ng) | Whisper base heard | transcript exact | lexicon flags the word "

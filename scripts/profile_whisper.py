@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from scripts.cli import MODEL_REPOSITORY, parser
+from scripts.export.whisper_sources import torch_checkpoint_file
 from scripts.speech import BENCH_SENTENCES, read_wav, synthesize, wer
 
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--context", nargs="+", default=["full", "fit"])
     p.add_argument("--int8", action="store_true", help="also profile dynamic int8 quantisation of Linear layers")
     p.add_argument("--words", action="store_true", help="time transcribe with and without word timestamps")
-    p.add_argument("--checkpoint", type=Path, default=MODEL_REPOSITORY / "whisper" / "1" / "whisper.pt")
+    p.add_argument("--checkpoint", type=Path, help="a whisper.pt (default: the exported model's weights)")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     sys.path.insert(0, str(MODEL_REPOSITORY / "whisper" / "1"))
@@ -91,7 +92,11 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         clips = [read_wav(synthesize(s, Path(tmp) / f"{i}.wav")) for i, s in enumerate(BENCH_SENTENCES)]
-    checkpoint = str(args.checkpoint)
+        checkpoint = str(args.checkpoint or torch_checkpoint_file(MODEL_REPOSITORY / "whisper", Path(tmp)))
+        profile(WhisperBatch, checkpoint, clips, args)
+
+
+def profile(WhisperBatch, checkpoint: str, clips, args) -> None:  # noqa: N803 - the class, imported late
     if args.words:
         profile_words(WhisperBatch, checkpoint, clips, args)
         return

@@ -29,6 +29,7 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from tokenizers import Tokenizer
 
 from scripts.cli import MODEL_REPOSITORY, parser, setup_logging
+from scripts.export.whisper_sources import exported_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def transcribe_chunk(model, classifier: Classifier, chunk: np.ndarray, language:
 
 def create_app(repository: Path) -> FastAPI:
     app = FastAPI(title="BASELINE: in-process Whisper per connection, 1 s chunks")
-    checkpoint = torch.load(repository / "whisper" / "1" / "whisper.pt", map_location="cpu", weights_only=True)
+    checkpoint = exported_checkpoint(repository / "whisper")  # either engine's export
     classifier = Classifier(repository / "koelectra" / "1")
 
     @app.websocket("/ws/audio")

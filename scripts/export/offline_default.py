@@ -27,6 +27,14 @@ def exported(model_dir: Path, artifact: str) -> bool:
     return has_artifact
 
 
+def whisper_exported(model_dir: Path) -> bool:
+    """Whisper is exported on either engine (an operator's choice of engine is kept)."""
+    if (model_dir / triton_config.VALUES_NAME).exists():
+        checkpoint = triton_config.read(model_dir, triton_config.WhisperValues).checkpoint
+        return (model_dir / "1" / checkpoint).exists()
+    return exported(model_dir, export_whisper.CHECKPOINT_NAME)  # raises StaleExport for a bare whisper.pt
+
+
 def rerender(repository: Path) -> None:
     """Render the configs of models exported earlier from their saved values, so a changed
     template (a new scheduling option, say) reaches an existing export without re-exporting."""
@@ -44,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     repo = str(args.repository)
     try:
-        if args.force or not exported(args.repository / "whisper", export_whisper.CHECKPOINT_NAME):
+        if args.force or not whisper_exported(args.repository / "whisper"):
             export_whisper.main(["--repository", repo])
         if args.force or not exported(args.repository / "koelectra", "model.onnx"):
             if export_koelectra.main(["--untrained", "--repository", repo]) != 0:

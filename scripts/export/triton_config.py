@@ -51,6 +51,12 @@ class WhisperValues(BatchedValues):
     cpu_threads: int = 0
     encoder_context: Literal["full", "fit"] = "full"
     cpu_int8: bool = False
+    engine: Literal["torch", "ctranslate2"] = "torch"
+    """Which runtime runs Whisper: openai-whisper on torch, or CTranslate2 (``checkpoint`` is then a directory)."""
+    compute_type: str = "int8"
+    """CTranslate2's compute type: int8 or float32 on CPU, float16 or int8_float16 on GPU."""
+    inter_threads: int = Field(1, ge=1)
+    """CTranslate2 batches one instance may run at once (``cpu_threads`` is then each one's threads)."""
 
 
 class KoelectraValues(BatchedValues):

@@ -257,3 +257,23 @@ def load_checkpoint(source: str, cache_dir: Path) -> dict:
         if json.loads((path / "config.json").read_text()).get("model_type") == "whisper":
             return load_hf(path)
     return load_openai(source, cache_dir / "openai-whisper")
+
+
+def exported_checkpoint(model_dir: Path) -> dict:
+    """The checkpoint dict of an exported whisper model, whichever engine serves it (for in-process
+    tools: the baseline server, evaluations, the torch engine's tests)."""
+    values = json.loads((model_dir / "config.values.json").read_text())
+    artifact = model_dir / "1" / values["checkpoint"]
+    if values.get("engine", "torch") == "ctranslate2":
+        return load_ct2(artifact)
+    return torch.load(artifact, map_location="cpu", weights_only=True)
+
+
+def torch_checkpoint_file(model_dir: Path, scratch: Path) -> Path:
+    """A whisper.pt of the exported model: the export's own, or one written into ``scratch``."""
+    values = json.loads((model_dir / "config.values.json").read_text())
+    if values.get("engine", "torch") == "torch":
+        return model_dir / "1" / values["checkpoint"]
+    path = scratch / "whisper.pt"
+    torch.save(exported_checkpoint(model_dir), path)
+    return path

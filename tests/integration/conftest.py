@@ -3,6 +3,7 @@ ports, the real edge process in front of it, and speech synthesised with espeak-
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -13,6 +14,7 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 from scripts.cli import MODEL_REPOSITORY
+from scripts.export.whisper_sources import torch_checkpoint_file
 from scripts.launch import free_port, http_get, running_edge
 from scripts.serve_triton import Ports, TritonServer
 from scripts.speech import DIALOGUE, ENGLISH_SENTENCE, synthesize, write_dialogue
@@ -22,11 +24,20 @@ logger = logging.getLogger(__name__)
 
 @pytest.fixture(scope="session")
 def model_repository() -> Path:
-    missing = [p for p in ("whisper/1/whisper.pt", "koelectra/1/model.onnx", "ensemble/config.pbtxt")
+    whisper = MODEL_REPOSITORY / "whisper" / "config.values.json"
+    artifact = f"whisper/1/{json.loads(whisper.read_text())['checkpoint']}" if whisper.exists() else "whisper"
+    missing = [p for p in (artifact, "koelectra/1/model.onnx", "ensemble/config.pbtxt")
                if not (MODEL_REPOSITORY / p).exists()]
     if missing:
         pytest.fail(f"model repository not exported ({', '.join(missing)} missing): run `make export`")
     return MODEL_REPOSITORY
+
+
+@pytest.fixture(scope="session")
+def whisper_pt(model_repository, tmp_path_factory) -> Path:
+    """The exported Whisper as a torch checkpoint, for the torch engine's in-process tests (written
+    from the CTranslate2 export when that is what the repository serves)."""
+    return torch_checkpoint_file(model_repository / "whisper", tmp_path_factory.mktemp("whisper-pt"))
 
 
 SUPERVISE_POLL_S = 0.5

@@ -10,22 +10,21 @@ import pytest
 from scripts.speech import ENGLISH_SENTENCE, SAMPLE_RATE, read_wav, wer
 
 
-def load(model_repository, context: str, cpu_int8: bool = False):
+def load(model_repository, whisper_pt, context: str, cpu_int8: bool = False):
     sys.path.insert(0, str(model_repository / "whisper" / "1"))
     from whisper_batch import WhisperBatch
 
-    return WhisperBatch(str(model_repository / "whisper" / "1" / "whisper.pt"), encoder_context=context,
-                        cpu_int8=cpu_int8)
+    return WhisperBatch(str(whisper_pt), encoder_context=context, cpu_int8=cpu_int8)
 
 
 @pytest.fixture(scope="module")
-def full_context(model_repository):
-    return load(model_repository, "full")
+def full_context(model_repository, whisper_pt):
+    return load(model_repository, whisper_pt, "full")
 
 
 @pytest.fixture(scope="module")
-def fit_context(model_repository):
-    return load(model_repository, "fit")
+def fit_context(model_repository, whisper_pt):
+    return load(model_repository, whisper_pt, "fit")
 
 
 def test_full_context_batch_matches_one_by_one(full_context, english_wav):
@@ -52,10 +51,10 @@ def test_fit_context_encodes_only_what_the_batch_needs(fit_context, english_wav)
     assert fit_context.transcribe([np.zeros(2 * SAMPLE_RATE, np.float32)], [en])[0].text == ""
 
 
-def test_int8_linear_layers_keep_transcripts_accurate(model_repository, english_wav):
+def test_int8_linear_layers_keep_transcripts_accurate(model_repository, whisper_pt, english_wav):
     import torch
 
-    model = load(model_repository, "fit", cpu_int8=True)
+    model = load(model_repository, whisper_pt, "fit", cpu_int8=True)
     assert not any(type(m) is torch.nn.Linear for m in model.model.modules()), "Linear layers not quantised"
     result = model.transcribe([read_wav(english_wav)], [model.language_token("en")])[0]
     assert wer(ENGLISH_SENTENCE, result.text) <= 0.25, result.text

@@ -83,3 +83,25 @@ def test_hugging_face_checkpoint_converts_to_the_same_network(tmp_path):
         ours = model(mel, tokens)
         theirs = hf(input_features=mel, decoder_input_ids=tokens).logits
     torch.testing.assert_close(ours, theirs, atol=1e-3, rtol=1e-3)
+
+
+def test_an_openai_checkpoint_written_for_ctranslate2_transcribes_like_the_source(ct2_dir, english_wav, tmp_path):
+    # offline base -> openai-whisper checkpoint -> CTranslate2 directory (the ctranslate2 engine's
+    # path for openai names, .pt files and random:<name>): the same network, so the same words.
+    import sys
+
+    from scripts.cli import MODEL_REPOSITORY
+    from scripts.export.ct2_whisper import checkpoint_to_ct2
+    from scripts.speech import ENGLISH_SENTENCE, wer
+
+    sys.path.insert(0, str(MODEL_REPOSITORY / "whisper" / "1"))
+    from whisper_ct2 import WhisperCT2
+
+    checkpoint_to_ct2(load_ct2(ct2_dir), tmp_path / "ct2")
+    audio = read_wav(english_wav)
+    source, written = (WhisperCT2(str(path), compute_type="float32") for path in (ct2_dir, tmp_path / "ct2"))
+    expected = source.transcribe([audio], [source.language_token("en")])[0]
+    result = written.transcribe([audio], [None], [True])[0]  # detection names tokens by the vocabulary
+    assert result.language == "en"
+    assert result.text == expected.text and wer(ENGLISH_SENTENCE, result.text) <= 0.25, result.text
+    assert [w.word for w in result.words] == result.text.split()

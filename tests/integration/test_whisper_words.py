@@ -44,10 +44,10 @@ def whisper_batch_module():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
-    """The exporter's default export into a scratch repository (the CTranslate2 source is cached in
+    """The exporter's torch export into a scratch repository (the CTranslate2 source is cached in
     .cache, so this takes seconds): the checkpoint carries the published alignment heads."""
     repository = tmp_path_factory.mktemp("repository")
-    export_whisper.main(["--repository", str(repository)])
+    export_whisper.main(["--repository", str(repository), "--engine", "torch"])
     return repository / "whisper" / "1" / export_whisper.CHECKPOINT_NAME
 
 

@@ -37,8 +37,9 @@ def test_the_exporters_defaults_render_the_documented_configs(whisper, koelectra
     assert [i.name for i in w.input] == ["AUDIO", "LANGUAGE", "WORD_TIMESTAMPS"] and w.input[0].allow_ragged_batch
     assert w.input[1].optional and w.input[2].optional
     assert [o.name for o in w.output] == ["TRANSCRIPT", "NO_SPEECH_PROB", "WORDS", "LANGUAGE_CODE"]
-    assert parameters(w) == {"checkpoint": "whisper.pt", "default_language": "ko", "fp16": "false",
-                             "cpu_threads": "0", "encoder_context": "full", "cpu_int8": "false"}
+    assert parameters(w) == {"checkpoint": "ctranslate2", "default_language": "ko", "fp16": "false",
+                             "cpu_threads": "0", "encoder_context": "full", "cpu_int8": "false",
+                             "engine": "ctranslate2", "compute_type": "int8", "inter_threads": "2"}
     assert (k.name, k.max_batch_size, k.dynamic_batching.max_queue_delay_microseconds) == ("koelectra", 64, 2000)
     assert w.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
 
@@ -67,13 +68,27 @@ def test_an_ensemble_with_a_lexicon_runs_it_on_the_transcript_and_publishes_its_
 
 
 def test_flags_change_the_rendered_values(koelectra):
-    args = export_whisper.parse_args(["--max-queue-delay-us", "-1", "--instance-kind", "GPU", "--fp16",
+    args = export_whisper.parse_args(["--engine", "torch", "--max-queue-delay-us", "-1", "--instance-kind", "GPU",
+                                      "--fp16",
                                       "--language", "ja", "--max-batch-size", "32"])
     config = parse(triton_config.render(export_whisper.config_values(args)))
     assert not config.HasField("dynamic_batching")
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
     assert parameters(config)["fp16"] == "true" and parameters(config)["default_language"] == "ja"
     assert config.max_batch_size == 32
+
+
+def test_each_whisper_engine_gets_its_own_options_and_refuses_the_others():
+    gpu = export_whisper.config_values(export_whisper.parse_args(["--instance-kind", "GPU"]))
+    assert (gpu.engine, gpu.compute_type, gpu.checkpoint, gpu.inter_threads) == ("ctranslate2", "float16",
+                                                                                 "ctranslate2", 1)
+    torch_engine = export_whisper.config_values(export_whisper.parse_args(["--engine", "torch", "--cpu-int8"]))
+    assert (torch_engine.engine, torch_engine.checkpoint, torch_engine.cpu_int8) == ("torch", "whisper.pt", True)
+    for refused in (["--fp16", "--instance-kind", "GPU"], ["--cpu-int8"], ["--encoder-context", "fit"],
+                    ["--compute-type", "float16"], ["--compute-type", "int4"], ["--inter-threads", "0"],
+                    ["--engine", "torch", "--compute-type", "int8"], ["--engine", "torch", "--inter-threads", "2"]):
+        with pytest.raises(SystemExit):
+            export_whisper.parse_args(refused)
 
 
 def test_the_whisper_exporter_refuses_a_language_whisper_lacks():

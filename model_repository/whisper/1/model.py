@@ -1,10 +1,12 @@
 """Triton python-backend model: batched Whisper speech-to-text, with optional word timestamps.
 
-Every request of a batch goes through one encoder pass and one greedy decoding loop
-(``whisper_batch.WhisperBatch``); the requests that set WORD_TIMESTAMPS also share one alignment
-pass. LANGUAGE "auto" has the request's language detected from its audio within that same pass;
-LANGUAGE_CODE reports the language each request was transcribed in. Bad requests get their own
-error response; the rest of the batch still runs.
+Every request of a batch goes through one encoder pass and one greedy decoding loop, on the engine
+the export chose (the ``engine`` parameter): ``whisper_batch.WhisperBatch`` (openai-whisper on
+torch) or ``whisper_ct2.WhisperCT2`` (CTranslate2); both keep whisper_contract's promises. The
+requests that set WORD_TIMESTAMPS also share one alignment pass. LANGUAGE "auto" has the request's
+language detected from its audio within that same pass; LANGUAGE_CODE reports the language each
+request was transcribed in. Bad requests get their own error response; the rest of the batch still
+runs.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(__file__))
-from whisper_batch import MAX_AUDIO_SECONDS, WhisperBatch  # noqa: E402
+from whisper_contract import MAX_AUDIO_SECONDS, Engine  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -64,24 +66,38 @@ def _param(config: dict, key: str, default: str) -> str:
     return config.get("parameters", {}).get(key, {}).get("string_value", default)
 
 
+def _engine(config: dict, args: dict) -> Engine:
+    """The engine the config names, on this instance's device."""
+    checkpoint = os.path.join(args["model_repository"], args["model_version"],
+                              _param(config, "checkpoint", "whisper.pt"))
+    on_gpu = args["model_instance_kind"] == "GPU"
+    threads = int(_param(config, "cpu_threads", "0"))
+    engine = _param(config, "engine", "torch")
+    if engine == "ctranslate2":
+        from whisper_ct2 import WhisperCT2
+
+        return WhisperCT2(checkpoint, device="cuda" if on_gpu else "cpu",
+                          device_index=int(args["model_instance_device_id"]) if on_gpu else 0,
+                          compute_type=_param(config, "compute_type", "float16" if on_gpu else "int8"),
+                          intra_threads=threads, inter_threads=int(_param(config, "inter_threads", "1")))
+    if engine != "torch":
+        raise ValueError(f"unknown whisper engine {engine!r}: torch or ctranslate2")
+    from whisper_batch import WhisperBatch
+
+    if threads > 0 and not on_gpu:
+        import torch
+
+        torch.set_num_threads(threads)
+    return WhisperBatch(checkpoint, device=f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu",
+                        fp16=on_gpu and _param(config, "fp16", "false") == "true",
+                        encoder_context=_param(config, "encoder_context", "full"),
+                        cpu_int8=not on_gpu and _param(config, "cpu_int8", "false") == "true")
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        version_dir = os.path.join(args["model_repository"], args["model_version"])
-        on_gpu = args["model_instance_kind"] == "GPU"
-        device = f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu"
-        threads = int(_param(config, "cpu_threads", "0"))
-        if threads > 0 and not on_gpu:
-            import torch
-
-            torch.set_num_threads(threads)
-        self.model = WhisperBatch(
-            os.path.join(version_dir, _param(config, "checkpoint", "whisper.pt")),
-            device=device,
-            fp16=on_gpu and _param(config, "fp16", "false") == "true",
-            encoder_context=_param(config, "encoder_context", "full"),
-            cpu_int8=not on_gpu and _param(config, "cpu_int8", "false") == "true",
-        )
+        self.model = _engine(config, args)
         # Rendered from the exporter's --language: no second default here that could disagree.
         self.default_language = _param(config, "default_language", "")
         if not self.default_language:
@@ -145,4 +161,6 @@ class TritonPythonModel:
             ])
 
     def finalize(self):
+        if self.model is not None:
+            self.model.close()
         self.model = None

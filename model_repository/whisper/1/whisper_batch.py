@@ -8,56 +8,38 @@ Kept free of Triton imports so it can be unit-tested and benchmarked on its own.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import whisper
-from whisper.audio import HOP_LENGTH, N_FFT, N_SAMPLES, SAMPLE_RATE, mel_filters
-from whisper.audio import TOKENS_PER_SECOND as ENCODER_FRAMES_PER_SECOND
+from whisper.audio import HOP_LENGTH
 from whisper.model import ModelDimensions, Whisper, disable_sdpa
-from whisper.timing import WordTiming, dtw, median_filter, merge_punctuations
-from whisper.tokenizer import LANGUAGES, Tokenizer, get_tokenizer
-from whisper_words import (
-    APPEND_PUNCTUATIONS,
-    FRAME_SAMPLES,
-    MEDIAN_FILTER_WIDTH,
-    PREPEND_PUNCTUATIONS,
-    PROMPT_TOKENS,
-    checkpoint_alignment_heads,
-    clamp_first_word,
-    clamp_sentence_boundaries,
-    extend_to_speech_end,
-    median_word_duration,
-    snap_to_speech,
-    speech_frames,
+from whisper.timing import dtw, median_filter
+from whisper.tokenizer import Tokenizer, get_tokenizer
+from whisper_contract import (
+    MAX_AUDIO_SECONDS,
+    REPEAT_MAX_TOKENS,
+    REPEAT_MIN_TOKENS,
+    Engine,
+    Languages,
+    Transcription,
+    Word,
+    is_silent,
+    token_budget,
 )
+from whisper_mel import LogMel
+from whisper_words import FRAME_SAMPLES, MEDIAN_FILTER_WIDTH, PROMPT_TOKENS, checkpoint_alignment_heads, path_words
+
+__all__ = ["MAX_AUDIO_SECONDS", "Transcription", "WhisperBatch", "detect_languages"]
 
 logger = logging.getLogger(__name__)
 
-MAX_AUDIO_SECONDS = N_SAMPLES / SAMPLE_RATE
-"""Whisper sees one 30 s window; longer requests are rejected, not silently truncated."""
-TOKENS_PER_SECOND = 25
-"""Decode-length bound per second of audio; generous for Korean, whose syllables take 1-3 tokens."""
-MIN_TOKEN_BUDGET = 16
-"""Tokens allowed even for very short audio."""
-NO_SPEECH_THRESHOLD = 0.6
-"""Whisper's own rule: above this no-speech probability, with a low average log-probability ..."""
-LOGPROB_THRESHOLD = -1.0
-"""... (below this), the window is treated as silence and the transcript is empty."""
 CONTEXT_MARGIN_FRAMES = 100
 """With encoder_context 'fit', the encoder sees the longest clip of the batch plus this much
 (1 s of mel frames) of trailing silence ..."""
 CONTEXT_GRANULARITY_FRAMES = 100
 """... rounded up to a whole second (an even frame count, as the stride-2 conv needs)."""
-REPEAT_MIN_TOKENS, REPEAT_MAX_TOKENS = 2, 32
-"""A block of this many tokens produced three times in a row is a decoding loop (Whisper's
-classic failure, common on clipped speech): decoding stops and keeps the first copy."""
-NO_SPEECH_CERTAIN = 0.8
-"""Above this no-speech probability the transcript is empty whatever the log-probability: on digital
-silence Whisper confidently hallucinates short words ("you") that the rule above lets through."""
-AUTO_LANGUAGE = "auto"
-"""The LANGUAGE value that asks for the language to be detected from the request's audio."""
 LANGUAGE_POSITION = 1
 """Index of the language token in the prompt [SOT, language, transcribe, no-timestamps]."""
 
@@ -85,30 +67,6 @@ def _quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
 
 
 @dataclass
-class Word:
-    """One word, spelt as Whisper wrote it; seconds from the start of the request's audio."""
-
-    word: str
-    start: float
-    end: float
-    probability: float
-    """Mean probability of the word's tokens, as openai-whisper reports it."""
-
-
-@dataclass
-class Transcription:
-    text: str
-    no_speech_prob: float
-    avg_logprob: float
-    words: list[Word] = field(default_factory=list)
-    """Filled only for requests that asked for word timestamps and have text."""
-    words_error: str | None = None
-    """Why the alignment pass failed, for the requests that asked for words; the transcript stands."""
-    language: str = ""
-    """The language code the clip was transcribed in: the requested one, or the detected one."""
-
-
-@dataclass
 class Decoded:
     """What the greedy loop leaves for the results and the alignment pass."""
 
@@ -133,7 +91,7 @@ def load_checkpoint(path: str, device: torch.device) -> tuple[Whisper, list[tupl
     return model.to(device), heads, origin
 
 
-class WhisperBatch:
+class WhisperBatch(Engine):
     """Holds one Whisper model on one device and transcribes batches of 16 kHz clips."""
 
     def __init__(self, checkpoint: str, device: str = "cpu", fp16: bool = False, encoder_context: str = "full",
@@ -152,36 +110,13 @@ class WhisperBatch:
                                 "num_languages": dims.n_vocab - 51765 - int(dims.n_vocab >= 51865)}
         self.tokenizer = get_tokenizer(**self._tokenizer_args, task="transcribe")
         self.max_tokens = dims.n_text_ctx // 2
-        self._filters = mel_filters(self.device, dims.n_mels)
-        self._window = torch.hann_window(N_FFT, device=self.device)
+        self.log_mel = LogMel(dims.n_mels, self.device, self.dtype)
         self._suppress = self._suppress_mask(dims.n_vocab)
-        self._language_codes = dict(zip(self.tokenizer.all_language_tokens, self.tokenizer.all_language_codes,
-                                        strict=True))
+        self.languages = Languages(self.tokenizer)
         self._language_token_ids = torch.tensor(self.tokenizer.all_language_tokens, device=self.device)
         dtw(torch.zeros(2, 2))  # numba compiles the DTW on first use (~1.5 s): at load, not in a request
         logger.info("loaded whisper %s on %s (%s)", checkpoint, self.device, self.dtype)
         logger.info("word alignment heads [layer, head] (%s): %s", origin, [list(h) for h in self.alignment_heads])
-
-    def language_token(self, language: str) -> int:
-        """Token id of a language code such as 'ko'; ValueError for codes this model lacks."""
-        code = language.strip().lower()
-        if code not in LANGUAGES or code not in self.tokenizer.all_language_codes:
-            raise ValueError(f"unsupported language {language!r}; use a Whisper code such as 'ko' or 'en'")
-        return self.tokenizer.to_language_token(code)
-
-    def requested_language(self, language: str) -> int | None:
-        """The language token a request asks for; None for AUTO_LANGUAGE (detect it from the audio).
-        ValueError for codes this model lacks."""
-        if language.strip().lower() == AUTO_LANGUAGE:
-            return None
-        try:
-            return self.language_token(language)
-        except ValueError as exc:  # a request, unlike the default, may also ask for detection
-            raise ValueError(f"{exc}, or {AUTO_LANGUAGE!r} to detect it") from None
-
-    def language_code(self, token: int) -> str:
-        """The code ('ko', 'en', ...) of a language token."""
-        return self._language_codes[token]
 
     def _suppress_mask(self, n_vocab: int) -> torch.Tensor:
         # Without timestamps every special token after EOT is illegal, as are Whisper's non-speech symbols.
@@ -197,18 +132,6 @@ class WhisperBatch:
             return full
         needed = max(len(c) for c in clips) // HOP_LENGTH + CONTEXT_MARGIN_FRAMES
         return min(full, -(-needed // CONTEXT_GRANULARITY_FRAMES) * CONTEXT_GRANULARITY_FRAMES)
-
-    def log_mel(self, clips: list[np.ndarray], frames: int) -> torch.Tensor:
-        """Batched log-mel of zero-padded clips, ``frames`` long; per-clip dynamic range as in whisper."""
-        audio = torch.zeros(len(clips), frames * HOP_LENGTH, device=self.device)
-        for row, clip in enumerate(clips):
-            audio[row, : len(clip)] = torch.from_numpy(clip)
-        stft = torch.stft(audio, N_FFT, HOP_LENGTH, window=self._window, return_complex=True)
-        power = stft[..., :-1].abs() ** 2
-        log_spec = torch.clamp(self._filters @ power, min=1e-10).log10()
-        peak = log_spec.amax(dim=(1, 2), keepdim=True)
-        log_spec = torch.maximum(log_spec, peak - 8.0)
-        return ((log_spec + 4.0) / 4.0).to(self.dtype)
 
     @torch.inference_mode()
     def transcribe(self, clips: list[np.ndarray], language_tokens: list[int | None],
@@ -227,10 +150,7 @@ class WhisperBatch:
 
     def budgets(self, clips: list[np.ndarray]) -> torch.Tensor:
         """Most tokens each clip may decode to, by its length."""
-        return torch.tensor(
-            [min(self.max_tokens, MIN_TOKEN_BUDGET + int(TOKENS_PER_SECOND * len(c) / SAMPLE_RATE)) for c in clips],
-            device=self.device,
-        )
+        return torch.tensor([token_budget(len(c), self.max_tokens) for c in clips], device=self.device)
 
     def encode(self, mel: torch.Tensor) -> torch.Tensor:
         """Whisper's encoder, but accepting fewer than 3000 mel frames (positions sliced to fit)."""
@@ -331,10 +251,9 @@ class WhisperBatch:
             n = int(decoded.lengths[row])
             avg = float(decoded.logprob_sum[row]) / (n + 1)  # +1 counts the EOT, as whisper does
             prob = float(decoded.no_speech[row])
-            silent = prob > NO_SPEECH_CERTAIN or (prob > NO_SPEECH_THRESHOLD and avg < LOGPROB_THRESHOLD)
-            text = "" if silent else self.tokenizer.decode(decoded.tokens[row, :n].tolist()).strip()
+            text = "" if is_silent(prob, avg) else self.tokenizer.decode(decoded.tokens[row, :n].tolist()).strip()
             out.append(Transcription(text=text, no_speech_prob=prob, avg_logprob=avg,
-                                     language=self.language_code(decoded.language_tokens[row])))
+                                     language=self.languages.code(decoded.language_tokens[row])))
         return out
 
     def _attach_words(self, results, rows, decoded: Decoded, audio_features, clips, language_tokens) -> None:
@@ -356,7 +275,7 @@ class WhisperBatch:
 
     def _word_tokenizer(self, language_token: int) -> Tokenizer:
         """The tokenizer of the row's language: zh/ja/th/… split words on unicode, others on spaces."""
-        return get_tokenizer(**self._tokenizer_args, language=self._language_codes[language_token],
+        return get_tokenizer(**self._tokenizer_args, language=self.languages.code(language_token),
                              task="transcribe")
 
     def _alignment_tokens(self, tokens, lengths, rows, language_tokens) -> torch.Tensor:
@@ -421,24 +340,7 @@ class WhisperBatch:
                    tokenizer: Tokenizer) -> list[Word]:
         """DTW over one row's matrix, then words with their times and mean token probability."""
         n_frames = min(len(clip) // FRAME_SAMPLES, weights.shape[-1])  # the row's own audio frames
-        words, word_tokens = tokenizer.split_to_word_tokens(text_tokens + [tokenizer.eot])
-        if n_frames < 1 or len(word_tokens) <= 1:  # nothing to align: no frames or EOT alone
+        if n_frames < 1:
             return []
         text_indices, time_indices = dtw(-self._alignment_matrix(weights, len(text_tokens), n_frames))
-        jumps = np.pad(np.diff(text_indices), (1, 0), constant_values=1).astype(bool)
-        jump_times = time_indices[jumps] / ENCODER_FRAMES_PER_SECOND  # when each token's path starts
-        boundaries = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
-        timings = [WordTiming(word, tokens, float(jump_times[i]), float(jump_times[j]),
-                              float(np.mean(token_probs[i:j])))
-                   for word, tokens, i, j in zip(words[:-1], word_tokens[:-1], boundaries[:-1], boundaries[1:],
-                                                  strict=True)]
-        median = median_word_duration(timings)
-        if median > 0:
-            clamp_sentence_boundaries(timings, 2 * median)
-        merge_punctuations(timings, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS)
-        timings = [t for t in timings if t.word.strip()]
-        clamp_first_word(timings, median)
-        speech = speech_frames(clip)
-        snap_to_speech(timings, speech)
-        extend_to_speech_end(timings, speech)
-        return [Word(t.word.strip(), round(t.start, 2), round(t.end, 2), round(t.probability, 4)) for t in timings]
+        return path_words(text_indices, time_indices, token_probs, text_tokens, clip, tokenizer)

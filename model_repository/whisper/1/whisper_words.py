@@ -1,5 +1,5 @@
 """Word timing helpers of the whisper model: alignment heads, openai-whisper's duration clamping,
-and fitting DTW's word spans to the speech in the clip (no Triton imports; used by whisper_batch).
+and fitting DTW's word spans to the speech in the clip (no Triton imports; used by both engines).
 
 DTW over the alignment heads' cross-attention (openai-whisper's ``word_timestamps``) gives each word
 the pause before it; fitting the words to the frames that hold speech removes that: on espeak-ng
@@ -14,7 +14,9 @@ import numpy as np
 from whisper.audio import HOP_LENGTH
 from whisper.audio import TOKENS_PER_SECOND as ENCODER_FRAMES_PER_SECOND
 from whisper.model import ModelDimensions
-from whisper.timing import WordTiming
+from whisper.timing import WordTiming, merge_punctuations
+from whisper.tokenizer import Tokenizer
+from whisper_contract import Word
 
 ALIGNMENT_HEADS_KEY, ALIGNMENT_ORIGIN_KEY = "alignment_heads", "alignment_heads_origin"
 """Checkpoint keys the exporter writes: the [layer, head] pairs of the decoder's cross-attention heads
@@ -130,3 +132,30 @@ def extend_to_speech_end(words: list[WordTiming], speech: np.ndarray) -> None:
         for run_start, run_end in voiced_runs(speech[first:limit]):
             if run_start < last - first <= run_end:
                 word.end = max(word.end, (first + run_end) / ENCODER_FRAMES_PER_SECOND)
+
+
+def path_words(text_indices: np.ndarray, time_indices: np.ndarray, token_probs: list[float],
+               text_tokens: list[int], clip: np.ndarray, tokenizer: Tokenizer) -> list[Word]:
+    """Words with their times and mean token probability, from one row's alignment path (DTW's
+    token and encoder-frame indices, whichever engine computed them): openai-whisper's word
+    splitting and clamping, then fitted to the speech in ``clip``."""
+    words, word_tokens = tokenizer.split_to_word_tokens(text_tokens + [tokenizer.eot])
+    if len(word_tokens) <= 1:  # EOT alone: nothing to time
+        return []
+    jumps = np.pad(np.diff(text_indices), (1, 0), constant_values=1).astype(bool)
+    jump_times = time_indices[jumps] / ENCODER_FRAMES_PER_SECOND  # when each token's path starts
+    boundaries = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
+    timings = [WordTiming(word, tokens, float(jump_times[i]), float(jump_times[j]),
+                          float(np.mean(token_probs[i:j])))
+               for word, tokens, i, j in zip(words[:-1], word_tokens[:-1], boundaries[:-1], boundaries[1:],
+                                              strict=True)]
+    median = median_word_duration(timings)
+    if median > 0:
+        clamp_sentence_boundaries(timings, 2 * median)
+    merge_punctuations(timings, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS)
+    timings = [t for t in timings if t.word.strip()]
+    clamp_first_word(timings, median)
+    speech = speech_frames(clip)
+    snap_to_speech(timings, speech)
+    extend_to_speech_end(timings, speech)
+    return [Word(t.word.strip(), round(t.start, 2), round(t.end, 2), round(t.probability, 4)) for t in timings]

@@ -1,0 +1,129 @@
+"""What every Whisper engine of the whisper model promises, whichever runs the network: the limits,
+the silence and repetition rules, and the result types (no Triton, torch or CTranslate2 imports).
+
+The torch engine (whisper_batch) and the CTranslate2 engine (whisper_ct2) both follow it, so a
+client cannot tell them apart by anything but speed and the last digits of a probability.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from whisper.audio import N_SAMPLES, SAMPLE_RATE
+from whisper.tokenizer import LANGUAGES, Tokenizer
+
+MAX_AUDIO_SECONDS = N_SAMPLES / SAMPLE_RATE
+"""Whisper sees one 30 s window; longer requests are rejected, not silently truncated."""
+TOKENS_PER_SECOND = 25
+"""Decode-length bound per second of audio; generous for Korean, whose syllables take 1-3 tokens."""
+MIN_TOKEN_BUDGET = 16
+"""Tokens allowed even for very short audio."""
+NO_SPEECH_THRESHOLD = 0.6
+"""Whisper's own rule: above this no-speech probability, with a low average log-probability ..."""
+LOGPROB_THRESHOLD = -1.0
+"""... (below this), the window is treated as silence and the transcript is empty."""
+NO_SPEECH_CERTAIN = 0.8
+"""Above this no-speech probability the transcript is empty whatever the log-probability: on digital
+silence Whisper confidently hallucinates short words ("you") that the rule above lets through."""
+REPEAT_MIN_TOKENS, REPEAT_MAX_TOKENS = 2, 32
+"""A block of this many tokens produced three times in a row is a decoding loop (Whisper's
+classic failure, common on clipped speech): decoding stops and keeps the first copy."""
+AUTO_LANGUAGE = "auto"
+"""The LANGUAGE value that asks for the language to be detected from the request's audio."""
+
+
+@dataclass
+class Word:
+    """One word, spelt as Whisper wrote it; seconds from the start of the request's audio."""
+
+    word: str
+    start: float
+    end: float
+    probability: float
+    """Mean probability of the word's tokens, as openai-whisper reports it."""
+
+
+@dataclass
+class Transcription:
+    text: str
+    no_speech_prob: float
+    avg_logprob: float
+    words: list[Word] = field(default_factory=list)
+    """Filled only for requests that asked for word timestamps and have text."""
+    words_error: str | None = None
+    """Why the alignment pass failed, for the requests that asked for words; the transcript stands."""
+    language: str = ""
+    """The language code the clip was transcribed in: the requested one, or the detected one."""
+
+
+def token_budget(samples: int, max_tokens: int) -> int:
+    """Most tokens a clip of ``samples`` 16 kHz samples may decode to."""
+    return min(max_tokens, MIN_TOKEN_BUDGET + int(TOKENS_PER_SECOND * samples / SAMPLE_RATE))
+
+
+def is_silent(no_speech_prob: float, avg_logprob: float) -> bool:
+    """Whisper's no-speech rule, plus the certain-silence bound (see NO_SPEECH_CERTAIN)."""
+    return no_speech_prob > NO_SPEECH_CERTAIN or (no_speech_prob > NO_SPEECH_THRESHOLD
+                                                  and avg_logprob < LOGPROB_THRESHOLD)
+
+
+def loop_cut(tokens: list[int]) -> int | None:
+    """Where a decoding loop's first copy ends: the length to keep, the first time (scanning as a
+    greedy decoder would, token by token) the last block of 2-32 tokens is there three times in a
+    row; None if the tokens never loop."""
+    for filled in range(3 * REPEAT_MIN_TOKENS, len(tokens) + 1):
+        for k in range(REPEAT_MIN_TOKENS, min(REPEAT_MAX_TOKENS, filled // 3) + 1):
+            a, b, c = (tokens[filled - i * k:filled - (i - 1) * k] for i in (1, 2, 3))
+            if a == b == c:
+                return filled - 2 * k
+    return None
+
+
+class Languages:
+    """Language codes and their tokens for one tokenizer (a model may lack some codes)."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self._codes = dict(zip(tokenizer.all_language_tokens, tokenizer.all_language_codes, strict=True))
+
+    def token(self, language: str) -> int:
+        """Token id of a language code such as 'ko'; ValueError for codes this model lacks."""
+        code = language.strip().lower()
+        if code not in LANGUAGES or code not in self.tokenizer.all_language_codes:
+            raise ValueError(f"unsupported language {language!r}; use a Whisper code such as 'ko' or 'en'")
+        return self.tokenizer.to_language_token(code)
+
+    def requested(self, language: str) -> int | None:
+        """The language token a request asks for; None for AUTO_LANGUAGE (detect it from the audio).
+        ValueError for codes this model lacks."""
+        if language.strip().lower() == AUTO_LANGUAGE:
+            return None
+        try:
+            return self.token(language)
+        except ValueError as exc:  # a request, unlike the default, may also ask for detection
+            raise ValueError(f"{exc}, or {AUTO_LANGUAGE!r} to detect it") from None
+
+    def code(self, token: int) -> str:
+        """The code ('ko', 'en', ...) of a language token."""
+        return self._codes[token]
+
+
+class Engine:
+    """What model.py calls, whichever engine it loaded: the languages, and ``transcribe``."""
+
+    languages: Languages
+
+    def language_token(self, language: str) -> int:
+        return self.languages.token(language)
+
+    def requested_language(self, language: str) -> int | None:
+        return self.languages.requested(language)
+
+    def transcribe(self, clips: list, language_tokens: list[int | None],
+                   word_timestamps: list[bool] | None = None) -> list[Transcription]:
+        """One result per float32 16 kHz clip (each ≤ 30 s), in order; a None language token
+        means: detect that clip's language. Clips flagged in ``word_timestamps`` also get words."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the engine holds beyond its weights (threads); the model unloads."""

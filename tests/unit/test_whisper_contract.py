@@ -1,0 +1,55 @@
+"""The whisper model's engine-independent rules (whisper_contract), without Triton or weights: the
+CTranslate2 engine cuts decoding loops after the fact with ``loop_cut``, the torch engine while
+decoding with ``WhisperBatch._stop_loops``; both must keep the same tokens."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scripts.cli import MODEL_REPOSITORY
+
+sys.path.insert(0, str(MODEL_REPOSITORY / "whisper" / "1"))
+from whisper_batch import WhisperBatch  # noqa: E402
+from whisper_contract import (  # noqa: E402
+    MIN_TOKEN_BUDGET,
+    TOKENS_PER_SECOND,
+    is_silent,
+    loop_cut,
+    token_budget,
+)
+
+
+def stepwise_cut(tokens: list[int]) -> int | None:
+    """What the torch engine keeps: _stop_loops after every decoded token, as its greedy loop runs it."""
+    generated = torch.tensor([tokens])
+    for filled in range(1, len(tokens) + 1):
+        lengths = torch.tensor([filled])
+        if bool(WhisperBatch._stop_loops(generated, filled, lengths, torch.tensor([False]))[0]):
+            return int(lengths[0])
+    return None
+
+
+def test_a_block_decoded_three_times_is_cut_to_its_first_copy():
+    assert loop_cut([5, 11, 12, 13, 11, 12, 13, 11, 12, 13, 40, 41]) == 4
+    assert loop_cut([7, 7, 7, 7, 7, 7]) == 2  # a 2-token block (7 7) three times
+    assert loop_cut(list(range(40))) is None
+    assert loop_cut([1, 2, 1, 2, 3]) is None  # twice is not a loop
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 3), max_size=40))
+def test_the_after_the_fact_cut_keeps_what_the_torch_engine_keeps(tokens):
+    assert loop_cut(tokens) == stepwise_cut(tokens)
+
+
+def test_silence_rules_and_token_budgets():
+    assert is_silent(0.81, 0.0)  # certain silence, whatever the log-probability
+    assert is_silent(0.7, -1.5) and not is_silent(0.7, -0.5)  # Whisper's own rule needs both
+    assert not is_silent(0.5, -3.0)
+    assert token_budget(0, 224) == MIN_TOKEN_BUDGET
+    assert token_budget(16000 * 4, 224) == MIN_TOKEN_BUDGET + 4 * TOKENS_PER_SECOND
+    assert token_budget(16000 * 30, 224) == 224
