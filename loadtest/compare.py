@@ -57,8 +57,8 @@ def variant_repository(source: Path, target: Path, whisper_update: dict, batchin
     off = {} if batching else {"max_queue_delay_us": None}
     exported = triton_config.read(source / "whisper", WhisperValues)
     engine = whisper_update.get("engine", exported.engine)
-    whisper_dir = same_weights(source / "whisper", target.with_name(target.name + "-weights"), engine)
-    whisper = triton_config.read(whisper_dir, WhisperValues).model_copy(update={**off, **whisper_update})
+    whisper_dir, base = same_weights(source / "whisper", target.with_name(target.name + "-weights"), engine)
+    whisper = base.model_copy(update={**off, **whisper_update})
     koelectra = triton_config.read(source / "koelectra", KoelectraValues).model_copy(update=off)
     ensemble = EnsembleValues.of(triton_config.read(source / "ensemble", EnsembleValues).name, whisper, koelectra)
     for values, model_dir in ((whisper, whisper_dir), (koelectra, source / "koelectra"),
@@ -67,15 +67,19 @@ def variant_repository(source: Path, target: Path, whisper_update: dict, batchin
     return target
 
 
-def same_weights(whisper_dir: Path, scratch: Path, engine: str) -> Path:
-    """The exported whisper model, or (for a variant on the other engine) its weights exported for
-    that engine into ``scratch``: every system serves the same Whisper."""
+def same_weights(whisper_dir: Path, scratch: Path, engine: str) -> tuple[Path, WhisperValues]:
+    """The whisper model dir whose ``1/`` a variant on ``engine`` shares, and the exported values
+    for it: the export itself, or its weights exported for the other engine into ``scratch`` (with
+    the export's own batching, instances and language): every system serves the same Whisper."""
     exported = triton_config.read(whisper_dir, WhisperValues)
     if exported.engine == engine:
-        return whisper_dir
-    return export_whisper.export(export_whisper.parse_args([
-        "--repository", str(scratch), "--engine", engine, "--language", exported.default_language,
+        return whisper_dir, exported
+    written = export_whisper.export(export_whisper.parse_args([
+        "--repository", str(scratch), "--engine", engine, "--instance-kind", exported.instance_kind,
         "--source", str(whisper_dir / "1" / exported.checkpoint)]))
+    other = triton_config.read(written, WhisperValues)
+    return written, exported.model_copy(update={key: getattr(other, key) for key in (
+        "engine", "checkpoint", "compute_type", "inter_threads", "fp16", "encoder_context", "cpu_int8")})
 
 
 @contextmanager

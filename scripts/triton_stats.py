@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import tritonclient.grpc.aio as grpcclient
 
 
@@ -10,3 +12,21 @@ async def model_counts(client: grpcclient.InferenceServerClient, model: str) -> 
     stats = await client.get_inference_statistics(model, as_json=True)
     entry = stats["model_stats"][0]
     return int(entry.get("inference_count", 0)), int(entry.get("execution_count", 0))
+
+
+STATS_SETTLE_S = 10.0
+"""Triton counts a batch after its execute returns, which can be after the clients got their
+responses: how long ``counts_reaching`` waits for the count to catch up."""
+STATS_POLL_S = 0.05
+
+
+async def counts_reaching(client: grpcclient.InferenceServerClient, model: str, inferences: int,
+                          timeout_s: float = STATS_SETTLE_S) -> tuple[int, int]:
+    """``model_counts`` once the inference count has reached ``inferences`` (or at the deadline)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        counts = await model_counts(client, model)
+        if counts[0] >= inferences or loop.time() >= deadline:
+            return counts
+        await asyncio.sleep(STATS_POLL_S)

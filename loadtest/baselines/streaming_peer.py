@@ -8,6 +8,8 @@ no timestamps, the same weights the Triton export serves), then classified by Ko
 in-process). One faster-whisper model, with two workers on every core, serves every connection:
 a user who runs faster-whisper in-process has no cross-connection batching and no Triton, which
 is the difference this baseline measures; the engine, weights, threads and VAD are the same.
+faster-whisper decodes with its defaults (greedy, and its temperature fallback on a segment that
+fails its compression or log-probability checks), as WhisperLive-style servers run it.
 
 It speaks the subset of the edge protocol the Locust user needs (ready, config with
 ``language``, binary 16 kHz mono s16le audio, ``segment`` events with ``latency_ms`` from the
@@ -92,7 +94,8 @@ class Connection:
                     break
                 self.language = payload.get("language", self.language)
                 continue
-            samples = np.frombuffer(message.get("bytes") or b"", dtype="<i2").astype(np.float32) / 32768.0
+            data = message.get("bytes") or b""
+            samples = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
             for segment in self.segmenter.feed(samples):
                 self.queue.put_nowait(segment)
         for segment in self.segmenter.flush():

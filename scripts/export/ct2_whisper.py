@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 CT2_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.json", "vocabulary.txt",
              "preprocessor_config.json")
 """What a CTranslate2 Whisper directory may hold; model.bin and config.json are required."""
-_PARAMS = {"layer_norm": {"weight": "gamma", "bias": "beta"}}
+_LAYER_NORM_PARAMS = {"weight": "gamma", "bias": "beta"}
 _FUSED = {"attn.query": ("self_attention/linear_0", 0, 3), "attn.key": ("self_attention/linear_0", 1, 3),
           "attn.value": ("self_attention/linear_0", 2, 3), "cross_attn.key": ("attention/linear_1", 0, 2),
           "cross_attn.value": ("attention/linear_1", 1, 2)}
@@ -89,7 +89,7 @@ def ct2_variables(state: dict) -> dict[str, np.ndarray]:
 
 
 def _param(module: str, param: str) -> str:
-    return _PARAMS["layer_norm"][param] if module.endswith("layer_norm") else param
+    return _LAYER_NORM_PARAMS[param] if module.endswith("layer_norm") else param
 
 
 def _layer_variable(out: dict, key: str, value: np.ndarray, layer_names: dict) -> None:
@@ -125,7 +125,7 @@ def _configure(spec, checkpoint: dict, n_vocab: int) -> None:
     multilingual = n_vocab >= 51865
     tokenizer = get_tokenizer(multilingual, num_languages=n_vocab - 51765 - int(multilingual))
     spec.register_vocabulary(_vocabulary(tokenizer, n_vocab))
-    spec.config.suppress_ids = [-1]
+    spec.config.suppress_ids = list(tokenizer.non_speech_tokens)  # what a plain client's [-1] expands to
     spec.config.suppress_ids_begin = [220, tokenizer.eot]
     spec.config.lang_ids = list(tokenizer.all_language_tokens)
     dims = checkpoint["dims"]

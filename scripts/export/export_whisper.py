@@ -61,22 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="dynamic batching queue delay; a negative value turns dynamic batching off")
     p.add_argument("--instance-count", type=int, default=1)
     p.add_argument("--instance-kind", choices=("CPU", "GPU"), default="CPU")
-    p.add_argument("--engine", choices=tuple(ARTIFACTS), default=DEFAULT_ENGINE,
-                   help="ctranslate2 (default: int8 on CPU keeps fp32's accuracy and is faster) or torch")
-    p.add_argument("--compute-type", help="ctranslate2 engine: int8 (CPU default), int8_float32 or float32 on "
-                                          "CPU; float16 (GPU default), int8_float16, int8 or float32 on GPU")
-    p.add_argument("--inter-threads", type=int,
-                   help="ctranslate2 engine: parts of a batch run at once, each on --cpu-threads threads "
-                        "(default: 2 on CPU, measured cheapest there, docs/PERFORMANCE.md; 1 on GPU)")
-    p.add_argument("--fp16", action="store_true", help="torch engine: run in float16 (GPU instances only)")
     p.add_argument("--language", default="ko", help="default language when a request sends none")
-    p.add_argument("--encoder-context", choices=("full", "fit"), default="full",
-                   help="torch engine: 'full': Whisper's 30 s window (accurate, default); 'fit': only the "
-                        "batch's longest clip + 1 s (2-3x faster on CPU, less accurate on short clips)")
-    p.add_argument("--cpu-int8", action="store_true",
-                   help="torch engine: dynamic int8 Linear layers on CPU instances (faster, less accurate)")
+    _add_engine_arguments(p)
     p.add_argument("--cpu-threads", type=int, default=0,
-                   help="threads per CPU instance (torch, or CTranslate2's intra_threads); 0 = the runtime's default")
+                   help="threads per CPU instance (torch's, or each CTranslate2 part's); 0 = torch's default, "
+                        "or every core for CTranslate2")
     args = p.parse_args(argv)
     _check_engine_flags(p, args)
     if args.fp16 and args.instance_kind != "GPU":
@@ -88,6 +77,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.language not in whisper_languages():
         p.error(f"--language {args.language!r} is not a Whisper language code")
     return args
+
+
+def _add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """Which engine runs Whisper, and each engine's own options."""
+    p.add_argument("--engine", choices=tuple(ARTIFACTS), default=DEFAULT_ENGINE,
+                   help="ctranslate2 (default: int8 on CPU keeps fp32's accuracy and is faster) or torch")
+    p.add_argument("--compute-type", help="ctranslate2 engine: int8 (CPU default), int8_float32 or float32 on "
+                                          "CPU; float16 (GPU default), int8_float16, int8 or float32 on GPU")
+    p.add_argument("--inter-threads", type=int,
+                   help="ctranslate2 engine: parts of a batch run at once, each on --cpu-threads threads "
+                        "(default: 2 on CPU, measured cheapest there, docs/PERFORMANCE.md; 1 on GPU)")
+    p.add_argument("--fp16", action="store_true", help="torch engine: run in float16 (GPU instances only)")
+    p.add_argument("--encoder-context", choices=("full", "fit"), default="full",
+                   help="torch engine: 'full': Whisper's 30 s window (accurate, default); 'fit': only the "
+                        "batch's longest clip + 1 s (2-3x faster on CPU, less accurate on short clips)")
+    p.add_argument("--cpu-int8", action="store_true",
+                   help="torch engine: dynamic int8 Linear layers on CPU instances (faster, less accurate)")
 
 
 def _check_engine_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -131,12 +137,13 @@ def export(args: argparse.Namespace) -> Path:
         checkpoint = load_checkpoint(args.source, args.cache_dir)
         torch.save(checkpoint, partial)
         logger.info("word alignment heads: %s", checkpoint.get(ALIGNMENT_HEADS_KEY, "none published (default)"))
-    _remove(target)
-    partial.rename(target)  # a server or test loading the old weights never sees half of them
-    for other in set(ARTIFACTS.values()) - {target.name}:
-        _remove(model_dir / "1" / other)
+    if partial.is_dir():
+        _remove(target)  # a directory cannot be swapped in one step; a file is (replace below)
+    partial.replace(target)
     triton_config.install_code("whisper", model_dir)
     triton_config.write(model_dir, config_values(args))
+    for other in set(ARTIFACTS.values()) - {target.name}:  # last: the config names the new weights
+        _remove(model_dir / "1" / other)
     logger.info("exported whisper (%s, engine %s, %s) to %s", args.source, args.engine, args.compute_type, model_dir)
     return model_dir
 

@@ -175,6 +175,11 @@ def load_openai(name_or_path: str, download_root: Path | None) -> dict:
     model = whisper.load_model(name_or_path, device="cpu", download_root=download_root)
     state = {k: v.half() for k, v in model.state_dict().items()}
     checkpoint = {"dims": vars(model.dims), "model_state_dict": state}
+    if Path(name_or_path).is_file():  # a checkpoint this exporter wrote keeps the heads it stored
+        stored = torch.load(name_or_path, map_location="cpu", weights_only=True)
+        if stored.get(ALIGNMENT_HEADS_KEY):
+            return with_alignment_heads(checkpoint, stored[ALIGNMENT_HEADS_KEY],
+                                        str(stored.get(ALIGNMENT_ORIGIN_KEY, name_or_path)))
     # A local .pt does not say which model it is: only a published name has known heads.
     return with_alignment_heads(checkpoint, published_alignment_heads(name_or_path, checkpoint["dims"]),
                                 f"openai-whisper {name_or_path}")

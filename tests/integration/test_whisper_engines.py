@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,11 +20,21 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
+from scripts.cli import MODEL_REPOSITORY, REPO_ROOT
 from scripts.export import export_whisper
+from scripts.export.whisper_sources import offline_ct2_dir
 from scripts.launch import free_port
 from scripts.serve_triton import Ports, TritonServer
-from scripts.speech import BENCH_SENTENCES, GAME_CHAT_SENTENCES, SAMPLE_RATE, read_wav, synthesize, wer
-from scripts.triton_stats import model_counts
+from scripts.speech import (
+    BENCH_SENTENCES,
+    GAME_CHAT_SENTENCES,
+    RECORDING_SENTENCES,
+    SAMPLE_RATE,
+    read_wav,
+    synthesize,
+    wer,
+)
+from scripts.triton_stats import counts_reaching, model_counts
 from tests.integration.triton_calls import with_client
 
 SENTENCES = BENCH_SENTENCES + GAME_CHAT_SENTENCES[:4]
@@ -71,7 +82,7 @@ def test_a_concurrent_batch_of_eight_lengths_gives_each_request_its_own_transcri
     async def scenario(client: grpcclient.InferenceServerClient):
         before = await model_counts(client, "whisper")
         results = await asyncio.gather(*(transcribe(client, clip) for clip in clips))
-        return results, before, await model_counts(client, "whisper")
+        return results, before, await counts_reaching(client, "whisper", before[0] + len(clips))
 
     results, before, after = with_client(url, scenario)
     assert after[0] - before[0] == len(clips)
@@ -108,3 +119,41 @@ def test_auto_language_and_word_timestamps(engine, clips):
     starts = [w["start"] for w in result["words"]]
     assert starts == sorted(starts) and 0.0 <= starts[0] and result["words"][-1]["end"] <= len(clip) / SAMPLE_RATE
     assert all(w["end"] > w["start"] and 0.0 < w["probability"] <= 1.0 for w in result["words"]), result["words"]
+
+
+@pytest.fixture(scope="module")
+def in_process(whisper_pt):
+    """Both engines in this process, on the same weights: (CTranslate2 int8, torch fp32)."""
+    sys.path.insert(0, str(MODEL_REPOSITORY / "whisper" / "1"))
+    from whisper_batch import WhisperBatch
+    from whisper_ct2 import WhisperCT2
+
+    return WhisperCT2(str(offline_ct2_dir(REPO_ROOT / ".cache"))), WhisperBatch(str(whisper_pt))
+
+
+def test_both_engines_time_the_same_words_alike(in_process, clips):
+    results = [engine.transcribe([clips[3]], [engine.language_token("en")], [True])[0] for engine in in_process]
+    words = [[w.word for w in r.words] for r in results]
+    assert words[0] == words[1] and words[0], words
+    gaps = [abs(a.start - b.start) for a, b in zip(results[0].words, results[1].words, strict=True)]
+    assert np.median(gaps) <= 0.1 and max(gaps) <= 0.3, gaps
+
+
+def test_a_long_dense_clip_is_decoded_to_its_end(in_process, tmp_path):
+    # ~120 tokens in 21 s: more than half the 224-token budget, all of which must be decodable.
+    text = " ".join(RECORDING_SENTENCES + GAME_CHAT_SENTENCES[:6])
+    clip = read_wav(synthesize(text, tmp_path / "long.wav", words_per_minute=260))
+    ct2 = in_process[0]
+    result = ct2.transcribe([clip], [ct2.language_token("en")])[0]
+    assert wer(text, result.text) <= 0.3, result.text
+    assert wer(GAME_CHAT_SENTENCES[5], " ".join(result.text.split()[-len(GAME_CHAT_SENTENCES[5].split()):])) <= 0.5
+
+
+def test_auto_is_refused_per_request_by_an_english_only_model(in_process):
+    sys.path.insert(0, str(MODEL_REPOSITORY / "whisper" / "1"))
+    from whisper.tokenizer import get_tokenizer
+    from whisper_contract import Languages
+
+    with pytest.raises(ValueError, match="one language"):
+        Languages(get_tokenizer(False), multilingual=False).requested("auto")
+    assert in_process[0].requested_language("auto") is None  # the multilingual base detects

@@ -18,7 +18,6 @@ from whisper.model import ModelDimensions, Whisper, disable_sdpa
 from whisper.timing import dtw, median_filter
 from whisper.tokenizer import Tokenizer, get_tokenizer
 from whisper_contract import (
-    MAX_AUDIO_SECONDS,
     REPEAT_MAX_TOKENS,
     REPEAT_MIN_TOKENS,
     Engine,
@@ -30,8 +29,6 @@ from whisper_contract import (
 )
 from whisper_mel import LogMel
 from whisper_words import FRAME_SAMPLES, MEDIAN_FILTER_WIDTH, PROMPT_TOKENS, checkpoint_alignment_heads, path_words
-
-__all__ = ["MAX_AUDIO_SECONDS", "Transcription", "WhisperBatch", "detect_languages"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +109,7 @@ class WhisperBatch(Engine):
         self.max_tokens = dims.n_text_ctx // 2
         self.log_mel = LogMel(dims.n_mels, self.device, self.dtype)
         self._suppress = self._suppress_mask(dims.n_vocab)
-        self.languages = Languages(self.tokenizer)
+        self.languages = Languages(self.tokenizer, self._tokenizer_args["multilingual"])
         self._language_token_ids = torch.tensor(self.tokenizer.all_language_tokens, device=self.device)
         dtw(torch.zeros(2, 2))  # numba compiles the DTW on first use (~1.5 s): at load, not in a request
         logger.info("loaded whisper %s on %s (%s)", checkpoint, self.device, self.dtype)

@@ -71,19 +71,26 @@ def loop_cut(tokens: list[int]) -> int | None:
     """Where a decoding loop's first copy ends: the length to keep, the first time (scanning as a
     greedy decoder would, token by token) the last block of 2-32 tokens is there three times in a
     row; None if the tokens never loop."""
+    found = loop_found(tokens)
+    return None if found is None else found[0]
+
+
+def loop_found(tokens: list[int]) -> tuple[int, int] | None:
+    """(tokens to keep, tokens decoded when the loop was seen): what ``loop_cut`` keeps, and where
+    a greedy decoder that checks after every token stops; None if the tokens never loop."""
     for filled in range(3 * REPEAT_MIN_TOKENS, len(tokens) + 1):
         for k in range(REPEAT_MIN_TOKENS, min(REPEAT_MAX_TOKENS, filled // 3) + 1):
             a, b, c = (tokens[filled - i * k:filled - (i - 1) * k] for i in (1, 2, 3))
             if a == b == c:
-                return filled - 2 * k
+                return filled - 2 * k, filled
     return None
 
 
 class Languages:
     """Language codes and their tokens for one tokenizer (a model may lack some codes)."""
 
-    def __init__(self, tokenizer: Tokenizer):
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizer: Tokenizer, multilingual: bool = True):
+        self.tokenizer, self.multilingual = tokenizer, multilingual
         self._codes = dict(zip(tokenizer.all_language_tokens, tokenizer.all_language_codes, strict=True))
 
     def token(self, language: str) -> int:
@@ -95,8 +102,10 @@ class Languages:
 
     def requested(self, language: str) -> int | None:
         """The language token a request asks for; None for AUTO_LANGUAGE (detect it from the audio).
-        ValueError for codes this model lacks."""
+        ValueError for codes this model lacks, and for AUTO_LANGUAGE on an English-only model."""
         if language.strip().lower() == AUTO_LANGUAGE:
+            if not self.multilingual:
+                raise ValueError(f"{AUTO_LANGUAGE!r}: this Whisper model knows one language; send 'en'")
             return None
         try:
             return self.token(language)

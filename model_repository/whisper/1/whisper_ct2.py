@@ -6,8 +6,8 @@ A Triton batch is one batched encode, one batched language detection (only when 
 it), one batched greedy generate, and, for the rows that want words, one ``align`` per language.
 With ``inter_threads`` > 1 the batch is split into that many parts, run at once on CTranslate2's
 workers, each with ``intra_threads`` threads (all the cores by default): on 2 CPU cores a batch of
-8 costs 684 ms a segment as one call, 600 as two overlapping calls of 2 threads each, and a batch
-of 2 costs 500 ms a segment against 651 (docs/PERFORMANCE.md).
+4 costs 702 ms a segment as one call, 553 as two overlapping calls of 2 threads each, and a batch
+of 8 665 against 600 (docs/PERFORMANCE.md).
 Kept free of Triton imports so it can be tested and benchmarked on its own.
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from whisper.audio import HOP_LENGTH, N_FRAMES
 from whisper.tokenizer import Tokenizer, get_tokenizer
-from whisper_contract import Engine, Languages, Transcription, is_silent, loop_cut, token_budget
+from whisper_contract import Engine, Languages, Transcription, is_silent, loop_found, token_budget
 from whisper_mel import LogMel
 from whisper_words import MEDIAN_FILTER_WIDTH, path_words
 
@@ -56,7 +56,7 @@ class WhisperCT2(Engine):
         self._tokenizer_args = {"multilingual": self.model.is_multilingual,
                                 "num_languages": self.model.num_languages}
         self.tokenizer = get_tokenizer(**self._tokenizer_args, task="transcribe")
-        self.languages = Languages(self.tokenizer)
+        self.languages = Languages(self.tokenizer, self.model.is_multilingual)
         self.log_mel = LogMel(self.model.n_mels, torch.device("cpu"), pad_in_mel=True)  # as faster-whisper
         eot = self.tokenizer.eot
         # As the torch engine: no special token after EOT (timestamps included), no non-speech symbol.
@@ -90,13 +90,15 @@ class WhisperCT2(Engine):
         encoded = self.model.encode(self._features(clips))
         languages = self._languages(encoded, language_tokens)
         budgets = [token_budget(len(c), MAX_DECODE_TOKENS) for c in clips]
+        # Whisper in CTranslate2 decodes at most max_length / 2 tokens: twice the largest budget.
         generated = self.model.generate(
             encoded, [self._prompt(language) for language in languages], beam_size=1,
-            max_length=max(budgets) + 1, return_scores=True, return_no_speech_prob=True,
+            max_length=2 * max(budgets), return_scores=True, return_no_speech_prob=True,
             suppress_blank=True, suppress_tokens=self._suppress)
-        tokens = [_decoded_tokens(g.sequences_ids[0], budget) for g, budget in zip(generated, budgets, strict=True)]
-        results = [self._result(g, row_tokens, language)
-                   for g, row_tokens, language in zip(generated, tokens, languages, strict=True)]
+        kept = [_decoded_tokens(g.sequences_ids[0], budget) for g, budget in zip(generated, budgets, strict=True)]
+        tokens = [row_tokens for row_tokens, _ in kept]
+        results = [self._result(g, row_tokens, decoded, language)
+                   for g, (row_tokens, decoded), language in zip(generated, kept, languages, strict=True)]
         rows = [row for row, result in enumerate(results) if word_timestamps and word_timestamps[row] and result.text]
         if rows:
             self._attach_words(results, rows, tokens, encoded, clips, languages)
@@ -119,11 +121,11 @@ class WhisperCT2(Engine):
         t = self.tokenizer
         return [t.sot, language, t.transcribe, t.no_timestamps]
 
-    def _result(self, generated, tokens: list[int], language: int) -> Transcription:
-        decoded = len(generated.sequences_ids[0])
-        # CTranslate2's score is the log-probability sum over the decoded tokens divided by their
-        # count (length penalty 1); whisper's average also counts the EOT, as the torch engine does.
-        avg = generated.scores[0] * decoded / (decoded + 1)
+    def _result(self, generated, tokens: list[int], decoded: int, language: int) -> Transcription:
+        # CTranslate2's score is the mean log-probability of the decoded tokens (length penalty 1).
+        # As the torch engine: the sum over the tokens decoded until the row stopped (a loop's copies
+        # included), over the tokens kept plus the EOT.
+        avg = generated.scores[0] * decoded / (len(tokens) + 1)
         prob = float(generated.no_speech_prob)
         text = "" if is_silent(prob, avg) else self.tokenizer.decode(tokens).strip()
         return Transcription(text=text, no_speech_prob=prob, avg_logprob=avg, language=self.languages.code(language))
@@ -135,8 +137,9 @@ class WhisperCT2(Engine):
             for language, group in itertools.groupby(sorted(rows, key=lambda r: languages[r]),
                                                      key=lambda r: languages[r]):
                 group = list(group)
+                # align appends <|notimestamps|> to the start sequence itself.
                 aligned = self.model.align(
-                    _rows(encoded, group), self._prompt(language), [tokens[r] for r in group],
+                    _rows(encoded, group), self._prompt(language)[:-1], [tokens[r] for r in group],
                     [min(len(clips[r]) // HOP_LENGTH, N_FRAMES) for r in group],
                     median_filter_width=MEDIAN_FILTER_WIDTH)
                 tokenizer = self._word_tokenizer(language)
@@ -152,12 +155,13 @@ class WhisperCT2(Engine):
         return get_tokenizer(**self._tokenizer_args, language=self.languages.code(language), task="transcribe")
 
 
-def _decoded_tokens(sequence: list[int], budget: int) -> list[int]:
-    """The tokens a row keeps: within its budget, and a decoding loop cut to its first copy (the
-    torch engine stops such rows while decoding; CTranslate2 decodes on, the rule is the same)."""
+def _decoded_tokens(sequence: list[int], budget: int) -> tuple[list[int], int]:
+    """The tokens a row keeps (within its budget, a decoding loop cut to its first copy) and how
+    many the torch engine would have decoded before stopping: it stops such rows while decoding,
+    CTranslate2 decodes on; the rule is the same."""
     tokens = list(sequence[:budget])
-    cut = loop_cut(tokens)
-    return tokens if cut is None else tokens[:cut]
+    found = loop_found(tokens)
+    return (tokens, len(tokens)) if found is None else (tokens[:found[0]], found[1])
 
 
 def _row_words(alignment, text_tokens: list[int], clip: np.ndarray, tokenizer: Tokenizer):
