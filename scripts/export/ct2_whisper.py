@@ -14,13 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts.export.whisper_sources import (
-    _CT2_LAYER_NAMES,
-    _CT2_TOP_NAMES,
-    ALIGNMENT_HEADS_KEY,
-    load_checkpoint,
-    offline_ct2_dir,
-)
+from scripts.export import triton_config
+from scripts.export.whisper_sources import _CT2_LAYER_NAMES, _CT2_TOP_NAMES, load_checkpoint, offline_ct2_dir
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +73,7 @@ def ct2_variables(state: dict) -> dict[str, np.ndarray]:
     for key, tensor in state.items():
         value = tensor.float().numpy()
         module, param = key.rsplit(".", 1)
-        if module.endswith("positional_embedding") or key.endswith("positional_embedding"):
+        if key.endswith("positional_embedding"):
             out[f"{key.split('.')[0]}/position_encodings/encodings"] = value
         elif module in top_names:
             out[f"{top_names[module]}/{_param(top_names[module], param)}"] = value
@@ -120,19 +115,17 @@ def _set(spec, name: str, value: np.ndarray) -> None:
 
 def _configure(spec, checkpoint: dict, n_vocab: int) -> None:
     """Vocabulary and config of the spec, from openai-whisper's tokenizer for this vocabulary size."""
-    from whisper.tokenizer import get_tokenizer
-
-    multilingual = n_vocab >= 51865
-    tokenizer = get_tokenizer(multilingual, num_languages=n_vocab - 51765 - int(multilingual))
+    contract = triton_config.model_code("whisper", "whisper_contract")
+    tokenizer = contract.Languages(*contract.vocabulary_languages(n_vocab)).tokenizer
     spec.register_vocabulary(_vocabulary(tokenizer, n_vocab))
     spec.config.suppress_ids = list(tokenizer.non_speech_tokens)  # what a plain client's [-1] expands to
     spec.config.suppress_ids_begin = [220, tokenizer.eot]
     spec.config.lang_ids = list(tokenizer.all_language_tokens)
-    dims = checkpoint["dims"]
-    heads = checkpoint.get(ALIGNMENT_HEADS_KEY) or [
-        [layer, head] for layer in range(dims["n_text_layer"] // 2, dims["n_text_layer"])
-        for head in range(dims["n_text_head"])]
-    spec.config.alignment_heads = [list(map(int, pair)) for pair in heads]
+    from whisper.model import ModelDimensions
+
+    words = triton_config.model_code("whisper", "whisper_words")
+    heads, _origin = words.checkpoint_alignment_heads(checkpoint, ModelDimensions(**checkpoint["dims"]))
+    spec.config.alignment_heads = [list(pair) for pair in heads]
 
 
 def _vocabulary(tokenizer, n_vocab: int) -> list[str]:

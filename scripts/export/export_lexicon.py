@@ -60,12 +60,7 @@ BADWORDS_KO_FILE = Path("badwords-ko") / "src" / "badwords.ko.config.json"
 
 def lexicon_match() -> ModuleType:
     """The model's matcher module (it has no Triton imports), imported the way Triton loads it."""
-    path = str(MODEL_DIR / "1")
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    import lexicon_match as module
-
-    return module
+    return triton_config.model_code(MODEL_DIR.name, "lexicon_match")
 
 
 def read_korcen(node_modules: Path) -> tuple[list[tuple[str, str]], str]:

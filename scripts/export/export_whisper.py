@@ -28,8 +28,8 @@ ARTIFACTS = {"torch": "whisper.pt", "ctranslate2": "ctranslate2"}
 CHECKPOINT_NAME = ARTIFACTS["torch"]
 DEFAULT_ENGINE = "ctranslate2"
 """Measured faster at the same WER on CPU (docs/PERFORMANCE.md, "Whisper engines")."""
-COMPUTE_TYPES = {"CPU": ("int8", "int8_float32", "float32"), "GPU": ("float16", "int8_float16", "int8", "float32")}
-"""CTranslate2 compute types per instance kind (the same table as whisper_ct2.COMPUTE_TYPES)."""
+CT2_DEVICES = {"CPU": "cpu", "GPU": "cuda"}
+"""The CTranslate2 device of each Triton instance kind."""
 DEFAULT_COMPUTE_TYPE = {"CPU": "int8", "GPU": "float16"}
 DEFAULT_INTER_THREADS = {"CPU": 2, "GPU": 1}
 """On 2 CPU cores two parts of a batch at once, each on both cores, cost less per segment than one
@@ -104,9 +104,9 @@ def _check_engine_flags(p: argparse.ArgumentParser, args: argparse.Namespace) ->
         if torch_only:
             p.error(f"{', '.join(torch_only)}: torch engine options; with --engine ctranslate2 use --compute-type")
         args.compute_type = args.compute_type or DEFAULT_COMPUTE_TYPE[args.instance_kind]
-        if args.compute_type not in COMPUTE_TYPES[args.instance_kind]:
-            p.error(f"--compute-type {args.compute_type} on {args.instance_kind}: use one of "
-                    f"{', '.join(COMPUTE_TYPES[args.instance_kind])}")
+        allowed = triton_config.model_code("whisper", "whisper_ct2").COMPUTE_TYPES[CT2_DEVICES[args.instance_kind]]
+        if args.compute_type not in allowed:
+            p.error(f"--compute-type {args.compute_type} on {args.instance_kind}: use one of {', '.join(allowed)}")
     elif args.compute_type or args.inter_threads:
         p.error("--compute-type and --inter-threads are ctranslate2 engine options")
     else:

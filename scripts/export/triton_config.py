@@ -8,9 +8,12 @@ changed values instead of editing config text.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import shutil
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import ClassVar, Literal, TypeVar
 
 import jinja2
@@ -132,6 +135,15 @@ def install_code(kind: str, model_dir: Path) -> None:
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     for code in source.glob("*.py"):
         shutil.copy2(code, model_dir / "1" / code.name)
+
+
+def model_code(kind: str, module: str) -> ModuleType:
+    """A module of a model's committed code (``model_repository/<kind>/1``; those the tools use
+    have no Triton imports), imported the way Triton loads it: from the version directory."""
+    path = str(MODEL_REPOSITORY / kind / "1")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    return importlib.import_module(module)
 
 
 def read(model_dir: Path, cls: type[ValuesT]) -> ValuesT:

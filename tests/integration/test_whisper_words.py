@@ -156,7 +156,7 @@ def test_korean_words_in_a_batch_with_english(model, gapped, tmp_path):
     assert all(0 <= w.start < w.end <= len(korean) / SAMPLE_RATE + 0.02 for w in results[0].words)
     assert np.median(edge_errors(as_dicts(results[1].words), truth)) <= MEDIAN_ERROR_S
     # Languages written without spaces split words at unicode boundaries (openai-whisper's rule).
-    assert model._word_tokenizer(model.language_token("ja")).language == "ja"
+    assert model.languages.word_tokenizer(model.language_token("ja")).language == "ja"
 
 
 async def infer_whisper(client, audio: np.ndarray, word_timestamps: bool | None) -> tuple[str, list[dict]]:

@@ -16,7 +16,7 @@ import whisper
 from whisper.audio import HOP_LENGTH
 from whisper.model import ModelDimensions, Whisper, disable_sdpa
 from whisper.timing import dtw, median_filter
-from whisper.tokenizer import Tokenizer, get_tokenizer
+from whisper.tokenizer import Tokenizer
 from whisper_contract import (
     REPEAT_MAX_TOKENS,
     REPEAT_MIN_TOKENS,
@@ -26,6 +26,7 @@ from whisper_contract import (
     Word,
     is_silent,
     token_budget,
+    vocabulary_languages,
 )
 from whisper_mel import LogMel
 from whisper_words import FRAME_SAMPLES, MEDIAN_FILTER_WIDTH, PROMPT_TOKENS, checkpoint_alignment_heads, path_words
@@ -103,13 +104,11 @@ class WhisperBatch(Engine):
         if cpu_int8 and self.device.type == "cpu":
             self.model = _quantize_linear_int8(self.model)
         dims = self.model.dims
-        self._tokenizer_args = {"multilingual": dims.n_vocab >= 51865,
-                                "num_languages": dims.n_vocab - 51765 - int(dims.n_vocab >= 51865)}
-        self.tokenizer = get_tokenizer(**self._tokenizer_args, task="transcribe")
+        self.languages = Languages(*vocabulary_languages(dims.n_vocab))
+        self.tokenizer = self.languages.tokenizer
         self.max_tokens = dims.n_text_ctx // 2
         self.log_mel = LogMel(dims.n_mels, self.device, self.dtype)
         self._suppress = self._suppress_mask(dims.n_vocab)
-        self.languages = Languages(self.tokenizer, self._tokenizer_args["multilingual"])
         self._language_token_ids = torch.tensor(self.tokenizer.all_language_tokens, device=self.device)
         dtw(torch.zeros(2, 2))  # numba compiles the DTW on first use (~1.5 s): at load, not in a request
         logger.info("loaded whisper %s on %s (%s)", checkpoint, self.device, self.dtype)
@@ -264,16 +263,11 @@ class WhisperBatch(Engine):
                 n = int(decoded.lengths[row])
                 results[row].words = self._row_words(
                     weights[i], token_probs[i, :n].tolist(), decoded.tokens[row, :n].tolist(), clips[row],
-                    self._word_tokenizer(language_tokens[row]))
+                    self.languages.word_tokenizer(language_tokens[row]))
         except Exception as exc:  # noqa: BLE001 - a word-timing bug must not cost the transcripts
             logger.exception("word alignment of %d rows failed", len(rows))
             for row in rows:
                 results[row].words_error = f"word timestamps failed: {exc}"
-
-    def _word_tokenizer(self, language_token: int) -> Tokenizer:
-        """The tokenizer of the row's language: zh/ja/th/… split words on unicode, others on spaces."""
-        return get_tokenizer(**self._tokenizer_args, language=self.languages.code(language_token),
-                             task="transcribe")
 
     def _alignment_tokens(self, tokens, lengths, rows, language_tokens) -> torch.Tensor:
         """[prompt + text tokens + EOT] per row, padded with EOT: the decoder is causal, so padding

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from whisper.audio import N_SAMPLES, SAMPLE_RATE
-from whisper.tokenizer import LANGUAGES, Tokenizer
+from whisper.tokenizer import LANGUAGES, Tokenizer, get_tokenizer
 
 MAX_AUDIO_SECONDS = N_SAMPLES / SAMPLE_RATE
 """Whisper sees one 30 s window; longer requests are rejected, not silently truncated."""
@@ -86,12 +86,19 @@ def loop_found(tokens: list[int]) -> tuple[int, int] | None:
     return None
 
 
-class Languages:
-    """Language codes and their tokens for one tokenizer (a model may lack some codes)."""
+def vocabulary_languages(n_vocab: int) -> tuple[bool, int]:
+    """(multilingual, number of languages) of a Whisper vocabulary size, as openai-whisper reads it."""
+    multilingual = n_vocab >= 51865
+    return multilingual, n_vocab - 51765 - int(multilingual)
 
-    def __init__(self, tokenizer: Tokenizer, multilingual: bool = True):
-        self.tokenizer, self.multilingual = tokenizer, multilingual
-        self._codes = dict(zip(tokenizer.all_language_tokens, tokenizer.all_language_codes, strict=True))
+
+class Languages:
+    """A model's tokenizer, and its language codes and their tokens (a model may lack some codes)."""
+
+    def __init__(self, multilingual: bool, num_languages: int):
+        self.multilingual, self.num_languages = multilingual, num_languages
+        self.tokenizer = get_tokenizer(multilingual, num_languages=num_languages, task="transcribe")
+        self._codes = dict(zip(self.tokenizer.all_language_tokens, self.tokenizer.all_language_codes, strict=True))
 
     def token(self, language: str) -> int:
         """Token id of a language code such as 'ko'; ValueError for codes this model lacks."""
@@ -115,6 +122,11 @@ class Languages:
     def code(self, token: int) -> str:
         """The code ('ko', 'en', ...) of a language token."""
         return self._codes[token]
+
+    def word_tokenizer(self, token: int) -> Tokenizer:
+        """The tokenizer of a language: zh/ja/th/… split words on unicode, others on spaces."""
+        return get_tokenizer(self.multilingual, num_languages=self.num_languages, language=self.code(token),
+                             task="transcribe")
 
 
 class Engine:

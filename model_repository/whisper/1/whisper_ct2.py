@@ -24,7 +24,7 @@ import ctranslate2
 import numpy as np
 import torch
 from whisper.audio import HOP_LENGTH, N_FRAMES
-from whisper.tokenizer import Tokenizer, get_tokenizer
+from whisper.tokenizer import Tokenizer
 from whisper_contract import Engine, Languages, Transcription, is_silent, loop_found, token_budget
 from whisper_mel import LogMel
 from whisper_words import MEDIAN_FILTER_WIDTH, path_words
@@ -53,10 +53,8 @@ class WhisperCT2(Engine):
                                                 inter_threads=inter_threads)
         self.inter_threads = inter_threads
         self._parts = ThreadPoolExecutor(inter_threads, "whisper-part") if inter_threads > 1 else None
-        self._tokenizer_args = {"multilingual": self.model.is_multilingual,
-                                "num_languages": self.model.num_languages}
-        self.tokenizer = get_tokenizer(**self._tokenizer_args, task="transcribe")
-        self.languages = Languages(self.tokenizer, self.model.is_multilingual)
+        self.languages = Languages(self.model.is_multilingual, self.model.num_languages)
+        self.tokenizer = self.languages.tokenizer
         self.log_mel = LogMel(self.model.n_mels, torch.device("cpu"), pad_in_mel=True)  # as faster-whisper
         eot = self.tokenizer.eot
         # As the torch engine: no special token after EOT (timestamps included), no non-speech symbol.
@@ -142,17 +140,13 @@ class WhisperCT2(Engine):
                     _rows(encoded, group), self._prompt(language)[:-1], [tokens[r] for r in group],
                     [min(len(clips[r]) // HOP_LENGTH, N_FRAMES) for r in group],
                     median_filter_width=MEDIAN_FILTER_WIDTH)
-                tokenizer = self._word_tokenizer(language)
+                tokenizer = self.languages.word_tokenizer(language)
                 for row, alignment in zip(group, aligned, strict=True):
                     results[row].words = _row_words(alignment, tokens[row], clips[row], tokenizer)
         except Exception as exc:  # noqa: BLE001 - a word-timing bug must not cost the transcripts
             logger.exception("word alignment of %d rows failed", len(rows))
             for row in rows:
                 results[row].words_error = f"word timestamps failed: {exc}"
-
-    def _word_tokenizer(self, language: int) -> Tokenizer:
-        """The tokenizer of the row's language: zh/ja/th/… split words on unicode, others on spaces."""
-        return get_tokenizer(**self._tokenizer_args, language=self.languages.code(language), task="transcribe")
 
 
 def _decoded_tokens(sequence: list[int], budget: int) -> tuple[list[int], int]:
