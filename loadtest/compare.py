@@ -55,9 +55,8 @@ def variant_repository(source: Path, target: Path, whisper_update: dict, batchin
     """The exported repository re-rendered from its templates: whisper values changed by
     ``whisper_update``, and every member's dynamic batching off unless ``batching``."""
     off = {} if batching else {"max_queue_delay_us": None}
-    exported = triton_config.read(source / "whisper", WhisperValues)
-    engine = whisper_update.get("engine", exported.engine)
-    whisper_dir, base = same_weights(source / "whisper", target.with_name(target.name + "-weights"), engine)
+    whisper_dir, base = same_weights(source / "whisper", target.with_name(target.name + "-weights"),
+                                     whisper_update.get("engine"))
     whisper = base.model_copy(update={**off, **whisper_update})
     koelectra = triton_config.read(source / "koelectra", KoelectraValues).model_copy(update=off)
     ensemble = EnsembleValues.of(triton_config.read(source / "ensemble", EnsembleValues).name, whisper, koelectra)
@@ -67,12 +66,12 @@ def variant_repository(source: Path, target: Path, whisper_update: dict, batchin
     return target
 
 
-def same_weights(whisper_dir: Path, scratch: Path, engine: str) -> tuple[Path, WhisperValues]:
+def same_weights(whisper_dir: Path, scratch: Path, engine: str | None) -> tuple[Path, WhisperValues]:
     """The whisper model dir whose ``1/`` a variant on ``engine`` shares, and the exported values
     for it: the export itself, or its weights exported for the other engine into ``scratch`` (with
     the export's own batching, instances and language): every system serves the same Whisper."""
     exported = triton_config.read(whisper_dir, WhisperValues)
-    if exported.engine == engine:
+    if engine in (None, exported.engine):
         return whisper_dir, exported
     written = export_whisper.export(export_whisper.parse_args([
         "--repository", str(scratch), "--engine", engine, "--instance-kind", exported.instance_kind,

@@ -121,20 +121,30 @@ async def process_chunks(websocket, model, classifier, chunks: asyncio.Queue, st
     while (item := await chunks.get()) is not None:
         latencies.append(await send_chunk(websocket, model, classifier, item[0], state["language"], seq, item[1]))
         seq += 1
+    await send_summary(websocket, latencies)
+
+
+async def send_summary(websocket: WebSocket, latencies: list[float]) -> None:
+    """The session's summary (segments and latency percentiles), then a normal close."""
     p50, p95 = (float(np.percentile(latencies, q)) for q in (50, 95)) if latencies else (None, None)
     await websocket.send_text(json.dumps({"type": "summary", "segments": len(latencies), "p50_latency_ms": p50,
                                           "p95_latency_ms": p95}))
     await websocket.close(1000)
 
 
+def segment_message(seq: int, start_s: float, end_s: float, text: str, prob: float, latency_ms: float) -> str:
+    """A ``segment`` event of the edge's protocol, as much of it as the load test reads."""
+    return json.dumps({"type": "segment", "seq": seq, "start_s": start_s, "end_s": end_s, "text": text,
+                       "is_harmful": prob >= 0.5, "confidence": max(prob, 1 - prob),
+                       "latency_ms": round(latency_ms, 1)}, ensure_ascii=False)
+
+
 async def send_chunk(websocket, model, classifier, chunk: bytes, language: str, seq: int, received_at: float):
     audio = np.frombuffer(chunk, dtype="<i2").astype(np.float32) / 32768.0
     text, prob = await asyncio.to_thread(transcribe_chunk, model, classifier, audio, language)
     latency_ms = (time.perf_counter() - received_at) * 1000
-    await websocket.send_text(json.dumps({
-        "type": "segment", "seq": seq, "start_s": seq * 1.0, "end_s": seq * 1.0 + len(audio) / 16000, "text": text,
-        "is_harmful": prob >= 0.5, "confidence": max(prob, 1 - prob), "latency_ms": round(latency_ms, 1),
-    }, ensure_ascii=False))
+    await websocket.send_text(segment_message(seq, seq * 1.0, seq * 1.0 + len(audio) / 16000, text, prob,
+                                              latency_ms))
     return latency_ms
 
 

@@ -34,8 +34,10 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
 from edge.settings import EdgeSettings
 from edge.vad import Segment, Segmenter, SegmenterLimits
-from loadtest.baselines.inprocess_server import Classifier
+from loadtest.baselines.inprocess_server import Classifier, segment_message, send_summary
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
+from scripts.export import triton_config
+from scripts.export.triton_config import WhisperValues
 from scripts.export.whisper_sources import offline_ct2_dir
 
 logger = logging.getLogger(__name__)
@@ -50,9 +52,9 @@ worker the peer holds fewer streams: every call waits for the previous one)."""
 
 def ct2_model_dir(repository: Path) -> Path:
     """The CTranslate2 weights the repository serves, or the offline base it was made from."""
-    values = json.loads((repository / "whisper" / "config.values.json").read_text())
-    if values.get("engine") == "ctranslate2":
-        return repository / "whisper" / "1" / values["checkpoint"]
+    values = triton_config.read(repository / "whisper", WhisperValues)
+    if values.engine == "ctranslate2":
+        return repository / "whisper" / "1" / values.checkpoint
     return offline_ct2_dir(REPO_ROOT / ".cache")
 
 
@@ -107,19 +109,13 @@ class Connection:
         while (segment := await self.queue.get()) is not None:
             await self.send_segment(segment, seq)
             seq += 1
-        p50, p95 = (float(np.percentile(self.latencies, q)) for q in (50, 95)) if self.latencies else (None, None)
-        await self.websocket.send_text(json.dumps({"type": "summary", "segments": seq, "p50_latency_ms": p50,
-                                                   "p95_latency_ms": p95}))
-        await self.websocket.close(1000)
+        await send_summary(self.websocket, self.latencies)
 
     async def send_segment(self, segment: Segment, seq: int) -> None:
         text, prob = await asyncio.to_thread(self.peer.moderate, segment.audio, self.language)
         latency_ms = (time.perf_counter() - segment.closed_at) * 1000
         self.latencies.append(latency_ms)
-        await self.websocket.send_text(json.dumps({
-            "type": "segment", "seq": seq, "start_s": segment.start_s, "end_s": segment.end_s, "text": text,
-            "is_harmful": prob >= 0.5, "confidence": max(prob, 1 - prob), "latency_ms": round(latency_ms, 1),
-        }, ensure_ascii=False))
+        await self.websocket.send_text(segment_message(seq, segment.start_s, segment.end_s, text, prob, latency_ms))
 
 
 def create_app(repository: Path, cpu_threads: int = 0) -> FastAPI:

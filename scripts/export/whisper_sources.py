@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scripts.export import triton_config
 from scripts.export.ct2_model_bin import ModelBinError, read_model_bin
 
 logger = logging.getLogger(__name__)
@@ -267,18 +268,18 @@ def load_checkpoint(source: str, cache_dir: Path) -> dict:
 def exported_checkpoint(model_dir: Path) -> dict:
     """The checkpoint dict of an exported whisper model, whichever engine serves it (for in-process
     tools: the baseline server, evaluations, the torch engine's tests)."""
-    values = json.loads((model_dir / "config.values.json").read_text())
-    artifact = model_dir / "1" / values["checkpoint"]
-    if values.get("engine", "torch") == "ctranslate2":
+    values = triton_config.read(model_dir, triton_config.WhisperValues)
+    artifact = model_dir / "1" / values.checkpoint
+    if values.engine == "ctranslate2":
         return load_ct2(artifact)
     return torch.load(artifact, map_location="cpu", weights_only=True)
 
 
 def torch_checkpoint_file(model_dir: Path, scratch: Path) -> Path:
     """A whisper.pt of the exported model: the export's own, or one written into ``scratch``."""
-    values = json.loads((model_dir / "config.values.json").read_text())
-    if values.get("engine", "torch") == "torch":
-        return model_dir / "1" / values["checkpoint"]
+    values = triton_config.read(model_dir, triton_config.WhisperValues)
+    if values.engine == "torch":
+        return model_dir / "1" / values.checkpoint
     path = scratch / "whisper.pt"
     torch.save(exported_checkpoint(model_dir), path)
     return path

@@ -3,7 +3,6 @@ ports, the real edge process in front of it, and speech synthesised with espeak-
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -14,6 +13,8 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 from scripts.cli import MODEL_REPOSITORY
+from scripts.export import triton_config
+from scripts.export.triton_config import WhisperValues
 from scripts.export.whisper_sources import torch_checkpoint_file
 from scripts.launch import free_port, http_get, running_edge
 from scripts.serve_triton import Ports, TritonServer
@@ -24,8 +25,9 @@ logger = logging.getLogger(__name__)
 
 @pytest.fixture(scope="session")
 def model_repository() -> Path:
-    whisper = MODEL_REPOSITORY / "whisper" / "config.values.json"
-    artifact = f"whisper/1/{json.loads(whisper.read_text())['checkpoint']}" if whisper.exists() else "whisper"
+    whisper = MODEL_REPOSITORY / "whisper"
+    exported = (whisper / triton_config.VALUES_NAME).exists()
+    artifact = f"whisper/1/{triton_config.read(whisper, WhisperValues).checkpoint}" if exported else "whisper"
     missing = [p for p in (artifact, "koelectra/1/model.onnx", "ensemble/config.pbtxt")
                if not (MODEL_REPOSITORY / p).exists()]
     if missing:

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
-from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
+from edge.triton import ensemble_inputs
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT
-from scripts.export import export_whisper
+from scripts.export import export_whisper, triton_config
+from scripts.export.triton_config import WhisperValues
 from scripts.export.whisper_sources import offline_ct2_dir
 from scripts.launch import free_port
 from scripts.serve_triton import Ports, TritonServer
@@ -52,7 +53,7 @@ def clips(tmp_path_factory) -> list[np.ndarray]:
 @pytest.fixture(scope="module", params=["ctranslate2", "torch"])
 def engine(request, model_repository, triton):
     """(engine name, gRPC address of a tritonserver whose "whisper" model runs on that engine)."""
-    served = json.loads((model_repository / "whisper" / "config.values.json").read_text())["engine"]
+    served = triton_config.read(model_repository / "whisper", WhisperValues).engine
     if request.param == served:
         yield request.param, triton
         return
@@ -64,12 +65,8 @@ def engine(request, model_repository, triton):
 
 
 async def transcribe(client, audio: np.ndarray, language: str = "en", words: bool = False) -> dict:
-    inputs = [InferInput("AUDIO", [1, len(audio)], "FP32"), InferInput("LANGUAGE", [1, 1], "BYTES"),
-              InferInput("WORD_TIMESTAMPS", [1, 1], "BOOL")]
-    inputs[0].set_data_from_numpy(audio[None, :].astype(np.float32))
-    inputs[1].set_data_from_numpy(np.array([[language.encode()]], dtype=np.object_))
-    inputs[2].set_data_from_numpy(np.array([[words]]))
-    result = await client.infer("whisper", inputs, client_timeout=180)
+    # The whisper model takes the ensemble's inputs: the edge builds them.
+    result = await client.infer("whisper", ensemble_inputs(audio, language, words), client_timeout=180)
     return {"text": result.as_numpy("TRANSCRIPT")[0, 0].decode(),
             "no_speech": float(result.as_numpy("NO_SPEECH_PROB")[0, 0]),
             "words": json.loads(result.as_numpy("WORDS")[0, 0]),
