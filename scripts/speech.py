@@ -110,7 +110,9 @@ def synthesize(text: str, path: Path, voice: str = "en-us", words_per_minute: in
     """Speak text into a 16 kHz mono 16-bit WAV file (needs espeak-ng and sox)."""
     raw = path.with_suffix(".raw.wav")
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(words_per_minute), "-w", str(raw), text], check=True)
-    subprocess.run(["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(path)], check=True)
+    # -D: no dither, so the same text is the same samples every time (dither is random noise, and
+    # borderline clips such as espeak-ng's Korean greeting flip between transcripts with it).
+    subprocess.run(["sox", "-D", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(path)], check=True)
     raw.unlink()
     return path
 
