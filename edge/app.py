@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -16,18 +15,11 @@ from edge.fairness import FairShare
 from edge.metrics import EdgeMetrics
 from edge.routers import audio, console, health, metrics
 from edge.routers import jobs as job_routes
-from edge.session import ABANDONED
 from edge.settings import EdgeSettings
-from edge.triton import ModerationPool, TritonPool, longest_call_s
 from jobs.service import JobService, celery_job_service
+from moderation.triton import ModerationPool, triton_pool
 
 logger = logging.getLogger(__name__)
-
-
-def triton_pool(settings: EdgeSettings) -> TritonPool:
-    """The production pool: gRPC clients to the Triton servers of ``settings``."""
-    return TritonPool(settings.triton_urls(), settings.triton_model, settings.triton_timeout_s,
-                      settings.triton_health_interval_s, settings.triton_discovery_interval_s)
 
 
 def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None = None,
@@ -56,9 +48,7 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
         try:
             yield
         finally:
-            if ABANDONED:  # let abandoned calls end by their deadline: closing the channels cancels them
-                await asyncio.wait(set(ABANDONED), timeout=longest_call_s(settings.triton_timeout_s))
-            await pool.close()
+            await pool.close()  # once the calls of sessions that ended have (the pool never cancels one)
             if jobs is not None:
                 await jobs.close()
 

@@ -2,17 +2,24 @@
 
 Frames may end mid-sample: the partial sample is carried into the next frame. Other rates and
 channel counts go through FFmpeg's resampler (PyAV), which keeps its filter state across
-frames and is drained on flush.
+frames and is drained on flush. PyAV is loaded by the first session that needs the resampler:
+an edge whose clients send 16 kHz mono never loads FFmpeg.
 """
 
 from __future__ import annotations
 
-import av
 import numpy as np
 
 from edge.protocol import SAMPLE_RATE, ClientConfig
 
 _EMPTY = np.zeros(0, dtype=np.float32)
+
+
+def _resampler():
+    """FFmpeg's resampler to the pipeline's format."""
+    import av  # see the module's docstring
+
+    return av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
 
 
 class PcmDecoder:
@@ -23,8 +30,7 @@ class PcmDecoder:
         self._carry = b""
         self._dtype = np.dtype("<i2") if config.encoding == "pcm_s16le" else np.dtype("<f4")
         self._passthrough = config.sample_rate == SAMPLE_RATE and config.channels == 1
-        self._resampler = None if self._passthrough else av.AudioResampler(format="flt", layout="mono",
-                                                                           rate=SAMPLE_RATE)
+        self._resampler = None if self._passthrough else _resampler()
         self.input_seconds = 0.0
         """Duration of the client audio decoded so far, at the client's own rate."""
 
@@ -61,6 +67,8 @@ class PcmDecoder:
     def _resample(self, samples: np.ndarray) -> np.ndarray:
         layout = "mono" if self.config.channels == 1 else "stereo"
         fmt = "s16" if self._dtype.kind == "i" else "flt"
+        import av  # loaded by _resampler already
+
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format=fmt, layout=layout)
         frame.sample_rate = self.config.sample_rate
         return self._collect(self._resampler.resample(frame))

@@ -16,8 +16,8 @@ from edge.drain import Drain
 from edge.fairness import FairShare
 from edge.metrics import EdgeMetrics
 from edge.settings import EdgeSettings
-from edge.triton import ModerationPool
 from jobs.service import JobService
+from moderation.triton import ModerationPool
 
 logger = logging.getLogger(__name__)
 

@@ -24,12 +24,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from edge.admission import SessionRefused
 from edge.protocol import ErrorCode
 from edge.settings import EdgeSettings
-from edge.triton import longest_call_s
+from moderation.triton import longest_call_s
 
 logger = logging.getLogger(__name__)
 
 FINISH_MARGIN_S = 5.0
-"""Stopped sessions get their longest Triton call (edge/triton.py) plus this to deliver their
+"""Stopped sessions get their longest Triton call (moderation/triton.py) plus this to deliver their
 last results, summary and close. One still open then (a client that does not read) is left to uvicorn's shutdown, which
 closes its socket with 1012 and no event: the process must exit in bounded time."""
 

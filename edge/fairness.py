@@ -20,15 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from enum import IntEnum
 
-
-class Priority(IntEnum):
-    """Triton request priority (1 is served first); the model configs declare two levels."""
-
-    REALTIME = 1
-    BULK = 2
-
+from moderation.triton import Priority
 
 RESUME_WINDOW_S = 2.0
 """The first seconds of a session, in which a backlog sent at once is forgiven (see Pace)."""

@@ -1,23 +1,21 @@
 """WebSocket protocol messages (see docs/PROTOCOL.md): client messages in, server events out.
 
-Every frame the server sends is one of the ``*Event`` models below, serialised by ``wire()``.
+Every frame the server sends is one of the ``*Event`` models below, serialised by ``wire()``; the
+``segment`` event and its parts are the shared core's (moderation/events.py), since batch jobs
+emit them too.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-SAMPLE_RATE = 16000
-"""Rate the pipeline works at; client audio at other rates is resampled to it."""
+from moderation.events import SAMPLE_RATE, SegmentEvent, ServerEvent, Signal, error_codes
 
 Encoding = Literal["pcm_s16le", "pcm_f32le"]
-Signal = Literal["lexicon", "classifier"]
-"""A harmful-speech signal: the lexicon model's term matches, or the trained KoELECTRA classifier."""
 
 WHISPER_LANGUAGES = frozenset((
     "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw he hi hr ht "
@@ -79,23 +77,19 @@ def sample_bytes(encoding: str) -> int:
     return 2 if encoding == "pcm_s16le" else 4
 
 
-class ErrorCode(StrEnum):
-    """Codes of ``error`` events."""
-
-    BAD_JSON = "bad_json"
-    BAD_CONFIG = "bad_config"
-    CONFIG_AFTER_AUDIO = "config_after_audio"
-    UNKNOWN_MESSAGE = "unknown_message"
-    FRAME_TOO_LARGE = "frame_too_large"
-    SERVER_BUSY = "server_busy"
-    SERVER_DRAINING = "server_draining"
-    FIRST_FRAME_TIMEOUT = "first_frame_timeout"
-    IDLE_TIMEOUT = "idle_timeout"
-    MAX_DURATION = "max_duration"
-    SERVER_SHUTDOWN = "server_shutdown"
-    TRITON_TIMEOUT = "triton_timeout"
-    TRITON_UNAVAILABLE = "triton_unavailable"
-    TRITON_ERROR = "triton_error"
+ErrorCode = error_codes("ErrorCode", {
+    "BAD_JSON": "bad_json",
+    "BAD_CONFIG": "bad_config",
+    "CONFIG_AFTER_AUDIO": "config_after_audio",
+    "UNKNOWN_MESSAGE": "unknown_message",
+    "FRAME_TOO_LARGE": "frame_too_large",
+    "SERVER_BUSY": "server_busy",
+    "SERVER_DRAINING": "server_draining",
+    "FIRST_FRAME_TIMEOUT": "first_frame_timeout",
+    "IDLE_TIMEOUT": "idle_timeout",
+    "MAX_DURATION": "max_duration",
+    "SERVER_SHUTDOWN": "server_shutdown",
+}, "Codes of ``error`` events: the WebSocket's own, and the Triton ones (moderation.events.TritonErrorCode).")
 
 
 class ClientConfig(BaseModel):
@@ -125,26 +119,6 @@ class ClientConfig(BaseModel):
         return sample_bytes(self.encoding) * self.channels
 
 
-class ServerEvent(BaseModel):
-    """Base of every server-to-client message."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    optional_fields: ClassVar[frozenset[str]] = frozenset()
-    """Fields left out of the frame while they are None (others are sent as null)."""
-
-    def wire(self) -> str:
-        """The JSON text frame: fields in declaration order, UTF-8 text unescaped."""
-        data = self.model_dump(mode="json")
-        data = {k: v for k, v in data.items() if v is not None or k not in self.optional_fields}
-        text = json.dumps(data, ensure_ascii=False)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate echoed from client JSON ("\\ud800"): escape it
-            return json.dumps(data)
-        return text
-
-
 class ReadyEvent(ServerEvent):
     """First frame of every session."""
 
@@ -169,56 +143,6 @@ class ConfigEvent(ServerEvent):
     channels: int
     language: str | None
     word_timestamps: bool
-
-
-class HarmfulSpan(BaseModel):
-    """Where a segment is harmful, in seconds of the client's stream."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    start_s: float
-    end_s: float
-    text: str
-    """The transcript's words there (the whole transcript for a classifier span)."""
-    category: str
-    """The lexicon term's category (profanity, insult, ...), or ``harmful`` for the classifier."""
-    source: Signal
-
-
-class WordTime(BaseModel):
-    """One transcribed word, in seconds of the client's stream."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    word: str
-    start_s: float
-    end_s: float
-    probability: float
-
-
-class SegmentEvent(ServerEvent):
-    """The moderation result of one speech segment."""
-
-    optional_fields: ClassVar[frozenset[str]] = frozenset({"words"})
-
-    type: Literal["segment"] = "segment"
-    seq: int
-    start_s: float
-    end_s: float
-    text: str
-    is_harmful: bool
-    reasons: list[Signal]
-    """The signals that found the segment harmful; empty when it is not."""
-    confidence: float | None
-    """Probability of the decision: 1.0 for a lexicon match, the trained classifier's otherwise,
-    null when no trained classifier scored a segment the lexicon did not flag."""
-    harmful_prob: float
-    no_speech_prob: float
-    harmful_spans: list[HarmfulSpan]
-    words: list[WordTime] | None = None
-    """Only for clients whose config asked for ``word_timestamps``."""
-    latency_ms: float = 0.0
-    """Set when the event is sent."""
 
 
 class ErrorEvent(ServerEvent):

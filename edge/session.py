@@ -13,9 +13,8 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from edge.audio import PcmDecoder
-from edge.fairness import FairShare, Pace, Priority
+from edge.fairness import FairShare, Pace
 from edge.metrics import EdgeMetrics
-from edge.moderation import Moderation, segment_event
 from edge.protocol import (
     SAMPLE_RATE,
     BadJson,
@@ -30,13 +29,12 @@ from edge.protocol import (
     parse_text_frame,
 )
 from edge.settings import EdgeSettings
-from edge.triton import ModerationPool, TritonCallError
-from edge.vad import Segment, Segmenter, SegmenterLimits
+from moderation.triton import ModerationPool, Priority, TritonCallError
+from moderation.vad import Segment, Segmenter, SegmenterLimits
+from moderation.verdict import Moderation, segment_event, wants_word_times
 
 logger = logging.getLogger(__name__)
 
-ABANDONED: set[asyncio.Task] = set()
-"""Triton calls of sessions that ended, kept referenced until they finish (see Session._abort)."""
 _END = object()
 """Queue sentinel: no more results will follow."""
 
@@ -122,12 +120,6 @@ class Session:
     def language(self) -> str | None:
         """The session's language as far as the edge knows: the client's, else the model's default."""
         return self.config.language or self.pool.facts.default_language
-
-    @property
-    def wants_word_times(self) -> bool:
-        """Whisper aligns words when the client wants them, or when lexicon spans need them."""
-        lexicon = "lexicon" in self.pool.facts.signals
-        return self.config.word_timestamps or (lexicon and self.settings.span_word_times)
 
     async def send(self, event: ServerEvent) -> None:
         """Send one event; ClientGone when the socket is closed or broken under it."""
@@ -324,8 +316,9 @@ class Session:
         try:
             async with self.fair_share.call(priority, self._bulk_share):
                 # The client's language, or None: the model's exported default then applies.
-                result = await self.pool.moderate(segment.audio, self.config.language, self.wants_word_times,
-                                                  priority)
+                with_words = wants_word_times(self.pool.facts, self.settings.span_word_times,
+                                              self.config.word_timestamps)
+                result = await self.pool.moderate(segment.audio, self.config.language, with_words, priority)
         except TritonCallError as exc:
             self.metrics.triton_errors.labels(exc.reason).inc()
             return ErrorEvent(code=exc.code, message=str(exc), **times), segment.closed_at
@@ -388,13 +381,12 @@ class Session:
         )
 
     def _abort(self, sender: asyncio.Task) -> None:
-        """Client gone: drop all session state. In-flight Triton calls are abandoned, not cancelled:
-        tritonserver 2.51 can crash (SIGSEGV) on a gRPC cancellation racing its response, and it
-        computes a cancelled request anyway. They end by their own deadline; results are dropped."""
+        """Client gone: drop all session state. Its segments are cancelled; a Triton call one of
+        them started runs on to its end in the pool, which never cancels a call (tritonserver 2.51
+        can crash on it), and its result is dropped."""
         sender.cancel()
         for task in list(self.in_flight):
-            ABANDONED.add(task)
-            task.add_done_callback(ABANDONED.discard)
+            task.cancel()
             self.metrics.segments.labels("cancelled").inc()
         self.in_flight.clear()
         while not self.pending.empty():

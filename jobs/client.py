@@ -20,6 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from jobs.models import FINAL_EVENTS, JobEvent
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -91,7 +93,7 @@ class JobClient:
                 for event in self.stream(job_id, last_event_id):
                     last_event_id = event.id or last_event_id
                     yield event
-                    if event.event in ("final_summary", "error"):
+                    if event.event in FINAL_EVENTS:
                         return
                 if self.job(job_id)["state"] in ("completed", "failed"):
                     return  # nothing follows last_event_id: it was the job's last event already
@@ -112,11 +114,11 @@ class JobClient:
 
 
 def _print(event: Event) -> None:
-    if event.event == "transcript_segment":
+    if event.event == JobEvent.TRANSCRIPT_SEGMENT:
         d = event.data
         flag = " HARMFUL" if d["is_harmful"] else ""
         print(f"[{d['start_s']:8.2f}-{d['end_s']:8.2f}]{flag} {d['text']}", flush=True)
-    elif event.event == "progress":
+    elif event.event == JobEvent.PROGRESS:
         fraction = event.data["fraction"]
         print(f"progress {fraction:.0%}" if fraction is not None else f"at {event.data['position_s']} s", flush=True)
     else:
@@ -142,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         for event in client.follow(job["id"]):
             _print(event)
             last = event
-        if args.srt and last is not None and last.event == "final_summary":
+        if args.srt and last is not None and last.event == JobEvent.FINAL_SUMMARY:
             args.srt.write_text(client.transcript(job["id"], "srt"), encoding="utf-8")
-        return 0 if last is not None and last.event == "final_summary" else 1
+        return 0 if last is not None and last.event == JobEvent.FINAL_SUMMARY else 1
     except httpx.HTTPStatusError as exc:
         print(f"refused: {exc.response.status_code} {exc.response.text}", file=sys.stderr)
         return 2

@@ -2,7 +2,7 @@
 
 Anything FFmpeg demuxes and decodes is accepted (wav, mp3, m4a/aac, ogg/opus, webm/opus, flac,
 the audio of a video, ...): the best audio stream is decoded frame by frame, converted by
-FFmpeg's resampler to the edge's format (``edge.protocol.SAMPLE_RATE`` mono float32) and packed
+FFmpeg's resampler to the edge's format (``moderation.events.SAMPLE_RATE`` mono float32) and packed
 into fixed-size chunks, so memory stays bounded whatever the file's length.
 
 Truncated files. FFmpeg does not always fail on a cut file; what it does depends on the format
@@ -56,8 +56,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from edge.protocol import SAMPLE_RATE
 from jobs.models import JobErrorCode
+from moderation.events import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Typed job records and the events of a job's stream (Server-Sent Events, docs/JOBS.md).
 
 A job's ``transcript_segment`` events carry the WebSocket ``segment`` event's fields
-(``edge.protocol.SegmentEvent``), so a recording and a live stream read the same.
+(``moderation.events.SegmentEvent``), so a recording and a live stream read the same.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.protocol import HarmfulSpan, Signal
+from moderation.events import HarmfulSpan, Signal, error_codes
 
 
 class JobState(StrEnum):
@@ -25,23 +25,29 @@ class JobState(StrEnum):
 TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 
 
-class JobErrorCode(StrEnum):
-    """Codes of a failed job's ``error`` event."""
+JobErrorCode = error_codes("JobErrorCode", {
+    "EMPTY_FILE": "empty_file",  # the upload has no bytes
+    "NOT_AUDIO": "not_audio",  # FFmpeg finds no audio stream in it (a text file, an image, ...)
+    # its audio cannot be decoded, or ends before its container says it does (truncated)
+    "CORRUPT_AUDIO": "corrupt_audio",
+    "NO_AUDIO_DATA": "no_audio_data",  # an audio stream with no samples
+    "TOO_LONG": "too_long",  # longer than JOBS_MAX_DURATION_S (found while decoding)
+    "INTERNAL": "internal_error",
+}, "Codes of a failed job's ``error`` event: its own, and the Triton ones (moderation.events.TritonErrorCode).")
 
-    EMPTY_FILE = "empty_file"
-    """The upload has no bytes."""
-    NOT_AUDIO = "not_audio"
-    """FFmpeg finds no audio stream in it (a text file, an image, ...)."""
-    CORRUPT_AUDIO = "corrupt_audio"
-    """Its audio cannot be decoded, or ends before its container says it does (truncated)."""
-    NO_AUDIO_DATA = "no_audio_data"
-    """An audio stream with no samples."""
-    TOO_LONG = "too_long"
-    """Longer than ``JOBS_MAX_DURATION_S`` (found while decoding)."""
-    TRITON_UNAVAILABLE = "triton_unavailable"
-    TRITON_TIMEOUT = "triton_timeout"
-    TRITON_ERROR = "triton_error"
-    INTERNAL = "internal_error"
+
+class JobEvent(StrEnum):
+    """Names of a job's events (the SSE ``event:`` field); ``data:`` is the JSON of the models
+    below (and of ``moderation.events.SegmentEvent`` for ``transcript_segment``)."""
+
+    PROGRESS = "progress"
+    TRANSCRIPT_SEGMENT = "transcript_segment"
+    FINAL_SUMMARY = "final_summary"
+    ERROR = "error"
+
+
+FINAL_EVENTS = frozenset({JobEvent.FINAL_SUMMARY, JobEvent.ERROR})
+"""The events that end a job's stream: one of them is its last event."""
 
 
 class JobOptions(BaseModel):
@@ -156,8 +162,3 @@ class FinalSummary(BaseModel):
     """processing_s / duration_s: below 1 is faster than real time."""
     llm_summary: LlmSummary | None = None
     """Only with ``SUMMARY_LLM_URL`` set."""
-
-
-EVENT_NAMES = ("progress", "transcript_segment", "final_summary", "error")
-"""SSE event names, in the ``event:`` field; ``data:`` is the JSON of the models above (and of
-``edge.protocol.SegmentEvent`` for ``transcript_segment``)."""

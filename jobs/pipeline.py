@@ -1,4 +1,4 @@
-"""One job's run: decode, segment with the edge's VAD, moderate on Triton, stream the events.
+"""One job's run: decode, segment with the shared VAD, moderate on Triton, stream the events.
 
 Segments go to Triton ``JobSettings.concurrency`` at a time, at bulk priority, and their events are
 written in order. A run that resumes a job (its worker died) decodes the file again and skips the
@@ -18,17 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.fairness import Priority
-from edge.moderation import Moderation, segment_event
-from edge.protocol import SAMPLE_RATE, SegmentEvent
-from edge.settings import EdgeSettings
-from edge.triton import ModerationPool, TritonCallError
-from edge.vad import Segment, Segmenter, SegmenterLimits
 from jobs.decode import decode
 from jobs.metrics import JobMetrics
-from jobs.models import JobErrorCode, JobInfo, JobState, ProgressEvent
+from jobs.models import FINAL_EVENTS, JobErrorCode, JobEvent, JobInfo, JobState, ProgressEvent
 from jobs.settings import JobSettings
 from jobs.store import JobStore, LeaseLost, StoredEvent, now, with_state
+from moderation.events import SAMPLE_RATE, SegmentEvent
+from moderation.triton import ModerationPool, Priority, TritonCallError
+from moderation.vad import Segment, Segmenter, SegmenterLimits
+from moderation.verdict import Moderation, segment_event, wants_word_times
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +63,9 @@ class Resume:
     def from_events(cls, events: list[StoredEvent]) -> Resume:
         resume = cls()
         for event in events:
-            if event.event == "transcript_segment":
+            if event.event == JobEvent.TRANSCRIPT_SEGMENT:
                 resume.segments.append(SegmentEvent.model_validate_json(event.data))
-            elif event.event in ("final_summary", "error"):
+            elif event.event in FINAL_EVENTS:
                 resume.finished = True
         return resume
 
@@ -86,7 +84,6 @@ class JobRun:
     store: JobStore
     pool: ModerationPool
     settings: JobSettings
-    edge: EdgeSettings
     resume: Resume
     stopping: threading.Event = field(default_factory=threading.Event)
     """Set when the worker shuts down: no new segment starts, the ones in flight are written."""
@@ -118,8 +115,10 @@ class JobRun:
             if self.stopping.is_set():
                 raise Handover(f"job {self.info.id}: worker stopping after segment {len(segments) - 1}")
         finally:
-            # A failure: let the other calls end by their deadline, unread. Cancelling a call in
-            # flight can crash tritonserver 2.51 (docs/OPERATIONS.md).
+            # A failure: the segments still in the window are not wanted any more. Their Triton
+            # calls run on to their end in the pool, which never cancels one (docs/OPERATIONS.md).
+            for task in window:
+                task.cancel()
             await asyncio.gather(*window, return_exceptions=True)
         return segments
 
@@ -139,7 +138,7 @@ class JobRun:
             yield item
 
     async def _segmented(self) -> AsyncIterator[tuple[int, Segment]]:
-        segmenter = Segmenter(SegmenterLimits.from_settings(self.edge))
+        segmenter = Segmenter(SegmenterLimits.from_settings(self.settings))
         chunks = decode(self.path, self.settings.max_duration_s)
         seq = 0
         while (chunk := await asyncio.to_thread(_next_chunk, chunks)) is not None:
@@ -162,10 +161,10 @@ class JobRun:
         logger.info("job %s: detected language %s", self.info.id, self.language)
 
     async def _moderate(self, seq: int, segment: Segment) -> SegmentEvent:
-        with_words = self.edge.span_word_times or self.info.options.word_timestamps
+        with_words = wants_word_times(self.pool.facts, self.settings.span_word_times, self.info.options.word_timestamps)
         started = time.perf_counter()
         result = await self._call(segment.audio, self.language, with_words)
-        event = segment_event(result, self.pool.facts, self.edge.harmful_threshold, seq, segment.start_s,
+        event = segment_event(result, self.pool.facts, self.settings.harmful_threshold, seq, segment.start_s,
                               segment.end_s, self.info.options.word_timestamps)
         event.latency_ms = round((time.perf_counter() - started) * 1000, 1)
         return event
@@ -184,7 +183,7 @@ class JobRun:
                 if self.stopping.is_set():
                     raise Handover(f"job {self.info.id}: worker stopping while Triton fails ({exc})") from exc
                 if exc.reason not in RETRY_REASONS or time.monotonic() + backoff > give_up_at:
-                    raise JobFailed(JobErrorCode(exc.code.value), str(exc)) from exc
+                    raise JobFailed(JobErrorCode(exc.code), str(exc)) from exc
                 logger.warning("job %s: Triton call failed (%s); trying again in %.1f s", self.info.id, exc, backoff)
                 self.metrics.triton_retries.labels(exc.reason).inc()
                 await asyncio.sleep(backoff)  # backoff before a retry, not a race fix
@@ -195,7 +194,7 @@ class JobRun:
         event = await task
         self.info = self.info.model_copy(update={"segments_done": event.seq + 1, "language": self.language,
                                                  **self._progress(event.end_s)})
-        await self.store.append(self.info.id, self.worker, "transcript_segment", event, self.info)
+        await self.store.append(self.info.id, self.worker, JobEvent.TRANSCRIPT_SEGMENT, event, self.info)
         self.metrics.segments.labels("harmful" if event.is_harmful else "normal").inc()
         if time.monotonic() - self._progress_at >= PROGRESS_INTERVAL_S:
             await self.progress_event(event.end_s)
@@ -213,7 +212,7 @@ class JobRun:
         duration = self.info.duration_s
         event = ProgressEvent(fraction=round(min(1.0, position_s / duration), 4) if duration else None,
                               position_s=round(position_s, 3), duration_s=duration)
-        await self.store.append(self.info.id, self.worker, "progress", event)
+        await self.store.append(self.info.id, self.worker, JobEvent.PROGRESS, event)
 
 
 def _next_chunk(chunks: Iterator[np.ndarray]) -> np.ndarray | None:

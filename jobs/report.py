@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from edge.protocol import SegmentEvent
 from jobs.models import FinalSummary, HarmfulSegment, JobInfo, WorstMoment
 from jobs.transcripts import clock, cue_text
+from moderation.events import SegmentEvent
 
 WORST_MOMENTS = 5
 """How many harmful moments the report ranks: enough for a reviewer to start with, few enough to

@@ -26,7 +26,7 @@ class JobService:
 
 def celery_job_service(settings: JobSettings | None = None) -> JobService:
     """The production service: jobs queued on Celery (Redis broker), state in the same Redis."""
-    from jobs.worker import TASK, celery_app  # Celery only where jobs are served
+    from jobs.queue import TASK, celery_app  # Celery only where jobs are served
 
     settings = settings or JobSettings()
     app = celery_app(settings)

@@ -1,17 +1,20 @@
 """Typed settings of batch jobs, read from ``JOBS_*`` environment variables (and ``REDIS_URL``,
-``SUMMARY_LLM_*``). The Triton, VAD and verdict settings are the edge's (``EDGE_*``), so a
-recording gets the same verdicts as the live stream."""
+``SUMMARY_LLM_*``). The Triton, VAD and verdict settings are the shared core's, read from the
+edge's ``EDGE_*`` variables (moderation/settings.py), so a recording gets the same verdicts as
+the live stream."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from moderation.settings import ModerationSettings
 
 
-class JobSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="JOBS_", use_attribute_docstrings=True, extra="ignore")
+class JobSettings(ModerationSettings):
+    model_config = SettingsConfigDict(env_prefix="JOBS_", alias_generator=None)
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "JOBS_REDIS_URL"))
     """Redis that holds the Celery queue, job state and each job's event stream."""

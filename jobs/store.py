@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from jobs.models import TERMINAL_STATES, JobInfo, JobState
+from jobs.models import TERMINAL_STATES, JobEvent, JobInfo, JobState
 
 logger = logging.getLogger(__name__)
 
@@ -192,18 +192,18 @@ class JobStore:
             holder, ttl_ms = await pipe.execute()
         return holder, max(0, ttl_ms) / 1000
 
-    async def append(self, job_id: str, worker: str, event: str, payload: BaseModel,
+    async def append(self, job_id: str, worker: str, event: JobEvent, payload: BaseModel,
                      info: JobInfo | None = None) -> str:
         """Appends an event (and updates the info with it, atomically); returns its id.
         LeaseLost when this worker may no longer write to the job."""
         return await self._write(job_id, worker, event, payload, info, "")
 
-    async def finish(self, info: JobInfo, worker: str, event: str, payload: BaseModel) -> str:
+    async def finish(self, info: JobInfo, worker: str, event: JobEvent, payload: BaseModel) -> str:
         """Appends the job's last event and sets its final state ``info.state`` in one step, then
         starts the retention clock. LeaseLost as for append."""
         return await self._write(info.id, worker, event, payload, info, info.state.value)
 
-    async def _write(self, job_id: str, worker: str, event: str, payload: BaseModel, info: JobInfo | None,
+    async def _write(self, job_id: str, worker: str, event: JobEvent, payload: BaseModel, info: JobInfo | None,
                      state: str) -> str:
         data = payload.model_dump_json(exclude_none=False)
         result = await self._append(keys=[job_key(job_id), events_key(job_id), lease_key(job_id)],

@@ -1,7 +1,7 @@
 """A job's transcript in the formats people use it in: JSON for programs, SubRip and WebVTT for video
 players and subtitle editors, plain text for reading and searching.
 
-The segments are the job's ``transcript_segment`` events (``edge.protocol.SegmentEvent``) in ``seq``
+The segments are the job's ``transcript_segment`` events (``moderation.events.SegmentEvent``) in ``seq``
 order. Subtitle and text formats leave out segments without words (Whisper heard no speech in what
 the VAD kept), since an empty cue shows nothing and some players reject it.
 """
@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from pathlib import PurePath
 
-from edge.protocol import SegmentEvent
 from jobs.models import JobInfo
+from moderation.events import SegmentEvent
 
 
 class TranscriptFormat(StrEnum):

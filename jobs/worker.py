@@ -1,4 +1,4 @@
-"""The Celery app of batch jobs, and ``python -m jobs.worker``: a worker process.
+"""``python -m jobs.worker``: a worker process of batch jobs, on the Celery app of jobs/queue.py.
 
     python -m jobs.worker                 # one worker, JOBS_WORKER_CONCURRENCY jobs at once
     REDIS_URL=redis://queue:6379/0 python -m jobs.worker   # any number, on any machine
@@ -19,42 +19,23 @@ import threading
 import uuid
 
 import redis
-from celery import Celery, signals
+from celery import signals
 
-from edge.settings import EdgeSettings
-from edge.triton import TritonPool
 from jobs import files
+from jobs.handler import JobHandler
 from jobs.metrics import JobMetrics
 from jobs.models import JobState
-from jobs.runner import Worker
+from jobs.queue import QUEUE, TASK, celery_app
 from jobs.settings import JobSettings
 from jobs.store import WORKER_READY_KEY, JobStore
+from moderation.triton import triton_pool
 
 logger = logging.getLogger(__name__)
 
-QUEUE = "moderation-jobs"
 REDIS_RETRY_S = 10.0
 """A job whose run failed on Redis (or the data volume) goes back to the queue, due this much later."""
 READY_KEY_TTL_S = 7 * 24 * 3600
 """The ready marker of a worker that died without removing it goes away after this long."""
-TASK = "jobs.process"
-
-
-def celery_app(settings: JobSettings) -> Celery:
-    app = Celery("jobs", broker=settings.redis_url)
-    app.conf.update(
-        task_acks_late=True,
-        # Job errors never raise (the job fails with an event); Redis failures are retried by the
-        # task itself (process below).
-        task_acks_on_failure_or_timeout=False,
-        task_ignore_result=True,
-        task_default_queue=QUEUE,
-        worker_prefetch_multiplier=1,
-        broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
-        worker_hijack_root_logger=False,
-    )
-    return app
 
 
 SETTINGS = JobSettings()
@@ -66,20 +47,14 @@ back to the queue, resumed by the next worker; nothing is cancelled mid-call (tr
 can crash on a cancelled gRPC call)."""
 
 
-def triton_pool(edge: EdgeSettings) -> TritonPool:
-    return TritonPool(edge.triton_urls(), edge.triton_model, edge.triton_timeout_s, edge.triton_health_interval_s,
-                      edge.triton_discovery_interval_s)
-
-
 async def _handle(job_id: str) -> float | None:
     """One job with its own event loop's Redis and Triton clients (a task runs in asyncio.run)."""
-    edge = EdgeSettings()
     store = JobStore.from_url(SETTINGS.redis_url, SETTINGS.retention_s)
-    pool = triton_pool(edge)
+    pool = triton_pool(SETTINGS)
     await pool.start()
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     try:
-        retry_in_s = await Worker(worker_id, SETTINGS, edge, store, pool, STOPPING, METRICS).handle(job_id)
+        retry_in_s = await JobHandler(worker_id, SETTINGS, store, pool, STOPPING, METRICS).handle(job_id)
         await _sweep(store)
         return retry_in_s
     finally:

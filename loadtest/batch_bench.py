@@ -46,6 +46,7 @@ import av
 import numpy as np
 
 from jobs.client import JobClient
+from jobs.models import JobEvent
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
 from scripts.embedded import RedisChild, WorkerChild, redis_url
 from scripts.export.whisper_sources import offline_ct2_dir
@@ -273,12 +274,12 @@ def run_job(url: str, path: Path) -> str:
         job = client.submit(path, language=LANGUAGE)
         texts, last = {}, None
         for event in client.follow(job["id"]):
-            if event.event == "transcript_segment":
+            if event.event == JobEvent.TRANSCRIPT_SEGMENT:
                 texts[event.data["seq"]] = event.data["text"]
             last = event
     finally:
         client.close()
-    if last is None or last.event != "final_summary":
+    if last is None or last.event != JobEvent.FINAL_SUMMARY:
         raise RuntimeError(f"job {job['id']} ended with {last}")
     return " ".join(texts[seq] for seq in sorted(texts))
 

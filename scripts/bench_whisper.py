@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 
-from edge.triton import ensemble_inputs
+from moderation.triton import ensemble_inputs
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
 from scripts.export import triton_config
 from scripts.export.triton_config import WhisperValues

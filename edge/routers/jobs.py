@@ -19,13 +19,13 @@ from starlette.formparsers import MultiPartException
 
 from edge.auth import Principal
 from edge.dependencies import HttpPrincipalDep, ServicesDep
-from edge.protocol import WHISPER_LANGUAGES, SegmentEvent
+from edge.protocol import WHISPER_LANGUAGES
 from jobs import files
-from jobs.decode import DecodeError, probe
-from jobs.models import TERMINAL_STATES, FinalSummary, JobInfo, JobOptions, JobState
+from jobs.models import FINAL_EVENTS, TERMINAL_STATES, FinalSummary, JobEvent, JobInfo, JobOptions, JobState
 from jobs.service import JobService
 from jobs.store import now
 from jobs.transcripts import TranscriptFormat, render
+from moderation.events import SegmentEvent
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,6 @@ SSE_BLOCK_MS = 5000
 SSE_PING_S = 15
 """Comment lines that keep idle SSE connections open through proxies."""
 EVENT_ID = re.compile(r"^\d+-\d+$")
-FINAL_EVENTS = ("final_summary", "error")
 
 
 class JobLinks(BaseModel):
@@ -176,6 +175,9 @@ async def declared_duration(path: str, jobs: JobService) -> float | None:
     """The recording's duration from its header (else FFmpeg's estimate, for progress only); 413
     when a header that counts the frames says it is over the limit. A file FFmpeg cannot read is
     accepted here and fails in the worker with a typed error event."""
+    # PyAV (FFmpeg) is loaded with the first upload, not with the edge: most edges serve no jobs.
+    from jobs.decode import DecodeError, probe
+
     try:
         found = await anyio.to_thread.run_sync(probe, path)
     except DecodeError:
@@ -222,7 +224,7 @@ async def final_result(jobs: JobService, info: JobInfo) -> FinalSummary | None:
     if info.state is not JobState.COMPLETED:
         return None
     events = await jobs.store.all_events(info.id)
-    final = next((e for e in reversed(events) if e.event == "final_summary"), None)
+    final = next((e for e in reversed(events) if e.event == JobEvent.FINAL_SUMMARY), None)
     return FinalSummary.model_validate_json(final.data) if final else None
 
 
@@ -257,7 +259,7 @@ async def transcript(job_id: str, fmt: TranscriptFormat, jobs: JobsDep, principa
     """The segments transcribed so far (all of them once the job completed)."""
     info = await owned_job(jobs, job_id, principal)
     segments = [SegmentEvent.model_validate_json(e.data) for e in await jobs.store.all_events(job_id)
-                if e.event == "transcript_segment"]
+                if e.event == JobEvent.TRANSCRIPT_SEGMENT]
     body, media_type = render(fmt, segments, info)
     return Response(body, media_type=media_type)
 

@@ -33,8 +33,8 @@ import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
 from edge.settings import EdgeSettings
-from edge.vad import Segment, Segmenter, SegmenterLimits
 from loadtest.baselines.inprocess_server import Classifier, segment_message, send_summary
+from moderation.vad import Segment, Segmenter, SegmenterLimits
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
 from scripts.export import triton_config
 from scripts.export.triton_config import WhisperValues

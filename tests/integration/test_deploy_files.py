@@ -23,9 +23,9 @@ import pytest
 import yaml
 
 from edge.settings import EdgeSettings
-from edge.triton import longest_call_s
 from jobs.pipeline import RETRY_BACKOFF_MAX_S
 from jobs.settings import JobSettings
+from moderation.triton import longest_call_s
 from scripts.embedded import REDIS_STOP_GRACE_S, WORKER_STOP_GRACE_S
 
 ROOT = Path(__file__).resolve().parents[2]

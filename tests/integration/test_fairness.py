@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from edge.triton import QUEUE_TIMEOUT_MESSAGE, ensemble_inputs
 from loadtest.compare import variant_repository
 from loadtest.flood import UPLOAD_REPEATS, dialogue_pcm, realtime_beside
+from moderation.triton import QUEUE_TIMEOUT_MESSAGE, ensemble_inputs
 from scripts.launch import free_port, running_edge
 from scripts.serve_triton import Ports, TritonServer
 from scripts.speech import pcm16, read_wav

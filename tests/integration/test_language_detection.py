@@ -13,7 +13,7 @@ import asyncio
 
 import pytest
 
-from edge.triton import Moderation, ensemble_inputs, parse_moderation
+from moderation.triton import Moderation, ensemble_inputs, parse_moderation
 from scripts.speech import ENGLISH_SENTENCE, read_wav, synthesize, wer
 from scripts.triton_stats import model_counts
 from tests.integration.triton_calls import with_client

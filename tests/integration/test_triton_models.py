@@ -10,7 +10,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
-from edge.triton import Moderation, ensemble_inputs, parse_moderation
+from moderation.triton import Moderation, ensemble_inputs, parse_moderation
 from scripts.cli import MODEL_REPOSITORY
 from scripts.export import triton_config
 from scripts.export.triton_config import EnsembleValues, KoelectraValues, WhisperValues

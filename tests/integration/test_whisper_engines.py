@@ -19,7 +19,7 @@ import pytest
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from edge.triton import ensemble_inputs
+from moderation.triton import ensemble_inputs
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT
 from scripts.export import export_whisper, triton_config
 from scripts.export.triton_config import WhisperValues

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.fairness import Priority
-from edge.moderation import ModelFacts, Moderation
-from edge.triton import ReplicaState, TritonCallError
+from moderation.triton import InFlightCalls, Priority, ReplicaState, TritonCallError
+from moderation.verdict import ModelFacts, Moderation
 
 
 @dataclass
@@ -53,6 +52,8 @@ class FakePool:
         self.gated = gated
         self._gate: asyncio.Event | None = None
         self._watchers: list[tuple[int, asyncio.Future]] = []
+        self._running = InFlightCalls()
+        """As TritonPool's: a cancelled caller never cancels the call under it."""
 
     @property
     def servers(self) -> list[str]:
@@ -76,6 +77,10 @@ class FakePool:
 
     async def moderate(self, audio: np.ndarray, language: str | None, word_timestamps: bool = False,
                        priority: Priority = Priority.REALTIME) -> Moderation:
+        return await self._running.run(self._answer(audio, language, word_timestamps, priority))
+
+    async def _answer(self, audio: np.ndarray, language: str | None, word_timestamps: bool,
+                      priority: Priority) -> Moderation:
         index = len(self.calls)
         self.calls.append(Call(len(audio), language, word_timestamps, priority))
         self.in_flight += 1

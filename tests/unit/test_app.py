@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient
 
 from edge.__main__ import OneLineClientErrors, transport_max_bytes
 from edge.app import create_app
-from edge.moderation import LexiconMatch, ModelFacts, ModelWord, Moderation
 from edge.protocol import (
     MAX_JSON_DEPTH,
     MAX_TEXT_FRAME_BYTES,
@@ -26,7 +25,8 @@ from edge.protocol import (
     SummaryEvent,
 )
 from edge.settings import EdgeSettings
-from edge.triton import TritonCallError
+from moderation.triton import TritonCallError
+from moderation.verdict import LexiconMatch, ModelFacts, ModelWord, Moderation
 from scripts.speech import DIALOGUE, DIALOGUE_WAV, pcm16, read_wav
 from tests.unit.fakes import FakePool
 from tests.unit.test_protocol import documented_examples

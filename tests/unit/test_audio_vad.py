@@ -7,7 +7,7 @@ import pytest
 
 from edge.audio import PcmDecoder
 from edge.protocol import ClientConfig
-from edge.vad import Segmenter, SegmenterLimits
+from moderation.vad import Segmenter, SegmenterLimits
 from scripts.speech import DIALOGUE_WAV, SAMPLE_RATE, read_wav, speech_times
 
 

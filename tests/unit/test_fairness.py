@@ -12,7 +12,7 @@ from edge.app import create_app
 from edge.fairness import FairShare, Pace, Priority
 from edge.protocol import SERVER_EVENTS, ErrorCode, SegmentEvent
 from edge.settings import EdgeSettings
-from edge.triton import _classify
+from moderation.triton import _classify
 from tests.unit.fakes import FakePool
 from tests.unit.test_app import DIALOGUE_PCM, REALTIME_LEAD_S, end, ready, send_audio, until_close
 

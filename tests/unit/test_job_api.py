@@ -14,12 +14,12 @@ from sse_starlette.sse import AppStatus
 
 from edge.app import create_app
 from edge.auth import key_line, new_api_key
-from edge.protocol import SegmentEvent
 from edge.settings import EdgeSettings
 from jobs.models import JobInfo, JobState
 from jobs.service import JobService
 from jobs.settings import JobSettings
 from jobs.store import StoredEvent
+from moderation.events import SegmentEvent
 from scripts.speech import SAMPLE_RATE, write_wav
 from tests.audio_formats import encode
 from tests.unit.fakes import FakePool

@@ -10,9 +10,9 @@ import av
 import numpy as np
 import pytest
 
-from edge.protocol import SAMPLE_RATE
 from jobs.decode import DEFAULT_CHUNK_S, DecodeError, decode, probe
 from jobs.models import JobErrorCode
+from moderation.events import SAMPLE_RATE
 from tests.audio_formats import FORMATS, encode, reference_signal, unavailable, video_only
 
 DURATION_S = 3.0

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from edge.protocol import HarmfulSpan, SegmentEvent, WordTime
 from jobs.models import FinalSummary, JobInfo, JobOptions, JobState
 from jobs.report import MAX_PROMPT_CHARS, WORST_MOMENTS, build_report, llm_prompt, severity
 from jobs.transcripts import MEDIA_TYPES, TranscriptFormat, download_name, render, timestamp
+from moderation.events import HarmfulSpan, SegmentEvent, WordTime
 
 
 def segment(seq: int, start_s: float, end_s: float, text: str, categories: tuple[str, ...] = (),

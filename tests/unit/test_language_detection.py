@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tritonclient.utils import deserialize_bytes_tensor
 
-from edge.triton import ensemble_inputs, parse_moderation
+from moderation.triton import ensemble_inputs, parse_moderation
 from scripts.cli import MODEL_REPOSITORY
 
 sys.path.insert(0, str(MODEL_REPOSITORY / "whisper" / "1"))

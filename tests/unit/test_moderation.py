@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.moderation import LexiconMatch, ModelFacts, ModelWord, Moderation, judge, word_offsets
-from edge.triton import facts_from_parameters
+from moderation.triton import facts_from_parameters
+from moderation.verdict import LexiconMatch, ModelFacts, ModelWord, Moderation, judge, word_offsets
 
 LEXICON = ModelFacts("ko", ("lexicon",))
 

@@ -10,10 +10,10 @@ import pytest
 from prometheus_client import generate_latest
 from tritonclient.utils import InferenceServerException
 
-from edge.discovery import Discovery, Target, replica_address
 from edge.metrics import EdgeMetrics
 from edge.protocol import ErrorCode
-from edge.triton import TritonCallError, TritonPool
+from moderation.discovery import Discovery, Target, replica_address
+from moderation.triton import TritonCallError, TritonPool
 
 PORT = 8001
 
@@ -77,16 +77,24 @@ class FakeClient:
     def __init__(self, error: InferenceServerException | None = None):
         self.error, self.calls, self.gate = error, [], asyncio.Event()
         self.gate.set()
+        self.open_calls = self.finished_calls = 0
+        self.closed_with_calls: int | None = None
+        """Calls still open when the client was closed (closing a gRPC channel cancels them)."""
 
     async def infer(self, model, inputs, **options):
         self.calls.append(options)
-        await self.gate.wait()
+        self.open_calls += 1
+        try:
+            await self.gate.wait()
+        finally:
+            self.open_calls -= 1
+        self.finished_calls += 1
         if self.error is not None:
             raise self.error
         return FakeResult()
 
     async def close(self) -> None:
-        pass
+        self.closed_with_calls = self.open_calls
 
 
 def pool_of(clients: dict[str, FakeClient], timeout_s: float = 5.0) -> TritonPool:
@@ -136,6 +144,32 @@ def test_a_call_whose_replica_dies_is_retried_once_on_another_and_counted():
     assert 'edge_triton_replica_ready{replica="a:1"} 0.0' in metrics
     assert 'edge_triton_replica_ready{replica="b:1"} 1.0' in metrics
     assert 'edge_triton_replica_in_flight{replica="b:1"} 0.0' in metrics
+
+
+def test_a_cancelled_caller_never_cancels_its_call_and_close_waits_for_it():
+    # tritonserver 2.51 can crash on a gRPC cancellation: the pool owns the rule for every caller.
+    slow = FakeClient()
+    slow.gate.clear()
+
+    async def scenario():
+        pool = pool_of({"a:1": slow})
+        caller = asyncio.create_task(pool.moderate(np.zeros(160), "en"))
+        while not slow.open_calls:
+            await asyncio.sleep(0)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        still_open = slow.open_calls
+        closing = asyncio.create_task(pool.close())
+        await asyncio.sleep(0)
+        closed_early = closing.done()
+        slow.gate.set()
+        await closing
+        return still_open, closed_early
+
+    still_open, closed_early = asyncio.run(scenario())
+    assert still_open == 1 and not closed_early
+    assert slow.finished_calls == 1 and slow.closed_with_calls == 0
 
 
 def registry_of(pool: TritonPool):

@@ -1,4 +1,4 @@
-"""What the model says about one segment, and the verdict the edge draws from it.
+"""What the model says about one segment, and the verdict drawn from it (live and in batch jobs).
 
 A segment is harmful when the lexicon matched a term, or when a *trained* classifier's
 probability reaches the threshold; an untrained classifier never decides. Lexicon matches are
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, TypeAdapter
 
-from edge.protocol import HarmfulSpan, SegmentEvent, Signal, WordTime
+from moderation.events import HarmfulSpan, SegmentEvent, Signal, WordTime
 
 
 class ModelWord(BaseModel):
@@ -58,6 +58,12 @@ class ModelFacts:
     signals: tuple[Signal, ...] = ()
     """The signals that can decide a verdict: "lexicon" when the ensemble runs one, "classifier"
     when KoELECTRA was exported as trained."""
+
+
+def wants_word_times(facts: ModelFacts, span_word_times: bool, caller_wants_words: bool) -> bool:
+    """Whether to ask Whisper for word times (an alignment pass): when the caller wants the words,
+    or when a lexicon runs and its spans should cover just their words (``span_word_times``)."""
+    return caller_wants_words or ("lexicon" in facts.signals and span_word_times)
 
 
 @dataclass

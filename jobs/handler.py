@@ -1,4 +1,4 @@
-"""A worker's handling of one job: its lease, its run, its final event, state and callback."""
+"""How a worker process handles one job: its lease, its run, its final event, state and callback."""
 
 from __future__ import annotations
 
@@ -11,17 +11,25 @@ from dataclasses import dataclass, field
 import httpx
 from redis.exceptions import RedisError
 
-from edge.settings import EdgeSettings
-from edge.triton import ModerationPool
 from jobs import files
 from jobs.decode import DecodeError
 from jobs.llm import summarize
 from jobs.metrics import JobMetrics
-from jobs.models import TERMINAL_STATES, FinalSummary, JobError, JobErrorCode, JobErrorEvent, JobInfo, JobState
+from jobs.models import (
+    TERMINAL_STATES,
+    FinalSummary,
+    JobError,
+    JobErrorCode,
+    JobErrorEvent,
+    JobEvent,
+    JobInfo,
+    JobState,
+)
 from jobs.pipeline import Handover, JobFailed, JobRun, Resume, started
 from jobs.report import build_report, llm_prompt
 from jobs.settings import JobSettings
 from jobs.store import JobStore, LeaseLost, now, with_state
+from moderation.triton import ModerationPool
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +42,13 @@ LEASE_RENEWALS_PER_LEASE = 3
 
 
 @dataclass
-class Worker:
-    """What a worker process shares between its jobs."""
+class JobHandler:
+    """Handles one job at a time for a worker process (``jobs/worker.py``), with what the
+    process shares between its jobs: its settings, store, Triton pool, stop signal and metrics."""
 
     id: str
+    """The worker's id (host, process and a random part): the holder of the jobs' leases."""
     settings: JobSettings
-    edge: EdgeSettings
     store: JobStore
     pool: ModerationPool
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -124,8 +133,8 @@ class Worker:
         path = files.find_upload(self.settings.data_dir, info.id)
         if path is None:
             return await self.fail(info, JobErrorCode.INTERNAL, "the uploaded file is missing from the data directory")
-        run = JobRun(info, path, self.id, self.store, self.pool, self.settings, self.edge, resume, self.stopping,
-                     self.metrics, lost)
+        run = JobRun(info, path, self.id, self.store, self.pool, self.settings, resume, self.stopping, self.metrics,
+                     lost)
         try:
             await run.progress_event(resume.segments[-1].end_s if resume.segments else 0.0)
             segments = await run.run()
@@ -147,8 +156,8 @@ class Worker:
         processing_s = round(now() - (info.started_at or now()), 3)
         report = build_report(info, segments, duration, processing_s, run.language)
         report.llm_summary = await summarize(self.settings, llm_prompt(report, segments))
-        await self.store.finish(with_state(info, JobState.COMPLETED, finished_at=now()), self.id, "final_summary",
-                                report)
+        await self.store.finish(with_state(info, JobState.COMPLETED, finished_at=now()), self.id,
+                                JobEvent.FINAL_SUMMARY, report)
         self._count_completed(report)
         logger.info("job %s completed: %d segments, %d harmful, %.1f s of audio in %.1f s", info.id,
                     report.segments, report.harmful_segments, duration, processing_s)
@@ -165,14 +174,14 @@ class Worker:
         logger.warning("job %s failed: %s (%s)", info.id, message, code.value)
         event = JobErrorEvent(code=code, message=message)
         failed = with_state(info, JobState.FAILED, finished_at=now(), error=JobError(code=code, message=message))
-        await self.store.finish(failed, self.id, "error", event)
+        await self.store.finish(failed, self.id, JobEvent.ERROR, event)
         self.metrics.finished.labels("failed", code.value).inc()
         return info, event
 
     async def _settle(self, info: JobInfo, resume: Resume) -> None:
         events = await self.store.all_events(info.id)
         last = events[-1]
-        if last.event == "error":
+        if last.event == JobEvent.ERROR:
             error = JobErrorEvent.model_validate_json(last.data)
             info = with_state(info, JobState.FAILED, error=JobError(code=error.code, message=error.message))
         else:

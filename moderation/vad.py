@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import webrtcvad
 
-from edge.protocol import SAMPLE_RATE
+from moderation.events import SAMPLE_RATE
+from moderation.settings import ModerationSettings
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class SegmenterLimits:
     post_roll_ms: int = 200
 
     @classmethod
-    def from_settings(cls, s) -> SegmenterLimits:
+    def from_settings(cls, s: ModerationSettings) -> SegmenterLimits:
         return cls(s.vad_frame_ms, s.vad_aggressiveness, s.min_silence_ms, s.max_segment_s, s.min_speech_ms,
                    s.pre_roll_ms, s.post_roll_ms)
 

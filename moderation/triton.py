@@ -1,7 +1,7 @@
 """Shared asyncio gRPC clients to Triton replicas.
 
 One client per replica per process; the replicas are what the configured addresses resolve to
-(edge/discovery.py), followed as they come and go. A background task tracks which have the
+(moderation/discovery.py), followed as they come and go. A background task tracks which have the
 ensemble ready; a segment goes to the ready replica with the fewest calls of this edge in flight
 (to any replica if none is known ready, so the real error surfaces). Every call carries a
 deadline. A call whose replica cannot be reached, or dies under it, is retried once on another
@@ -15,6 +15,12 @@ is closed once calls still running on it have reached their deadline.
 What the model is (its default language, and which harmful-speech signals it runs) is read
 from the ensemble's config parameters, rendered there at export, so the edge never keeps a
 second copy that could disagree.
+
+No call is ever cancelled mid-flight: tritonserver 2.51 can crash (SIGSEGV) on a gRPC
+cancellation racing its response, and computes a cancelled request anyway. A caller that is
+cancelled (a client gone, a job that failed) stops waiting; its call runs on to its end or its
+deadline, held by the pool (``InFlightCalls``), and ``close`` waits for such calls before it
+closes the channels (closing a channel cancels its calls).
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ import asyncio
 import itertools
 import logging
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from enum import IntEnum
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import numpy as np
@@ -34,12 +42,22 @@ from tritonclient.grpc import InferInput
 from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
-from edge.discovery import Discovery, Resolver, Target, system_resolver
-from edge.fairness import Priority
-from edge.moderation import MATCHES, WORDS, ModelFacts, Moderation
-from edge.protocol import ErrorCode, Signal
+from moderation.discovery import Discovery, Resolver, Target, system_resolver
+from moderation.events import Signal, TritonErrorCode
+from moderation.settings import ModerationSettings
+from moderation.verdict import MATCHES, WORDS, ModelFacts, Moderation
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Priority(IntEnum):
+    """Triton request priority (1 is served first); the model configs declare two levels."""
+
+    REALTIME = 1
+    BULK = 2
+
 
 MAX_RETIRED_CLIENTS = 8
 """Replaced clients of lost servers kept open (see TritonPool._reconnect); older ones are closed."""
@@ -92,10 +110,38 @@ def new_client(url: str) -> grpcclient.InferenceServerClient:
     ])
 
 
+class InFlightCalls:
+    """Calls that run to their end even when their caller is cancelled (see the module's
+    docstring): each runs as a task of its own, referenced here until it finishes."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def run(self, call: Coroutine[Any, Any, T]) -> T:
+        """``call``'s result; a cancelled caller stops waiting, the call goes on."""
+        task = asyncio.ensure_future(call)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return await asyncio.shield(task)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # an abandoned call's error has no reader: retrieved, not logged as lost
+
+    async def wait(self, timeout_s: float) -> None:
+        """Until every call has ended, or ``timeout_s`` (at most one call's gRPC deadline) passed."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+
 class TritonCallError(Exception):
     """A failed segment call; ``reason`` is the metrics label."""
 
-    def __init__(self, code: ErrorCode, reason: str, message: str):
+    def __init__(self, code: TritonErrorCode, reason: str, message: str):
         super().__init__(message)
         self.code, self.reason = code, reason
 
@@ -129,7 +175,8 @@ class ModerationPool(Protocol):
 
     async def moderate(self, audio: np.ndarray, language: str | None, word_timestamps: bool = False,
                        priority: Priority = Priority.REALTIME) -> Moderation:
-        """One segment through the model; raises TritonCallError."""
+        """One segment through the model; raises TritonCallError. Cancelling the caller never
+        cancels the call itself (tritonserver 2.51 can crash on it): it runs on, its result dropped."""
 
 
 def ensemble_inputs(audio: np.ndarray, language: str | None, word_timestamps: bool = False) -> list[InferInput]:
@@ -153,7 +200,7 @@ def ensemble_inputs(audio: np.ndarray, language: str | None, word_timestamps: bo
 def _output(result, name: str) -> np.ndarray:
     values = result.as_numpy(name)
     if values is None or values.size < 1:
-        raise TritonCallError(ErrorCode.TRITON_ERROR, "bad_response", f"Triton's response has no {name} output")
+        raise TritonCallError(TritonErrorCode.TRITON_ERROR, "bad_response", f"Triton's response has no {name} output")
     return values.reshape(-1)
 
 
@@ -165,7 +212,7 @@ def _json_output(result, name: str, adapter: TypeAdapter) -> list:
     try:
         return adapter.validate_json(values.reshape(-1)[0])
     except ValidationError as exc:
-        raise TritonCallError(ErrorCode.TRITON_ERROR, "bad_response",
+        raise TritonCallError(TritonErrorCode.TRITON_ERROR, "bad_response",
                               f"Triton's {name} output is malformed: {exc}") from exc
 
 
@@ -209,13 +256,14 @@ QUEUE_TIMEOUT_MESSAGE = "Request timeout expired"
 def _classify(exc: InferenceServerException) -> TritonCallError:
     status = str(exc.status() or "")
     if QUEUE_TIMEOUT_MESSAGE in (exc.message() or ""):
-        return TritonCallError(ErrorCode.TRITON_TIMEOUT, "expired_in_queue",
+        return TritonCallError(TritonErrorCode.TRITON_TIMEOUT, "expired_in_queue",
                                "Triton was too busy to start the segment within its deadline")
     if "DEADLINE_EXCEEDED" in status:
-        return TritonCallError(ErrorCode.TRITON_TIMEOUT, "timeout", "Triton did not answer in time")
+        return TritonCallError(TritonErrorCode.TRITON_TIMEOUT, "timeout", "Triton did not answer in time")
     if "UNAVAILABLE" in status:
-        return TritonCallError(ErrorCode.TRITON_UNAVAILABLE, "unavailable", f"Triton unreachable: {exc.message()}")
-    return TritonCallError(ErrorCode.TRITON_ERROR, "server_error", exc.message() or str(exc))
+        return TritonCallError(TritonErrorCode.TRITON_UNAVAILABLE, "unavailable",
+                               f"Triton unreachable: {exc.message()}")
+    return TritonCallError(TritonErrorCode.TRITON_ERROR, "server_error", exc.message() or str(exc))
 
 
 class TritonPool:
@@ -237,6 +285,8 @@ class TritonPool:
         self._health_task: asyncio.Task | None = None
         self._retired: list[grpcclient.InferenceServerClient] = []
         """Replaced clients of lost or vanished replicas, oldest first (see _retire)."""
+        self._running = InFlightCalls()
+        """Every call this pool has started and that has not ended, its caller gone or not."""
 
     @property
     def servers(self) -> list[str]:
@@ -256,8 +306,11 @@ class TritonPool:
         self._health_task = asyncio.create_task(self._health_loop())
 
     async def close(self) -> None:
+        """Stop probing; once the calls still running have ended (by their deadline at the latest:
+        closing a channel would cancel them), close every channel."""
         if self._health_task:
             self._health_task.cancel()
+        await self._running.wait(longest_call_s(self.timeout_s))
         for client in [*self.clients.values(), *self._retired]:
             await client.close()
         self._retired.clear()
@@ -377,20 +430,20 @@ class TritonPool:
         inputs = ensemble_inputs(audio, language, word_timestamps)
         url = self._pick()
         try:
-            return await self._call(url, inputs, priority, self.timeout_s)
+            return await self._running.run(self._call(url, inputs, priority, self.timeout_s))
         except TritonCallError as error:
             retry = self._pick(exclude=url) if error.reason in RETRY_REASONS else None
             if retry is None or retry not in self.ready or deadline - loop.time() < MIN_RETRY_BUDGET_S:
                 raise
             self.retries[error.reason] += 1
             logger.info("Triton replica %s failed (%s); retrying the segment on %s", url, error, retry)
-            return await self._call(retry, inputs, priority, deadline - loop.time())
+            return await self._running.run(self._call(retry, inputs, priority, deadline - loop.time()))
 
     async def _call(self, url: str | None, inputs: list[InferInput], priority: Priority,
                     timeout_s: float) -> Moderation:
         client = self.clients.get(url) if url else None
         if client is None:  # no replica known, or it vanished since it was picked
-            raise TritonCallError(ErrorCode.TRITON_UNAVAILABLE, "unavailable", "no Triton replica available")
+            raise TritonCallError(TritonErrorCode.TRITON_UNAVAILABLE, "unavailable", "no Triton replica available")
         self.in_flight[url] += 1
         self.calls[url] += 1
         try:
@@ -404,3 +457,9 @@ class TritonPool:
         finally:
             self.in_flight[url] -= 1
         return parse_moderation(result)
+
+
+def triton_pool(settings: ModerationSettings) -> TritonPool:
+    """The production pool: gRPC clients to the Triton servers of ``settings``."""
+    return TritonPool(settings.triton_urls(), settings.triton_model, settings.triton_timeout_s,
+                      settings.triton_health_interval_s, settings.triton_discovery_interval_s)

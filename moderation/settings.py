@@ -1,0 +1,71 @@
+"""The settings that the edge and the batch workers both read: the Triton connection, the VAD's
+limits and the verdict's thresholds, so that a recording gets the same verdicts as a live stream.
+
+They keep their ``EDGE_*`` environment variables (and ``TRITON_URL``) in every part that extends
+them: a worker, whose own settings are ``JOBS_*``, reads the same variables as the edge it
+serves with, so no deployment file changes meaning.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, AliasGenerator, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "EDGE_"
+"""Prefix of the shared settings' environment variables (the edge's, where they started)."""
+
+
+def shared_variable(name: str) -> AliasChoices:
+    """The environment variable of a shared field, whatever the prefix of the part reading it."""
+    return AliasChoices(ENV_PREFIX + name.upper())
+
+
+class ModerationSettings(BaseSettings):
+    """Base of EdgeSettings and JobSettings: what moderating a segment depends on.
+
+    Its fields are named ``EDGE_<FIELD>`` by an alias generator; a subclass with another prefix
+    sets ``alias_generator=None`` so that its own fields take its prefix again (the inherited
+    fields keep the aliases they were given here)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, use_attribute_docstrings=True, extra="ignore",
+                                      populate_by_name=True,
+                                      alias_generator=AliasGenerator(validation_alias=shared_variable))
+
+    triton_url: str = Field("localhost:8011", validation_alias=AliasChoices("EDGE_TRITON_URL", "TRITON_URL"))
+    """Triton gRPC address (``host:port``), or a comma-separated list. A host name stands for every
+    address it resolves to (IPv4 ones if it has any, else IPv6), re-resolved every
+    ``triton_discovery_interval_s``: a Kubernetes headless Service or a compose service name
+    lists every replica. Segments go to the ready replica with the fewest calls in flight."""
+    triton_discovery_interval_s: float = Field(10.0, gt=0)
+    """How often host names of ``triton_url`` are resolved again (replicas added, vanished ones dropped)."""
+    triton_model: str = "ensemble"
+    """Triton model that takes AUDIO (+LANGUAGE) and returns TRANSCRIPT, HARMFUL_PROB, NO_SPEECH_PROB.
+    Its ``default_language`` parameter is the language of clients that name none."""
+    triton_timeout_s: float = Field(15.0, gt=0)
+    """Deadline of one segment's Triton call; past it the segment gets an error event."""
+    triton_health_interval_s: float = Field(2.0, gt=0)
+    """How often each Triton server's model readiness is re-checked."""
+    harmful_threshold: float = Field(0.5, ge=0, le=1)
+    """With a trained classifier, a segment is harmful when its HARMFUL_PROB is at least this."""
+    span_word_times: bool = True
+    """Ask Whisper for word times on every segment, so a lexicon span covers just its words (costs
+    an alignment pass, see docs/PERFORMANCE.md); off: spans cover their whole segment, and word
+    times are computed only for clients that ask for them."""
+    vad_aggressiveness: int = Field(2, ge=0, le=3)
+    """WebRTC VAD mode: 0 keeps the most audio as speech, 3 filters non-speech hardest."""
+    vad_frame_ms: int = 30
+    """VAD frame length; WebRTC VAD accepts 10, 20 or 30 ms."""
+    min_silence_ms: int = Field(400, ge=0)
+    """Silence that ends a segment."""
+    max_segment_s: float = Field(5.0, gt=0, le=30)
+    """Longer speech is cut here so detection latency stays bounded (Whisper's limit is 30 s)."""
+    min_speech_ms: int = Field(200, ge=0)
+    """Segments with less speech than this are dropped as blips."""
+    pre_roll_ms: int = Field(200, ge=0)
+    """Audio kept before the first speech frame of a segment."""
+    post_roll_ms: int = Field(200, ge=0)
+    """Trailing silence kept after the last speech frame of a segment."""
+
+    def triton_urls(self) -> list[str]:
+        """The Triton addresses of ``triton_url``."""
+        return [url.strip() for url in self.triton_url.split(",") if url.strip()]
