@@ -48,9 +48,9 @@ class ModerationSettings(BaseSettings):
     harmful_threshold: float = Field(0.5, ge=0, le=1)
     """With a trained classifier, a segment is harmful when its HARMFUL_PROB is at least this."""
     span_word_times: bool = True
-    """Ask Whisper for word times on every segment, so a lexicon span covers just its words (costs
-    an alignment pass, see docs/PERFORMANCE.md); off: spans cover their whole segment, and word
-    times are computed only for clients that ask for them."""
+    """While a lexicon runs, ask Whisper for word times on every segment, so a lexicon span covers
+    just its words (costs an alignment pass, see docs/PERFORMANCE.md); off: spans cover their
+    whole segment, and word times are computed only for callers that ask for them."""
     vad_aggressiveness: int = Field(2, ge=0, le=3)
     """WebRTC VAD mode: 0 keeps the most audio as speech, 3 filters non-speech hardest."""
     vad_frame_ms: int = 30

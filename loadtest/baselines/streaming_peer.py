@@ -32,8 +32,8 @@ import numpy as np
 import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
-from edge.settings import EdgeSettings
 from loadtest.baselines.inprocess_server import Classifier, segment_message, send_summary
+from moderation.settings import ModerationSettings
 from moderation.vad import Segment, Segmenter, SegmenterLimits
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
 from scripts.export import triton_config
@@ -122,7 +122,7 @@ def create_app(repository: Path, cpu_threads: int = 0) -> FastAPI:
     from faster_whisper import WhisperModel
 
     app = FastAPI(title="COMPARISON BASELINE (d): streaming peer, faster-whisper in-process")
-    settings = EdgeSettings()
+    settings = ModerationSettings()
     peer = Peer(WhisperModel(str(ct2_model_dir(repository)), device="cpu", compute_type=COMPUTE_TYPE,
                              cpu_threads=cpu_threads or len(os.sched_getaffinity(0)), num_workers=NUM_WORKERS),
                 Classifier(repository / "koelectra" / "1"), SegmenterLimits.from_settings(settings))

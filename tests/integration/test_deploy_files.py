@@ -164,7 +164,7 @@ def unknown_metrics(expr: str, edge_names: set[str]) -> list[str]:
 
 def worker_handover_s(env: Mapping[str, str]) -> float:
     """The longest a SIGTERMed job worker with environment ``env`` may take before it can hand its
-    jobs back (jobs/pipeline.py, jobs/runner.py): its slowest segment in flight (a retry backoff,
+    jobs back (jobs/pipeline.py, jobs/handler.py): its slowest segment in flight (a retry backoff,
     then its longest Triton call: EDGE_TRITON_TIMEOUT_S + the gRPC margin), plus the callback of a
     job that was finishing, plus that job's LLM summary when one is configured."""
     def setting(model: type, field: str, variable: str) -> float:

@@ -1,11 +1,11 @@
-"""The edge's verdict: lexicon spans timed by Whisper's words, the classifier only when trained."""
+"""The shared verdict: lexicon spans timed by Whisper's words, the classifier only when trained."""
 
 from __future__ import annotations
 
 import pytest
 
 from moderation.triton import facts_from_parameters
-from moderation.verdict import LexiconMatch, ModelFacts, ModelWord, Moderation, judge, word_offsets
+from moderation.verdict import LexiconMatch, ModelFacts, ModelWord, Moderation, judge, wants_word_times, word_offsets
 
 LEXICON = ModelFacts("ko", ("lexicon",))
 
@@ -74,3 +74,15 @@ def test_model_facts_come_from_the_ensemble_parameters():
     assert facts_from_parameters(params(default_language="en", lexicon="", classifier_trained="true")) == \
         ModelFacts("en", ("classifier",))
     assert facts_from_parameters({}) == ModelFacts(None, ())
+
+
+@pytest.mark.parametrize(("signals", "span_word_times", "caller_wants", "expected"), [
+    ((), True, False, False),
+    (("classifier",), True, False, False),
+    (("lexicon",), True, False, True),
+    (("lexicon", "classifier"), False, False, False),
+    ((), False, True, True),
+])
+def test_word_times_are_asked_for_when_the_caller_wants_words_or_lexicon_spans_need_them(signals, span_word_times,
+                                                                                         caller_wants, expected):
+    assert wants_word_times(ModelFacts("ko", signals), span_word_times, caller_wants) is expected
