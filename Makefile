@@ -26,10 +26,10 @@ export: install
 	$(PY) -m scripts.export.offline_default
 
 serve-triton: export
-	$(PY) -m scripts.serve_triton --replicas $(REPLICAS)
+	$(PY) -m scripts.service.serve_triton --replicas $(REPLICAS)
 
 run: export
-	$(PY) -m scripts.run_service --replicas $(REPLICAS)
+	$(PY) -m scripts.service.run_service --replicas $(REPLICAS)
 
 # Lint, then both tiers: the unit tier first (seconds, no servers), then the integration tier.
 test: lint system-deps export
@@ -43,7 +43,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 bench: export
-	$(PY) -m scripts.bench_whisper
+	$(PY) -m scripts.bench.whisper
 
 clean-models:
 	rm -f model_repository/*/config.pbtxt model_repository/*/config.values.json model_repository/*/1/*.pt model_repository/*/1/*.onnx \

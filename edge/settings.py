@@ -65,7 +65,7 @@ class EdgeSettings(ModerationSettings):
     ``python -m edge`` refuses to start (an app built in-process, as by the unit tests, runs open)."""
     api_keys_file: str | None = None
     """File of hashed API keys, one ``NAME sha256:HEX`` line per key (``python -m
-    scripts.make_api_key NAME`` prints a new key and its line); read at start."""
+    scripts.service.make_api_key NAME`` prints a new key and its line); read at start."""
     api_key_hashes: str | None = Field(None, repr=False)
     """Hashed API keys from an environment secret: the same entries, separated by newlines or commas."""
     jwt_secret: str | None = Field(None, repr=False)

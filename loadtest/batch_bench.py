@@ -48,10 +48,10 @@ import numpy as np
 from jobs.client import JobClient
 from jobs.models import JobEvent
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
-from scripts.embedded import RedisChild, WorkerChild, redis_url
 from scripts.export.whisper_sources import offline_ct2_dir
-from scripts.launch import EDGE_START_TIMEOUT_S, ManagedProcess, edge_process, free_port
-from scripts.serve_triton import Ports, TritonServer, stop_on_sigterm
+from scripts.service.embedded import RedisChild, WorkerChild, redis_url
+from scripts.service.launch import EDGE_START_TIMEOUT_S, ManagedProcess, edge_process, free_port
+from scripts.service.serve_triton import Ports, TritonServer, stop_on_sigterm
 from scripts.speech import (
     BENCH_SENTENCES,
     DIALOGUE,

@@ -28,8 +28,8 @@ from loadtest.sweep import add_arguments, machine, max_within_sla, plot, sweep, 
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
 from scripts.export import export_whisper, triton_config
 from scripts.export.triton_config import EnsembleValues, KoelectraValues, WhisperValues
-from scripts.launch import ManagedProcess, free_port, running_edge
-from scripts.serve_triton import Ports, TritonServer
+from scripts.service.launch import ManagedProcess, free_port, running_edge
+from scripts.service.serve_triton import Ports, TritonServer
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ import numpy as np
 import websockets
 
 from scripts.cli import MODEL_REPOSITORY, parser, setup_logging
-from scripts.launch import free_port, running_edge
-from scripts.serve_triton import Ports, TritonServer
+from scripts.service.launch import free_port, running_edge
+from scripts.service.serve_triton import Ports, TritonServer
 from scripts.speech import DIALOGUE_WAV, pcm16, read_wav
 
 logger = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ import psutil
 
 from loadtest.flood import StreamReport, dialogue_pcm, stream
 from scripts.cli import MODEL_REPOSITORY, parser, setup_logging
-from scripts.launch import free_port, running_edge
-from scripts.serve_triton import Ports, TritonServer, stop_on_sigterm
+from scripts.service.launch import free_port, running_edge
+from scripts.service.serve_triton import Ports, TritonServer, stop_on_sigterm
 
 logger = logging.getLogger(__name__)
 

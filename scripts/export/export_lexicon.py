@@ -8,7 +8,7 @@ Terms are read from the packages' own data, never typed here: ``koslang`` (PyPI,
 matcher (``model_repository/lexicon/1/lexicon_match.py``), merged into
 ``lexicon/1/lexicon.json`` (one entry per term: category and the sources that list it), and the
 config is rendered from the template. The default sources are the combination measured best by
-``scripts/eval_lexicon.py`` (docs/MODERATION.md). Operators tune the served lexicon with
+``scripts/bench/lexicon.py`` (docs/MODERATION.md). Operators tune the served lexicon with
 ``lexicon/overrides.txt``, not here.
 """
 
@@ -39,7 +39,7 @@ SOURCES = ("korcen", "badwords-ko", "better-profanity", "koslang")
 """Every known source, in the order whose first source listing a term gives it its category:
 korcen's categories are the most precise; koslang's flags label even 시발 'eroticism'."""
 DEFAULT_SOURCES = ("korcen", "badwords-ko", "better-profanity")
-"""The shipped combination, chosen by scripts/eval_lexicon.py (koslang costs precision)."""
+"""The shipped combination, chosen by scripts/bench/lexicon.py (koslang costs precision)."""
 LICENCES = {"korcen": "Apache-2.0", "badwords-ko": "MIT", "better-profanity": "MIT", "koslang": "MIT"}
 """As the packages declare them (korcen: its LICENSE file; the others: their metadata)."""
 KORCEN_LISTS = {

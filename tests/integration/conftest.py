@@ -16,8 +16,8 @@ from scripts.cli import MODEL_REPOSITORY
 from scripts.export import triton_config
 from scripts.export.triton_config import WhisperValues
 from scripts.export.whisper_sources import torch_checkpoint_file
-from scripts.launch import free_port, http_get, running_edge
-from scripts.serve_triton import Ports, TritonServer
+from scripts.service.launch import free_port, http_get, running_edge
+from scripts.service.serve_triton import Ports, TritonServer
 from scripts.speech import DIALOGUE, ENGLISH_SENTENCE, synthesize, write_dialogue
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts.launch import free_port, http_get, running_edge
+from scripts.service.launch import free_port, http_get, running_edge
 from scripts.speech import SAMPLE_RATE, read_wav, speech_times, wer, write_dialogue, write_wav
 
 playwright = pytest.importorskip("playwright.sync_api")

@@ -26,7 +26,7 @@ from edge.settings import EdgeSettings
 from jobs.pipeline import RETRY_BACKOFF_MAX_S
 from jobs.settings import JobSettings
 from moderation.triton import longest_call_s
-from scripts.embedded import REDIS_STOP_GRACE_S, WORKER_STOP_GRACE_S
+from scripts.service.embedded import REDIS_STOP_GRACE_S, WORKER_STOP_GRACE_S
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -179,7 +179,7 @@ def worker_handover_s(env: Mapping[str, str]) -> float:
 
 
 def test_launcher_worker_grace_covers_the_handover():
-    # `make run`'s worker (scripts/embedded.py) with the default settings.
+    # `make run`'s worker (scripts/service/embedded.py) with the default settings.
     assert WORKER_STOP_GRACE_S >= worker_handover_s({}) + WORKER_STOP_MARGIN_S
 
 

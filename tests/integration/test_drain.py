@@ -17,7 +17,7 @@ import pytest
 import websockets
 
 from edge.client import FRAME_MS
-from scripts.launch import EDGE_START_TIMEOUT_S, edge_process, free_port, http_get
+from scripts.service.launch import EDGE_START_TIMEOUT_S, edge_process, free_port, http_get
 from scripts.speech import DIALOGUE_WAV, SAMPLE_RATE, pcm16, read_wav, speech_times
 
 DRAIN_GRACE_S = 1.0

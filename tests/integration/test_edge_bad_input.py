@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import websockets
 
-from scripts.launch import http_get
+from scripts.service.launch import http_get
 from scripts.speech import DIALOGUE, pcm16, read_wav
 
 METRICS_WAIT_S = 30

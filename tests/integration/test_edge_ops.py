@@ -9,7 +9,7 @@ import pytest
 
 from edge.client import stream
 from edge.protocol import ErrorEvent, SegmentEvent, SummaryEvent
-from scripts.launch import free_port, http_get, running_edge
+from scripts.service.launch import free_port, http_get, running_edge
 from scripts.speech import DIALOGUE
 
 

@@ -18,8 +18,8 @@ from tritonclient.utils import InferenceServerException
 from loadtest.compare import variant_repository
 from loadtest.flood import UPLOAD_REPEATS, dialogue_pcm, realtime_beside
 from moderation.triton import QUEUE_TIMEOUT_MESSAGE, ensemble_inputs
-from scripts.launch import free_port, running_edge
-from scripts.serve_triton import Ports, TritonServer
+from scripts.service.launch import free_port, running_edge
+from scripts.service.serve_triton import Ports, TritonServer
 from scripts.speech import pcm16, read_wav
 from tests.integration.test_edge_bad_input import wait_for_metric
 from tests.integration.triton_calls import with_client

@@ -15,7 +15,7 @@ import numpy as np
 import websockets
 
 from loadtest.flood import FAIRNESS_OFF
-from scripts.launch import free_port, running_edge
+from scripts.service.launch import free_port, running_edge
 from scripts.speech import DIALOGUE, pcm16, read_wav
 from tests.integration.test_edge_bad_input import wait_for_metric
 

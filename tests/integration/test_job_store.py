@@ -9,8 +9,8 @@ import pytest
 
 from jobs.models import JobInfo, JobOptions, JobState, ProgressEvent
 from jobs.store import JobStore, LeaseLost, with_state
-from scripts.embedded import RedisChild, redis_url
-from scripts.launch import free_port
+from scripts.service.embedded import RedisChild, redis_url
+from scripts.service.launch import free_port
 
 RETENTION_S = 60
 

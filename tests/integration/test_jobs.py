@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 from jobs.client import Event, JobClient
-from scripts.embedded import RedisChild, WorkerChild, redis_url
-from scripts.launch import edge_process, free_port
+from scripts.bench.triton_stats import model_counts
+from scripts.service.embedded import RedisChild, WorkerChild, redis_url
+from scripts.service.launch import edge_process, free_port
 from scripts.speech import RECORDING_SENTENCES, SAMPLE_RATE, read_wav, speech_times, wer, write_dialogue
-from scripts.triton_stats import model_counts
 from tests.audio_formats import encode
 from tests.integration.triton_calls import with_client
 

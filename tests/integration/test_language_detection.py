@@ -14,8 +14,8 @@ import asyncio
 import pytest
 
 from moderation.triton import Moderation, ensemble_inputs, parse_moderation
+from scripts.bench.triton_stats import model_counts
 from scripts.speech import ENGLISH_SENTENCE, read_wav, synthesize, wer
-from scripts.triton_stats import model_counts
 from tests.integration.triton_calls import with_client
 
 AUTO = "auto"

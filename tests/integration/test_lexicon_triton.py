@@ -13,10 +13,10 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
+from scripts.bench.triton_stats import model_counts
 from scripts.export import export_lexicon
-from scripts.launch import free_port
-from scripts.serve_triton import Ports, TritonServer
-from scripts.triton_stats import model_counts
+from scripts.service.launch import free_port
+from scripts.service.serve_triton import Ports, TritonServer
 from tests.integration.triton_calls import with_client
 
 

@@ -15,8 +15,8 @@ import pytest
 
 from loadtest.compare import variant_repository
 from loadtest.flood import StreamReport, dialogue_pcm, stream
-from scripts.launch import free_port, http_get, running_edge
-from scripts.serve_triton import Ports, TritonServer
+from scripts.service.launch import free_port, http_get, running_edge
+from scripts.service.serve_triton import Ports, TritonServer
 from scripts.speech import DIALOGUE, wer
 from tests.integration.test_edge_bad_input import metric, wait_for_metric
 

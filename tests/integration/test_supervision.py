@@ -18,8 +18,8 @@ import pytest
 from edge.client import stream
 from edge.protocol import ErrorEvent, SegmentEvent
 from scripts.cli import REPO_ROOT
-from scripts.launch import free_port, http_get, wait_http
-from scripts.serve_triton import READY_TIMEOUT_S, STOP_TIMEOUT_S, Ports
+from scripts.service.launch import free_port, http_get, wait_http
+from scripts.service.serve_triton import READY_TIMEOUT_S, STOP_TIMEOUT_S, Ports
 from scripts.speech import ENGLISH_SENTENCE, wer
 
 HEALTH_INTERVAL_S = 2.0
@@ -110,7 +110,7 @@ def wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.1):
 
 @pytest.fixture
 def service(model_repository, tmp_path):
-    """python -m scripts.run_service on free ports, as `make run` starts it; yields (process, ports, edge)."""
+    """python -m scripts.service.run_service on free ports, as `make run` starts it; yields (process, ports, edge)."""
     ports, edge_port = Ports(free_port(), free_port(), free_port()), free_port()
     # The whole `make run` stack, Redis and the job worker included, on ports and folders of its own.
     env = dict(os.environ, EDGE_PORT=str(edge_port), EDGE_HOST="127.0.0.1", EDGE_TRITON_TIMEOUT_S="60",
@@ -120,8 +120,8 @@ def service(model_repository, tmp_path):
     env.pop("REDIS_URL", None)
     env.pop("EDGE_TRITON_URL", None)
     env.pop("TRITON_URL", None)
-    cmd = [sys.executable, "-m", "scripts.run_service", f"--http-port={ports.http}", f"--grpc-port={ports.grpc}",
-           f"--metrics-port={ports.metrics}"]
+    cmd = [sys.executable, "-m", "scripts.service.run_service", f"--http-port={ports.http}",
+           f"--grpc-port={ports.grpc}", f"--metrics-port={ports.metrics}"]
     with open(tmp_path / "service.log", "wb") as log:
         process = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:

@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from edge.auth import key_line, new_api_key
 from edge.client import connect_options
-from scripts.launch import EDGE_START_TIMEOUT_S, ManagedProcess, free_port
+from scripts.service.launch import EDGE_START_TIMEOUT_S, ManagedProcess, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from edge.protocol import ReadyEvent, SegmentEvent
 from scripts.cli import REPO_ROOT
 from scripts.export import export_ensemble, export_koelectra, triton_config
 from scripts.export.triton_config import LexiconValues, WhisperValues
-from scripts.launch import free_port, running_edge
-from scripts.serve_triton import Ports, TritonServer
+from scripts.service.launch import free_port, running_edge
+from scripts.service.serve_triton import Ports, TritonServer
 from scripts.speech import write_words
 from tests.integration.test_finetune_koelectra import FINETUNE_TIMEOUT_S, TRAINING_FLAGS, write_csv
 

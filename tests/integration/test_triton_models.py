@@ -11,11 +11,11 @@ from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
 from moderation.triton import Moderation, ensemble_inputs, parse_moderation
+from scripts.bench.triton_stats import model_counts
 from scripts.cli import MODEL_REPOSITORY
 from scripts.export import triton_config
 from scripts.export.triton_config import EnsembleValues, KoelectraValues, WhisperValues
 from scripts.speech import ENGLISH_SENTENCE, SAMPLE_RATE, read_wav, synthesize, wer
-from scripts.triton_stats import model_counts
 from tests.integration.triton_calls import with_client
 
 

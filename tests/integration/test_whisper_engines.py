@@ -20,12 +20,13 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from moderation.triton import ensemble_inputs
+from scripts.bench.triton_stats import counts_reaching, model_counts
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT
 from scripts.export import export_whisper, triton_config
 from scripts.export.triton_config import WhisperValues
 from scripts.export.whisper_sources import offline_ct2_dir
-from scripts.launch import free_port
-from scripts.serve_triton import Ports, TritonServer
+from scripts.service.launch import free_port
+from scripts.service.serve_triton import Ports, TritonServer
 from scripts.speech import (
     BENCH_SENTENCES,
     GAME_CHAT_SENTENCES,
@@ -35,7 +36,6 @@ from scripts.speech import (
     synthesize,
     wer,
 )
-from scripts.triton_stats import counts_reaching, model_counts
 from tests.integration.triton_calls import with_client
 
 SENTENCES = BENCH_SENTENCES + GAME_CHAT_SENTENCES[:4]

@@ -330,7 +330,7 @@ def test_stereo_float_at_44k_is_resampled_before_segmentation():
 def test_the_default_triton_pool_starts_inside_the_apps_event_loop():
     # No pool injected: the app builds its gRPC pool, whose channels must belong to the loop the
     # app runs in (TestClient runs it in a thread of its own). Nothing listens at this address.
-    from scripts.launch import free_port
+    from scripts.service.launch import free_port
 
     settings = EdgeSettings(triton_url=f"127.0.0.1:{free_port()}", triton_health_interval_s=60)
     with TestClient(create_app(settings)) as app:

@@ -16,7 +16,7 @@ from edge.app import create_app
 from edge.auth import EdgeConfigError, key_line, new_api_key, serving_options
 from edge.protocol import ErrorCode, SummaryEvent
 from edge.settings import EdgeSettings
-from scripts import make_api_key
+from scripts.service import make_api_key
 from tests.unit.fakes import FakePool
 from tests.unit.test_app import end, ready, send_audio, until_close
 

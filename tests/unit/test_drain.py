@@ -27,7 +27,7 @@ from edge.protocol import (
     SummaryEvent,
 )
 from edge.settings import EdgeSettings
-from scripts.launch import free_port
+from scripts.service.launch import free_port
 from scripts.speech import DIALOGUE, DIALOGUE_WAV, SAMPLE_RATE, speech_times
 from tests.unit.fakes import FakePool
 from tests.unit.test_app import (

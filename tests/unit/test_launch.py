@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.launch import ManagedProcess, free_port, group_members
-from scripts.run_service import (
+from scripts.service.launch import ManagedProcess, free_port, group_members
+from scripts.service.run_service import (
     MAX_RESTARTS,
     RESTART_BACKOFF_INITIAL_S,
     RESTART_BACKOFF_MAX_S,
@@ -22,7 +22,7 @@ from scripts.run_service import (
     SUPERVISE_POLL_S,
     Supervisor,
 )
-from scripts.serve_triton import Ports, command, remove_shm_regions, replicas
+from scripts.service.serve_triton import Ports, command, remove_shm_regions, replicas
 
 STUBBORN_SERVER = textwrap.dedent("""
     import http.server, signal, sys

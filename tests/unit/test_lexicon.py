@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from scripts import eval_lexicon
+from scripts.bench import lexicon as eval_lexicon
 from scripts.export import export_lexicon
 
 match = export_lexicon.lexicon_match()

@@ -1,7 +1,7 @@
 """Korean and English harmful-word matching with exact character spans; no Triton imports.
 
 ``model.py`` serves it, ``scripts/export/export_lexicon.py`` normalises the sources' terms with
-it, and the unit tests and ``scripts/eval_lexicon.py`` run it in-process.
+it, and the unit tests and ``scripts/bench/lexicon.py`` run it in-process.
 
 Text and terms go through one normalisation (``normalise``): NFKC, case folding, Hangul
 conjoining jamo as compatibility jamo (ㅅㅂ), accents and zero-width characters dropped, and

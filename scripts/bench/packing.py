@@ -1,6 +1,6 @@
 """The packing experiment: several VAD segments in one 30 s Whisper window, against plain batching.
 
-    python -m scripts.bench_packing [--per-window 5] [--gap-s 1.0] [--repeats 2]
+    python -m scripts.bench.packing [--per-window 5] [--gap-s 1.0] [--repeats 2]
 
 Plain batching gives each segment its own 30 s window (what the whisper model does). Packing puts
 up to --per-window segments into one window, --gap-s of silence between them, decodes with
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scripts.bench.spoken_words import KOREAN_WPM, SPOKEN
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser
-from scripts.eval_spoken_words import KOREAN_WPM, SPOKEN
 from scripts.speech import BENCH_SENTENCES, GAME_CHAT_SENTENCES, RECORDING_SENTENCES, read_wav, synthesize, wer
 
 SAMPLE_RATE = 16000

@@ -1,7 +1,7 @@
 """What Whisper makes of Korean swear words spoken alone by espeak-ng, and whether the lexicon
 flags its transcript: the honest limit of testing Korean speech without a Korean voice.
 
-    python -m scripts.eval_spoken_words [--words 씨발 개새끼 …] [--language ko]
+    python -m scripts.bench.spoken_words [--words 씨발 개새끼 …] [--language ko]
 
 Each word is synthesised with espeak-ng's Korean voice, transcribed by the exported whisper
 model in-process (one batch, as Triton would run it), and matched by the exported lexicon with

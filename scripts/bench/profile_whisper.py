@@ -1,7 +1,7 @@
 """Profile one Whisper batch in-process: where does the time go (mel, encoder, decoding)?
 
-    python -m scripts.profile_whisper [--batch 1 4] [--context full fit] [--int8]
-    python -m scripts.profile_whisper --words [--batch 1 4] [--context full]
+    python -m scripts.bench.profile_whisper [--batch 1 4] [--context full fit] [--int8]
+    python -m scripts.bench.profile_whisper --words [--batch 1 4] [--context full]
 
 Times the stages of WhisperBatch.transcribe (best of --repeats) on espeak-ng clips of
 VAD-segment length, and the accuracy of each variant, so optimisations target the real bottleneck.

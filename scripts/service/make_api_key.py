@@ -1,7 +1,7 @@
 """Make a new edge API key: print the key (give it to the client, once) and the line that
 accepts it (add it to EDGE_API_KEYS_FILE or EDGE_API_KEY_HASHES; docs/SECURITY.md).
 
-    python -m scripts.make_api_key NAME [--append keys.txt]
+    python -m scripts.service.make_api_key NAME [--append keys.txt]
 
 NAME identifies the client in logs and in the per-key session limit; the edge never stores the
 key itself, only its SHA-256 hash.
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"appended to {args.append}: {line}", file=sys.stderr)
     else:
         print(f"hash line (for the keys file): {line}", file=sys.stderr)
-    print(key)  # stdout carries the key alone, for scripts: key=$(python -m scripts.make_api_key NAME)
+    print(key)  # stdout carries the key alone, for scripts: key=$(python -m scripts.service.make_api_key NAME)
     return 0
 
 

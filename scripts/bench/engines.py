@@ -1,6 +1,6 @@
 """Per-segment compute and WER of the whisper model's engines, in-process, in one run.
 
-    python -m scripts.bench_engines [--repeats 3] [--batch 1 4 8]
+    python -m scripts.bench.engines [--repeats 3] [--batch 1 4 8]
 
 Each engine variant (torch: fp32 / dynamic int8 / ``fit`` context; CTranslate2: int8 / float32 /
 int8_float32) transcribes the same espeak-ng English segments (VAD-segment lengths), and so does

@@ -5,9 +5,9 @@ backend stub run: LD_LIBRARY_PATH holds the wheel's bundled libraries, the stub 
 Python version sits next to ``libtriton_python.so`` in a backend directory, and this venv's
 ``bin/`` comes first on PATH (the stub finds the venv's packages through it).
 
-    python -m scripts.serve_triton            # Ctrl-C stops it cleanly
-    python -m scripts.serve_triton --address 0.0.0.0   # reachable from other machines
-    python -m scripts.serve_triton --replicas 3        # three servers, ports 8010-8012, 8013-8015, 8016-8018
+    python -m scripts.service.serve_triton            # Ctrl-C stops it cleanly
+    python -m scripts.service.serve_triton --address 0.0.0.0   # reachable from other machines
+    python -m scripts.service.serve_triton --replicas 3        # three servers, ports 8010-8012, 8013-8015, 8016-8018
 
 It binds HTTP, gRPC and metrics to 127.0.0.1 unless --address says otherwise. Triton runs in its
 own process group; stopping it (or finding it dead) also kills and reaps its python backend stubs
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO
 
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
-from scripts.launch import ManagedProcess
+from scripts.service.launch import ManagedProcess
 
 logger = logging.getLogger(__name__)
 

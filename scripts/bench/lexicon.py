@@ -1,6 +1,6 @@
 """Measure the harmful-word lexicon on the labelled evaluation set, per source and combined.
 
-    python -m scripts.eval_lexicon [--data tests/data/moderation_ko.csv] [--failures korcen koslang]
+    python -m scripts.bench.lexicon [--data tests/data/moderation_ko.csv] [--failures korcen koslang]
 
 Runs the model's matcher in-process (model_repository/lexicon/1/lexicon_match.py) on lexicons
 assembled from the installed sources, with the committed overrides file, and prints Markdown:
