@@ -89,7 +89,8 @@ ErrorCode = error_codes("ErrorCode", {
     "IDLE_TIMEOUT": "idle_timeout",
     "MAX_DURATION": "max_duration",
     "SERVER_SHUTDOWN": "server_shutdown",
-}, "Codes of ``error`` events: the WebSocket's own, and the Triton ones (moderation.events.TritonErrorCode).")
+}, "Codes of ``error`` events: the WebSocket's own, and the Triton ones (moderation.events.TritonErrorCode).",
+    __name__)
 
 
 class ClientConfig(BaseModel):

@@ -43,8 +43,8 @@ LEASE_RENEWALS_PER_LEASE = 3
 
 @dataclass
 class JobHandler:
-    """Handles one job at a time for a worker process (``jobs/worker.py``), with what the
-    process shares between its jobs: its settings, store, Triton pool, stop signal and metrics."""
+    """Runs one job for a worker process (``jobs/worker.py``), with what the process shares
+    between its jobs: its settings, store, Triton pool, stop signal and metrics."""
 
     id: str
     """The worker's id (host, process and a random part): the holder of the jobs' leases."""

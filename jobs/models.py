@@ -33,7 +33,8 @@ JobErrorCode = error_codes("JobErrorCode", {
     "NO_AUDIO_DATA": "no_audio_data",  # an audio stream with no samples
     "TOO_LONG": "too_long",  # longer than JOBS_MAX_DURATION_S (found while decoding)
     "INTERNAL": "internal_error",
-}, "Codes of a failed job's ``error`` event: its own, and the Triton ones (moderation.events.TritonErrorCode).")
+}, "Codes of a failed job's ``error`` event: its own, and the Triton ones (moderation.events.TritonErrorCode).",
+    __name__)
 
 
 class JobEvent(StrEnum):

@@ -29,13 +29,13 @@ class TritonErrorCode(StrEnum):
     TRITON_ERROR = "triton_error"
 
 
-def error_codes(name: str, codes: dict[str, str], doc: str) -> type[StrEnum]:
-    """A StrEnum of ``codes`` and every TritonErrorCode (a StrEnum with members cannot be
-    subclassed, so each part's codes are built on the one definition of the Triton ones)."""
+def error_codes(name: str, codes: dict[str, str], doc: str, module: str) -> type[StrEnum]:
+    """The StrEnum ``module.name`` of ``codes`` and every TritonErrorCode (a StrEnum with members
+    cannot be subclassed, so each part's codes are built on the one definition of the Triton ones)."""
     duplicated = set(codes) & set(TritonErrorCode.__members__)
     if duplicated:
         raise ValueError(f"{name} redefines Triton error codes {sorted(duplicated)}")
-    enum = StrEnum(name, {**codes, **{code.name: code.value for code in TritonErrorCode}})
+    enum = StrEnum(name, {**codes, **{code.name: code.value for code in TritonErrorCode}}, module=module)
     enum.__doc__ = doc
     return enum
 
