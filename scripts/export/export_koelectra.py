@@ -1,6 +1,7 @@
 """Export a KoELECTRA classifier into ``model_repository/koelectra`` as ONNX plus tokenizer.
 
-The source is a Hugging Face ``ElectraForSequenceClassification`` checkpoint (label 1 = harmful):
+The source is a Hugging Face ``ElectraForSequenceClassification`` checkpoint: a two-label one
+(label 1 = harmful), or the multi-label one of the fine-tuning tool (``harmful`` and categories):
 a hub id (default ``monologg/koelectra-base-v3-discriminator``, needs internet) or a local
 fine-tuned directory. ``--untrained`` builds a small randomly initialised model instead, for
 machines without internet; its scores are meaningless.
@@ -91,7 +92,7 @@ def export(args: argparse.Namespace) -> Path:
     from transformers import AutoTokenizer, ElectraForSequenceClassification
 
     source, name = resolve_source(args)
-    model = ElectraForSequenceClassification.from_pretrained(source, num_labels=2).eval()
+    model = ElectraForSequenceClassification.from_pretrained(source).eval()  # its own head: 2 labels or HEADS
     tokenizer = AutoTokenizer.from_pretrained(source)
     model_dir = args.repository / args.model_name
     onnx_path = model_dir / "1" / "model.onnx"
@@ -101,7 +102,7 @@ def export(args: argparse.Namespace) -> Path:
     if args.verify_only:
         return model_dir
     tokenizer.backend_tokenizer.save(str(model_dir / "1" / "tokenizer.json"))
-    write_model_info(model_dir / "1", args, name, source)
+    write_model_info(model_dir / "1", args, name, source, model.config)
     triton_config.install_code("koelectra", model_dir)
     triton_config.write(model_dir, config_values(args))
     log_training_state(args, name)
@@ -109,11 +110,20 @@ def export(args: argparse.Namespace) -> Path:
     return model_dir
 
 
-def write_model_info(version_dir: Path, args: argparse.Namespace, name: str, source: str) -> None:
+def head_info(config) -> dict:
+    """How the Triton model reads the logits: ``multi_label`` (a sigmoid per head, ``harmful`` among
+    ``labels``, scripts/train/datasets.py's HEADS) or a two-label softmax whose label 1 is harmful."""
+    labels = {str(i): label for i, label in config.id2label.items()}
+    if config.problem_type == "multi_label_classification" and "harmful" in labels.values():
+        return {"labels": labels, "multi_label": True}
+    return {"labels": {"0": "normal", "1": "harmful"}, "multi_label": False}
+
+
+def write_model_info(version_dir: Path, args: argparse.Namespace, name: str, source: str, config) -> None:
     """model_info.json: what was exported. ``untrained`` (the offline random model) is kept for the
     readers that predate ``trained``; the marker's base and metrics come along when there is one."""
     info = {"name": name, "source": source, "trained": classifier_trained(args), "untrained": args.untrained,
-            "labels": {"0": "normal", "1": "harmful"}}
+            **head_info(config)}
     marker = None if args.untrained else read_training_marker(args.source)
     if marker is not None:
         info["training"] = marker

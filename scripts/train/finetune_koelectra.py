@@ -1,23 +1,35 @@
-"""Fine-tune a KoELECTRA classifier for harmful speech on labelled CSVs (label 1 = harmful).
+"""Fine-tune KoELECTRA for harmful speech, and its categories, on labelled Korean comments.
 
-    .venv/bin/python -m scripts.train.finetune_koelectra --train train.csv --eval eval.csv \\
-        --base monologg/koelectra-base-v3-discriminator --out ./koelectra-finetuned
+    .venv/bin/python -m scripts.train.finetune_koelectra \\
+        --train ../shared/data/korean-hate-speech/labeled/train.tsv ../shared/data/kmhas/kmhas_valid.txt \\
+        --eval ../shared/data/korean-hate-speech/labeled/dev.tsv \\
+        --base .cache/koelectra-small-untrained --out ./koelectra-finetuned
 
-Both CSVs have the header ``text,label`` (label 1 = harmful, 0 = normal; other columns are
-ignored). ``--base`` is an ``ElectraForSequenceClassification`` checkpoint: a hub id (needs
-internet) or a local directory such as ``.cache/koelectra-small-untrained``. The loop is plain
-PyTorch (AdamW, linear warm-up then decay, fixed seed), sized for a CPU; a GPU is used when
-there is one. Accuracy, precision, recall and F1 (harmful = positive) on --eval are measured
-before and after training, printed, and written to ``<out>/training_metrics.json``; the model
-and tokenizer are saved into --out with ``moderation_training.json``, the marker that makes
-``python -m scripts.export.export_koelectra --source <out>`` export it as trained.
-Exit codes: 0 done, 2 bad arguments or bad CSV.
+``--train`` and ``--eval`` take BEEP! TSVs, K-MHaS TSVs and ``text,label`` CSVs, each told by its
+header (scripts/train/datasets.py; ``--format`` names one for all). A K-MHaS file given to
+``--train`` is split: a fixed-seed share (``--kmhas-dev-fraction``) is held out as its dev split,
+measured and calibrated on, never trained on. The head is multi-label: ``harmful`` and K-MHaS's
+eight categories, one sigmoid each; rows without categories (BEEP!, CSV) teach ``harmful`` only,
+their category targets masked out of the loss.
+
+``--base`` is an ``ElectraForSequenceClassification`` (or ELECTRA discriminator) checkpoint: a hub
+id (needs internet, e.g. monologg/koelectra-base-v3-discriminator) or a local directory such as
+``.cache/koelectra-small-untrained``. The loop is plain PyTorch (AdamW, linear warm-up then decay,
+fixed seed), sized for a CPU; a GPU is used when there is one. It logs its progress, saves a
+checkpoint every ``--checkpoint-every`` steps and on Ctrl-C, and ``--resume`` goes on from it
+(scripts/train/loop.py).
+
+Every eval set is measured before and after training; the threshold for ``--target-precision``
+is chosen on the K-MHaS dev split when there is one, else on the first ``--eval`` set. All goes
+to ``<out>/training_metrics.json``; the model and tokenizer are saved into --out with
+``moderation_training.json``, the marker that makes ``python -m scripts.export.export_koelectra
+--source <out>`` export it as trained.
+Exit codes: 0 done, 2 bad arguments or bad data, 130 stopped (resume with --resume).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import random
@@ -31,14 +43,30 @@ import torch
 
 from scripts.cli import parser, setup_logging
 from scripts.export.export_koelectra import MAX_LENGTH
-from scripts.train import TRAINING_MARKER
+from scripts.train import TRAINING_MARKER, loop
+from scripts.train.datasets import (
+    CATEGORIES,
+    DEV_FRACTION,
+    FORMATS,
+    HEADS,
+    DatasetError,
+    Labelled,
+    concat,
+    dev_split,
+    read_all,
+)
+from scripts.train.metrics import (
+    DEFAULT_TARGET_PRECISION,
+    DEFAULT_THRESHOLD,
+    Calibration,
+    at_threshold,
+    calibrate,
+    category_recall,
+)
 
 logger = logging.getLogger(__name__)
 
-TEXT_COLUMN, LABEL_COLUMN = "text", "label"
-LABELS = {"0": 0, "1": 1}
-"""The CSV's label values: 1 = harmful (the classifier's logit 1, as the Triton model reads it), 0 = normal."""
-ID2LABEL = {0: "normal", 1: "harmful"}
+ID2LABEL = dict(enumerate(HEADS))
 METRICS_NAME = "training_metrics.json"
 EXIT_BAD_INPUT = 2
 """As argparse's usage errors: the operator's input is wrong, not the tool."""
@@ -49,6 +77,9 @@ DEFAULT_LR = 5e-5
 one and more epochs (the tests train the small untrained model with 3e-4, batch 8, 10 epochs;
 at 1e-3 it mostly fails to learn)."""
 DEFAULT_SEED = 42
+DEFAULT_CHECKPOINT_EVERY = 200
+"""Steps between two checkpoints (a few minutes of CPU training at the defaults)."""
+DEFAULT_LOG_EVERY_S = 30.0
 WARMUP_RATIO = 0.1
 """Share of the optimizer steps over which the rate climbs from 0: the first updates, driven by
 a freshly initialised classification head, must not wreck the pretrained encoder."""
@@ -56,23 +87,6 @@ WEIGHT_DECAY = 0.01
 MAX_GRAD_NORM = 1.0
 """Gradient clipping; keeps a single odd batch from throwing the weights far."""
 EVAL_BATCH_SIZE = 64
-
-
-class DatasetError(ValueError):
-    """A CSV that cannot be trained or evaluated on; the message names the file and the line."""
-
-
-@dataclass(frozen=True)
-class Labelled:
-    """The rows of one CSV."""
-
-    path: Path
-    texts: list[str]
-    labels: list[int]
-
-    @property
-    def harmful(self) -> int:
-        return sum(self.labels)
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,24 @@ class TrainingParams:
     max_grad_norm: float = MAX_GRAD_NORM
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How the loop reports and keeps its work (not what it learns)."""
+
+    checkpoint: Path
+    resume: bool = False
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
+    log_every_s: float = DEFAULT_LOG_EVERY_S
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A model's scores on an eval set: ``harmful`` per row, and the categories' per row."""
+
+    harmful: list[float]
+    categories: list[list[float]]
+
+
 def _positive(kind: type) -> Callable[[str], int | float]:
     """An argparse type: ``kind`` of the text, refused unless above 0."""
     def parse(text: str) -> int | float:
@@ -99,12 +131,24 @@ def _positive(kind: type) -> Callable[[str], int | float]:
     return parse
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = parser(__doc__)
-    p.add_argument("--train", type=Path, required=True, help="CSV text,label to train on")
-    p.add_argument("--eval", type=Path, required=True, help="held-out CSV text,label, measured before and after")
+    p.add_argument("--train", type=Path, nargs="+", required=True, help="files to train on (BEEP!, K-MHaS, CSV)")
+    p.add_argument("--eval", type=Path, nargs="+", required=True, help="held-out files, measured before and after")
+    p.add_argument("--format", choices=("auto", *FORMATS), default="auto", help="format of every file; auto: by header")
     p.add_argument("--base", required=True, help="hub id or local ElectraForSequenceClassification checkpoint")
     p.add_argument("--out", type=Path, required=True, help="directory for the fine-tuned model, tokenizer and metrics")
+    p.add_argument("--kmhas-dev-fraction", type=_fraction, default=DEV_FRACTION,
+                   help="share of each K-MHaS --train file held out as its dev split (fixed seed); 0: none")
+    p.add_argument("--target-precision", type=_fraction, default=DEFAULT_TARGET_PRECISION,
+                   help="precision the calibrated threshold is chosen for")
     p.add_argument("--epochs", type=_positive(int), default=DEFAULT_EPOCHS)
     p.add_argument("--batch-size", type=_positive(int), default=DEFAULT_BATCH_SIZE)
     p.add_argument("--lr", type=_positive(float), default=DEFAULT_LR, help="peak learning rate")
@@ -114,40 +158,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for PyTorch; 0 = its default (one per core). On a machine busy with other "
                         "work, 1 avoids oversubscribed threads waiting on each other, which can be many times slower")
+    p.add_argument("--checkpoint-every", type=_positive(int), default=DEFAULT_CHECKPOINT_EVERY,
+                   help="steps between checkpoints (one is also saved on Ctrl-C)")
+    p.add_argument("--log-every-s", type=_positive(float), default=DEFAULT_LOG_EVERY_S,
+                   help="seconds between progress lines")
+    p.add_argument("--resume", action="store_true", help="go on from the checkpoint in --out")
     return p.parse_args(argv)
 
 
-def _row(path: Path, line: int, row: dict) -> tuple[str, int]:
-    text, label = row.get(TEXT_COLUMN), row.get(LABEL_COLUMN)
-    if text is None or label is None:
-        raise DatasetError(f"{path} line {line}: too few fields (expected {TEXT_COLUMN},{LABEL_COLUMN})")
-    if not text.strip():
-        raise DatasetError(f"{path} line {line}: empty text")
-    if label.strip() not in LABELS:
-        raise DatasetError(f"{path} line {line}: label {label!r} is not 0 or 1 (1 = harmful, 0 = normal)")
-    return text, LABELS[label.strip()]
+@dataclass(frozen=True)
+class Data:
+    """What a run trains on, what it measures on, and which set calibrates the threshold."""
+
+    train: Labelled
+    evals: list[Labelled]
+    calibration: Labelled
 
 
-def read_labelled_csv(path: Path) -> Labelled:
-    """The rows of a ``text,label`` CSV; DatasetError on anything that is not one."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such file")
-    try:
-        # utf-8-sig: spreadsheets save CSVs with a byte-order mark, which would glue onto "text".
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None:
-                raise DatasetError(f"{path} is empty: expected a header {TEXT_COLUMN},{LABEL_COLUMN} and rows")
-            missing = [c for c in (TEXT_COLUMN, LABEL_COLUMN) if c not in reader.fieldnames]
-            if missing:
-                raise DatasetError(f"{path}: missing column(s) {', '.join(missing)} "
-                                   f"(header is {','.join(reader.fieldnames)}; expected {TEXT_COLUMN},{LABEL_COLUMN})")
-            rows = [_row(path, reader.line_num, row) for row in reader]
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{path}: not a UTF-8 CSV ({exc})") from exc
-    if not rows:
-        raise DatasetError(f"{path} has a header but no rows")
-    return Labelled(path, [t for t, _ in rows], [label for _, label in rows])
+def read_data(args: argparse.Namespace) -> Data:
+    """The training rows (K-MHaS files less their dev split) and the eval sets (--eval, then the
+    dev splits); DatasetError for a bad file."""
+    parts, dev_splits = [], []
+    for data in read_all(args.train, args.format):
+        if data.has_categories and args.kmhas_dev_fraction > 0:
+            data, dev = dev_split(data, args.kmhas_dev_fraction)
+            dev_splits.append(dev)
+        parts.append(data)
+    train = concat(" + ".join(p.name for p in parts), parts)
+    evals = [*read_all(args.eval, args.format), *dev_splits]
+    return Data(train, evals, dev_splits[0] if dev_splits else evals[0])
 
 
 def seed_everything(seed: int) -> None:
@@ -161,28 +200,41 @@ def encode(tokenizer, texts: list[str], max_length: int, device: torch.device) -
     return {name: tensor.to(device) for name, tensor in batch.items()}
 
 
-def classification_metrics(labels: list[int], predictions: list[int]) -> dict:
-    """Accuracy, and precision/recall/F1 of the harmful class (0.0 where a ratio has no denominator)."""
-    tp = sum(1 for y, p in zip(labels, predictions, strict=True) if y == 1 and p == 1)
-    fp = sum(1 for y, p in zip(labels, predictions, strict=True) if y == 0 and p == 1)
-    fn = sum(1 for y, p in zip(labels, predictions, strict=True) if y == 1 and p == 0)
-    tn = len(labels) - tp - fp - fn
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"accuracy": (tp + tn) / len(labels), "precision": precision, "recall": recall, "f1": f1,
-            "rows": len(labels), "tp": tp, "fp": fp, "tn": tn, "fn": fn}
+def targets(data: Labelled, indices: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets, mask) of the heads for rows ``indices``: a row's unknown categories are masked out."""
+    rows, mask = [], []
+    for i in indices:
+        known = data.categories[i]
+        rows.append([data.harmful[i], *(known or [0] * len(CATEGORIES))])
+        mask.append([1, *([1 if known is not None else 0] * len(CATEGORIES))])
+    return torch.tensor(rows, dtype=torch.float32, device=device), torch.tensor(mask, dtype=torch.float32,
+                                                                                  device=device)
 
 
-def evaluate(model, tokenizer, data: Labelled, max_length: int, device: torch.device) -> dict:
-    """Metrics of the argmax prediction, the decision the 0.5 default threshold of the edge takes."""
+def masked_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of every known head, averaged over them."""
+    losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (losses * mask).sum() / mask.sum()
+
+
+def score(model, tokenizer, data: Labelled, max_length: int, device: torch.device) -> Scores:
+    """Every head's probability on every row (``harmful`` is head 0)."""
     model.eval()
-    predictions: list[int] = []
+    heads: list[list[float]] = []
     with torch.inference_mode():
         for start in range(0, len(data.texts), EVAL_BATCH_SIZE):
             batch = encode(tokenizer, data.texts[start:start + EVAL_BATCH_SIZE], max_length, device)
-            predictions += model(**batch).logits.argmax(dim=-1).tolist()
-    return classification_metrics(data.labels, predictions)
+            heads += torch.sigmoid(model(**batch).logits).tolist()
+    return Scores([h[0] for h in heads], [h[1:] for h in heads])
+
+
+def measure(data: Labelled, scores: Scores, threshold: float) -> dict:
+    """Harmful at the default and at the calibrated threshold, and the categories' heads."""
+    report = {"default": at_threshold(data.harmful, scores.harmful, DEFAULT_THRESHOLD),
+              "calibrated": at_threshold(data.harmful, scores.harmful, threshold)}
+    if data.has_categories:
+        report["categories"] = category_recall(data.categories, scores.categories, CATEGORIES)
+    return report
 
 
 def make_optimizer(model, params: TrainingParams, total_steps: int):
@@ -198,36 +250,80 @@ def make_optimizer(model, params: TrainingParams, total_steps: int):
     return optimizer, scheduler
 
 
-def train(model, tokenizer, data: Labelled, params: TrainingParams, device: torch.device) -> list[float]:
-    """Fine-tune in place; returns the mean training loss of each epoch."""
-    steps_per_epoch = -(-len(data.texts) // params.batch_size)
-    optimizer, scheduler = make_optimizer(model, params, params.epochs * steps_per_epoch)
-    order = torch.Generator().manual_seed(params.seed)
-    losses = []
-    for epoch in range(1, params.epochs + 1):
-        model.train()
-        total = 0.0
-        for indices in torch.randperm(len(data.texts), generator=order).split(params.batch_size):
-            batch = encode(tokenizer, [data.texts[i] for i in indices], params.max_length, device)
-            labels = torch.tensor([data.labels[i] for i in indices], device=device)
-            loss = model(**batch, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            total += loss.item() * len(indices)
-        losses.append(total / len(data.texts))
-        logger.info("epoch %d/%d: mean training loss %.4f", epoch, params.epochs, losses[-1])
-    return losses
+@dataclass
+class Trainer:
+    """One fine-tuning run: the model in training, its optimizer, and where the loop is."""
+
+    model: object
+    tokenizer: object
+    data: Labelled
+    params: TrainingParams
+    device: torch.device
+    options: RunOptions
+    state: loop.LoopState
+
+    def __post_init__(self) -> None:
+        self.total_steps = self.params.epochs * -(-len(self.data.texts) // self.params.batch_size)
+        self.optimizer, self.scheduler = make_optimizer(self.model, self.params, self.total_steps)
+        if self.options.resume and self.options.checkpoint.is_file():
+            self.state = loop.load_checkpoint(self.options.checkpoint, self.model, self.optimizer, self.scheduler,
+                                              self.state.fingerprint)
+            logger.info("resuming from %s: epoch %d, step %d of %d", self.options.checkpoint, self.state.epoch,
+                        self.state.steps_done, self.total_steps)
+        self.progress = loop.Progress(self.total_steps, self.options.log_every_s, first_step=self.state.steps_done)
+
+    def run(self) -> list[float]:
+        """Train to the last epoch; the mean training loss of each. loop.Stopped (after saving a
+        checkpoint) when a stop was requested."""
+        with loop.stop_requests() as stop_requested:
+            while self.state.epoch <= self.params.epochs:
+                self.model.train()
+                batches = loop.epoch_order(len(self.data.texts), self.params.seed, self.state.epoch,
+                                           self.params.batch_size)
+                for indices in batches[self.state.step_in_epoch:]:
+                    self.step(indices.tolist())
+                    self.keep(stop_requested())
+                self.end_epoch()
+        return self.state.epoch_losses
+
+    def step(self, indices: list[int]) -> None:
+        batch = encode(self.tokenizer, [self.data.texts[i] for i in indices], self.params.max_length, self.device)
+        target, mask = targets(self.data, indices, self.device)
+        loss = masked_loss(self.model(**batch).logits, target, mask)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.params.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
+        state = self.state
+        state.step_in_epoch, state.steps_done = state.step_in_epoch + 1, state.steps_done + 1
+        state.loss_sum, state.rows_seen = state.loss_sum + loss.item() * len(indices), state.rows_seen + len(indices)
+        self.progress.step(state, loss.item(), self.params.epochs)
+
+    def keep(self, stop: bool) -> None:
+        """Save a checkpoint when one is due or a stop was requested; then stop if asked to."""
+        if stop or self.state.steps_done % self.options.checkpoint_every == 0:
+            loop.save_checkpoint(self.options.checkpoint, self.model, self.optimizer, self.scheduler, self.state)
+        if stop:
+            raise loop.Stopped(f"stopped at step {self.state.steps_done} of {self.total_steps}; "
+                               f"checkpoint {self.options.checkpoint}")
+
+    def end_epoch(self) -> None:
+        state = self.state
+        state.epoch_losses.append(state.loss_sum / state.rows_seen if state.rows_seen else 0.0)
+        logger.info("epoch %d/%d: mean training loss %.4f", state.epoch, self.params.epochs, state.epoch_losses[-1])
+        state.epoch, state.step_in_epoch, state.loss_sum, state.rows_seen = state.epoch + 1, 0, 0.0, 0
 
 
 def load(base: str, device: torch.device):
-    """The base classifier (a new two-label head when it has none) and its tokenizer."""
+    """The base with a multi-label head over HEADS (a new one when it has another) and its tokenizer."""
     from transformers import AutoTokenizer, ElectraForSequenceClassification
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()  # the new head's "newly initialized" warning is expected here
     model = ElectraForSequenceClassification.from_pretrained(
-        base, num_labels=2, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()})
+        base, num_labels=len(HEADS), id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()},
+        problem_type="multi_label_classification", ignore_mismatched_sizes=True)
     return model.to(device), AutoTokenizer.from_pretrained(base)
 
 
@@ -241,18 +337,15 @@ def write_outputs(out: Path, model, tokenizer, report: dict) -> None:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / METRICS_NAME).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    marker = {"trained": True, "base": report["base"], "metrics": report["after"]}
+    marker = {"trained": True, "base": report["base"], "metrics": report["after"], "heads": list(HEADS),
+              "threshold": report["threshold"]}
     (out / TRAINING_MARKER).write_text(json.dumps(marker, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def describe(data: Labelled) -> dict:
-    return {"csv": str(data.path.resolve()), "rows": len(data.texts), "harmful_rows": data.harmful}
-
-
 def check_balance(data: Labelled) -> None:
-    if data.harmful in (0, len(data.texts)):
+    if data.harmful_rows in (0, len(data)):
         logger.warning("%s has only label %d: the classifier cannot learn to tell harmful from normal",
-                       data.path, data.labels[0])
+                       data.name, data.harmful[0])
 
 
 def select_device(threads: int) -> torch.device:
@@ -262,41 +355,64 @@ def select_device(threads: int) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def measured_training(model, tokenizer, train_data: Labelled, eval_data: Labelled, params: TrainingParams,
-                      device: torch.device) -> dict:
-    """Train, with the held-out metrics before and after, the epochs' losses and the training time."""
-    before = evaluate(model, tokenizer, eval_data, params.max_length, device)
-    logger.info("held-out before training: %s", format_metrics(before))
+def measure_all(model, tokenizer, data: Data, params: TrainingParams, device: torch.device,
+                target_precision: float) -> tuple[list[dict], Calibration]:
+    """Every eval set at the default threshold and at the one calibrated for ``target_precision``."""
+    scores = [score(model, tokenizer, d, params.max_length, device) for d in data.evals]
+    at = data.evals.index(data.calibration)
+    calibration = calibrate(data.calibration.harmful, scores[at].harmful, target_precision, data.calibration.name)
+    return [measure(d, s, calibration.threshold) for d, s in zip(data.evals, scores, strict=True)], calibration
+
+
+def measured_training(model, tokenizer, data: Data, params: TrainingParams, device: torch.device,
+                      options: RunOptions, fingerprint: dict, target_precision: float) -> dict:
+    """Train, with every eval set's metrics before and after, the losses and the training time."""
+    before, _ = measure_all(model, tokenizer, data, params, device, target_precision)
+    logger.info("%s before training: %s", data.evals[0].name, format_metrics(before[0]["default"]))
     started = time.monotonic()
-    losses = train(model, tokenizer, train_data, params, device)
+    trainer = Trainer(model, tokenizer, data.train, params, device, options, loop.LoopState(fingerprint=fingerprint))
+    losses = trainer.run()
     seconds = round(time.monotonic() - started, 1)
-    after = evaluate(model, tokenizer, eval_data, params.max_length, device)
-    logger.info("held-out after training: %s", format_metrics(after))
-    if after["f1"] <= before["f1"]:
+    after, calibration = measure_all(model, tokenizer, data, params, device, target_precision)
+    for d, m in zip(data.evals, after, strict=True):
+        logger.info("%s after training: %s; at the calibrated threshold %.3f: %s", d.name,
+                    format_metrics(m["default"]), calibration.threshold, format_metrics(m["calibrated"]))
+    if after[0]["default"]["f1"] <= before[0]["default"]["f1"]:
         logger.warning("held-out F1 did not improve (%.3f -> %.3f): check the data and the parameters",
-                       before["f1"], after["f1"])
-    return {"train_loss": losses, "training_seconds": seconds, "before": before, "after": after}
+                       before[0]["default"]["f1"], after[0]["default"]["f1"])
+    evals = [{**d.describe(), "before": b, "after": a} for d, b, a in zip(data.evals, before, after, strict=True)]
+    return {"train_loss": losses, "training_seconds": seconds, "evals": evals, "threshold": calibration.as_dict(),
+            "before": before[0]["default"], "after": after[0]["default"]}
 
 
 def run(args: argparse.Namespace) -> dict:
     """Read, measure, train, measure again, save; returns what training_metrics.json holds."""
-    train_data, eval_data = read_labelled_csv(args.train), read_labelled_csv(args.eval)
-    check_balance(train_data)
+    data = read_data(args)
+    check_balance(data.train)
     params = TrainingParams(args.epochs, args.batch_size, args.lr, args.max_length, args.seed)
+    fingerprint = {"base": args.base, "train": data.train.describe(), "parameters": asdict(params)}
+    options = RunOptions(args.out / loop.CHECKPOINT_NAME, args.resume, args.checkpoint_every, args.log_every_s)
     device = select_device(args.threads)
     seed_everything(params.seed)
     model, tokenizer = load(args.base, device)
-    results = measured_training(model, tokenizer, train_data, eval_data, params, device)
-    report = {"base": args.base, "train": describe(train_data), "eval": describe(eval_data),
-              "parameters": asdict(params), "device": device.type, "threads": torch.get_num_threads(), **results}
+    results = measured_training(model, tokenizer, data, params, device, options, fingerprint, args.target_precision)
+    report = {"base": args.base, "heads": list(HEADS), "train": data.train.describe(),
+              "eval": data.evals[0].describe(), "parameters": asdict(params), "device": device.type,
+              "threads": torch.get_num_threads(), **results}
     write_outputs(args.out, model, tokenizer, report)
+    options.checkpoint.unlink(missing_ok=True)  # the finished model supersedes it
     return report
 
 
 def print_summary(report: dict, out: Path) -> None:
-    print(f"held-out {report['eval']['csv']} ({report['eval']['rows']} rows), harmful = positive")
-    print(f"  before training: {format_metrics(report['before'])}")
-    print(f"  after training:  {format_metrics(report['after'])}")
+    threshold = report["threshold"]
+    for evaluated in report["evals"]:
+        print(f"held-out {evaluated['name']} ({evaluated['rows']} rows), harmful = positive")
+        print(f"  before training: {format_metrics(evaluated['before']['default'])}")
+        print(f"  after training:  {format_metrics(evaluated['after']['default'])}")
+        print(f"  at threshold {threshold['threshold']:.3f}: {format_metrics(evaluated['after']['calibrated'])}")
+    print(f"threshold {threshold['threshold']:.3f} for precision {threshold['target_precision']:.2f} on "
+          f"{threshold['calibrated_on']}{'' if threshold['reached'] else ' (NOT reached: the most precise one)'}")
     print(f"saved to {out} ({METRICS_NAME}, {TRAINING_MARKER})")
 
 
@@ -305,9 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         report = run(args)
-    except DatasetError as exc:
+    except (DatasetError, ValueError) as exc:
         logger.error("%s", exc)
         return EXIT_BAD_INPUT
+    except loop.Stopped as exc:
+        logger.warning("%s; run again with --resume to go on", exc)
+        return loop.EXIT_STOPPED
     print_summary(report, args.out)
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import signal
 import subprocess
 import sys
 
@@ -19,6 +20,7 @@ from scripts.export import export_koelectra, triton_config
 from scripts.export.koelectra_untrained import UNTRAINED_NAME, build_untrained
 from scripts.train import TRAINING_MARKER
 from scripts.train import finetune_koelectra as finetune
+from scripts.train.datasets import CATEGORIES, HEADS
 
 SUBJECTS = ["너", "저 사람", "우리 팀", "상대 팀", "그 친구", "오늘 정글", "미드 라이너", "서포터", "방장", "형"]
 CLEAN_PHRASES = ["정말 잘한다", "오늘 컨디션 좋네요", "같이 게임해요", "수고하셨습니다", "다음 판도 화이팅",
@@ -92,11 +94,13 @@ def test_finetuning_beats_the_untrained_model_on_held_out_rows(finetuned, untrai
     assert after >= before + MIN_GAIN, f"held-out accuracy {before:.3f} -> {after:.3f}"
     assert metrics["base"] == str(untrained_base)
     assert (metrics["train"]["rows"], metrics["eval"]["rows"]) == (TRAIN_ROWS, ROWS - TRAIN_ROWS)
-    assert metrics["eval"]["csv"].endswith("eval.csv")
+    assert metrics["eval"]["name"].endswith("eval.csv")
     assert metrics["parameters"]["epochs"] == 10 and metrics["parameters"]["lr"] == 3e-4
     assert set(metrics["after"]) >= {"accuracy", "precision", "recall", "f1"}
     marker = json.loads((finetuned / TRAINING_MARKER).read_text(encoding="utf-8"))
-    assert marker == {"trained": True, "base": str(untrained_base), "metrics": metrics["after"]}
+    assert marker == {"trained": True, "base": str(untrained_base), "metrics": metrics["after"],
+                      "heads": list(HEADS), "threshold": metrics["threshold"]}
+    assert metrics["threshold"]["calibrated_on"].endswith("eval.csv")
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in finetuned.iterdir()}
 
 
@@ -157,3 +161,85 @@ def test_non_positive_training_parameters_are_usage_errors(capsys):
     with pytest.raises(SystemExit) as exc:
         finetune.parse_args(["--train", "t.csv", "--eval", "e.csv", "--base", "b", "--out", "o", "--epochs", "0"])
     assert exc.value.code == 2 and "must be > 0" in capsys.readouterr().err
+
+
+# --- BEEP!- and K-MHaS-format files, categories, and a run stopped and resumed ------------------
+
+RESUME_FLAGS = ["--epochs", "3", "--batch-size", "8", "--lr", "3e-4", "--seed", "3", "--threads", "1",
+                "--log-every-s", "0.01", "--checkpoint-every", "1000", "--kmhas-dev-fraction", "0.25"]
+
+
+def write_formats(tmp, rows: list[tuple[str, int]]):
+    """The rows as a BEEP! TSV (first half: harmful only) and a K-MHaS TSV (second half: a swear
+    word is profanity, 3), with a CSV to evaluate on."""
+    half = len(rows) // 2
+    beep = tmp / "beep.tsv"
+    beep.write_text("comments\tcontain_gender_bias\tbias\thate\n" + "".join(
+        f"{text}\tFalse\tnone\t{'offensive' if harmful else 'none'}\n" for text, harmful in rows[:half]),
+        encoding="utf-8")
+    kmhas = tmp / "kmhas.txt"
+    kmhas.write_text("document\tlabel\n" + "".join(f"{text}\t{3 if harmful else 8}\n" for text, harmful in rows[half:]),
+                     encoding="utf-8")
+    return beep, kmhas
+
+
+def finetune_command(untrained_base, beep, kmhas, eval_csv, out, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "scripts.train.finetune_koelectra", "--train", str(beep), str(kmhas),
+            "--eval", str(eval_csv), "--base", str(untrained_base), "--out", str(out), *RESUME_FLAGS, *extra]
+
+
+def stop_after_a_few_steps(command: list[str]) -> tuple[int, str]:
+    """Runs ``command``, sends SIGINT once it logs its third step; (exit code, stderr)."""
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            if " step 3/" in line:
+                process.send_signal(signal.SIGINT)
+        return process.wait(timeout=FINETUNE_TIMEOUT_S), "".join(lines)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_real_formats_train_the_categories_and_a_stopped_run_resumes_exactly(untrained_base, tmp_path):
+    rows = chat_lines(160, DATA_SEED + 1)
+    beep, kmhas = write_formats(tmp_path, rows[:128])
+    eval_csv = write_csv(tmp_path / "eval.csv", rows[128:])
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    done = subprocess.run(finetune_command(untrained_base, beep, kmhas, eval_csv, whole), cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=FINETUNE_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "left" in done.stderr and "epoch 3/3 step" in done.stderr  # progress lines
+
+    code, stderr = stop_after_a_few_steps(finetune_command(untrained_base, beep, kmhas, eval_csv, resumed))
+    assert code == 130, stderr
+    assert (resumed / "checkpoint.pt").is_file() and not (resumed / TRAINING_MARKER).exists()
+    done = subprocess.run(finetune_command(untrained_base, beep, kmhas, eval_csv, resumed, "--resume"),
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=FINETUNE_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resuming from" in done.stderr and not (resumed / "checkpoint.pt").exists()
+
+    report = json.loads((whole / finetune.METRICS_NAME).read_text(encoding="utf-8"))
+    again = json.loads((resumed / finetune.METRICS_NAME).read_text(encoding="utf-8"))
+    assert again["train_loss"] == pytest.approx(report["train_loss"], abs=1e-6)  # the same training, resumed
+    assert again["after"] == report["after"]
+    dev = report["evals"][1]
+    assert dev["name"].endswith("kmhas.txt (dev split)") and dev["rows"] == 16  # 25 % of K-MHaS's 64 rows
+    assert report["train"]["rows"] == 64 + 48 and report["threshold"]["calibrated_on"] == dev["name"]
+    assert set(dev["after"]["categories"]) == set(CATEGORIES)
+    assert dev["after"]["categories"]["profanity"]["rows"] == dev["harmful_rows"] > 0
+    assert report["train_loss"][-1] < report["train_loss"][0]  # it learns (how well: the test above)
+
+
+def test_resuming_another_runs_checkpoint_is_refused(untrained_base, tmp_path, caplog):
+    rows = chat_lines(48, DATA_SEED + 2)
+    beep, kmhas = write_formats(tmp_path, rows[:32])
+    eval_csv = write_csv(tmp_path / "eval.csv", rows[32:])
+    out = tmp_path / "out"
+    code, stderr = stop_after_a_few_steps(finetune_command(untrained_base, beep, kmhas, eval_csv, out))
+    assert code == 130, stderr
+    argv = finetune_command(untrained_base, beep, kmhas, eval_csv, out, "--resume", "--lr", "1e-4")[3:]
+    assert finetune.main(argv) == 2
+    assert "is the checkpoint of another run" in caplog.text

@@ -18,7 +18,17 @@ from tokenizers import Tokenizer
 logger = logging.getLogger(__name__)
 
 HARMFUL_LABEL = 1
-"""Index of the 'harmful' logit; 0 is 'normal'."""
+"""Index of the 'harmful' logit of a two-label (softmax) classifier; 0 is 'normal'."""
+
+
+def harmful_probability(logits: np.ndarray, info: dict) -> np.ndarray:
+    """P(harmful) per row: the sigmoid of the ``harmful`` head of a multi-label classifier (as
+    model_info.json says), else the softmax of a two-label one at HARMFUL_LABEL."""
+    if info.get("multi_label"):
+        harmful = next(int(i) for i, label in info["labels"].items() if label == "harmful")
+        return 1.0 / (1.0 + np.exp(-logits[:, harmful]))
+    logits = logits - logits.max(axis=1, keepdims=True)
+    return (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True))[:, HARMFUL_LABEL]
 
 
 def _param(config: dict, key: str, default: str) -> str:
@@ -47,14 +57,18 @@ class TritonPythonModel:
         self.tokenizer = Tokenizer.from_file(os.path.join(version_dir, _param(config, "tokenizer", "tokenizer.json")))
         self.tokenizer.enable_truncation(int(_param(config, "max_length", "128")))
         self.tokenizer.enable_padding(pad_id=self.tokenizer.token_to_id("[PAD]") or 0)
-        self._log_model_info(version_dir)
+        self.info = self._model_info(version_dir)
 
     @staticmethod
-    def _log_model_info(version_dir: str) -> None:
+    def _model_info(version_dir: str) -> dict:
         path = os.path.join(version_dir, "model_info.json")
-        info = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
+        if not os.path.exists(path):
+            return {}
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
         if info.get("untrained"):
             logger.warning("koelectra is %s: UNTRAINED random weights, HARMFUL_PROB is noise", info.get("name"))
+        return info
 
     def _texts(self, request) -> list[str]:
         raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
@@ -73,9 +87,7 @@ class TritonPythonModel:
             "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
         }
         (logits,) = self.session.run(["logits"], feeds)
-        logits = logits - logits.max(axis=1, keepdims=True)
-        softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-        probs[live] = softmax[:, HARMFUL_LABEL]
+        probs[live] = harmful_probability(logits.astype(np.float64), self.info)
         return probs
 
     def execute(self, requests):
