@@ -45,8 +45,9 @@ class ModerationSettings(BaseSettings):
     """Deadline of one segment's Triton call; past it the segment gets an error event."""
     triton_health_interval_s: float = Field(2.0, gt=0)
     """How often each Triton server's model readiness is re-checked."""
-    harmful_threshold: float = Field(0.5, ge=0, le=1)
-    """With a trained classifier, a segment is harmful when its HARMFUL_PROB is at least this."""
+    harmful_threshold: float | None = Field(None, ge=0, le=1)
+    """With a trained classifier, a segment is harmful when its HARMFUL_PROB is at least this.
+    Unset: the threshold the classifier's training calibrated (published by the ensemble), else 0.5."""
     span_word_times: bool = True
     """While a lexicon runs, ask Whisper for word times on every segment, so a lexicon span covers
     just its words (costs an alignment pass, see docs/PERFORMANCE.md); off: spans cover their

@@ -246,7 +246,22 @@ def facts_from_parameters(parameters: dict) -> ModelFacts:
         signals.append("lexicon")
     if value("classifier_trained") == "true":
         signals.append("classifier")
-    return ModelFacts(default_language=value("default_language") or None, signals=tuple(signals))
+    return ModelFacts(default_language=value("default_language") or None, signals=tuple(signals),
+                      classifier_threshold=_threshold(value("classifier_threshold")))
+
+
+def _threshold(text: str) -> float | None:
+    """A published threshold; None when empty (not calibrated) or not a probability (logged)."""
+    if not text:
+        return None
+    try:
+        threshold = float(text)
+    except ValueError:
+        threshold = -1.0
+    if not 0.0 <= threshold <= 1.0:
+        logger.warning("ignoring the ensemble's classifier_threshold %r: not a probability", text)
+        return None
+    return threshold
 
 
 QUEUE_TIMEOUT_MESSAGE = "Request timeout expired"

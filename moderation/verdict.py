@@ -34,6 +34,9 @@ class LexiconMatch(BaseModel):
     sources: list[str]
 
 
+DEFAULT_THRESHOLD = 0.5
+"""The classifier's harmful threshold when neither the operator nor its training set one."""
+
 WORDS = TypeAdapter(list[ModelWord])
 MATCHES = TypeAdapter(list[LexiconMatch])
 
@@ -58,6 +61,15 @@ class ModelFacts:
     signals: tuple[Signal, ...] = ()
     """The signals that can decide a verdict: "lexicon" when the ensemble runs one, "classifier"
     when KoELECTRA was exported as trained."""
+    classifier_threshold: float | None = None
+    """The harmful threshold the trained classifier's training calibrated; None: not calibrated."""
+
+    def threshold(self, override: float | None) -> float:
+        """The classifier's harmful threshold: the operator's ``override`` (EDGE_HARMFUL_THRESHOLD),
+        else the calibrated one, else DEFAULT_THRESHOLD."""
+        if override is not None:
+            return override
+        return self.classifier_threshold if self.classifier_threshold is not None else DEFAULT_THRESHOLD
 
 
 def wants_word_times(facts: ModelFacts, span_word_times: bool, caller_wants_words: bool) -> bool:
@@ -74,8 +86,10 @@ class Verdict:
     spans: list[HarmfulSpan]
 
 
-def judge(result: Moderation, facts: ModelFacts, threshold: float, offset_s: float, end_s: float) -> Verdict:
-    """The verdict on a segment that starts at ``offset_s`` and ends at ``end_s`` of the stream."""
+def judge(result: Moderation, facts: ModelFacts, threshold: float | None, offset_s: float, end_s: float) -> Verdict:
+    """The verdict on a segment that starts at ``offset_s`` and ends at ``end_s`` of the stream;
+    ``threshold`` is the operator's (None: the model's, see ModelFacts.threshold)."""
+    threshold = facts.threshold(threshold)
     reasons: list[Signal] = []
     # Matches decide even before the edge has read the model's facts: never fail open.
     spans = lexicon_spans(result, offset_s, end_s)
@@ -130,8 +144,8 @@ def stream_words(result: Moderation, offset_s: float) -> list[WordTime]:
                      probability=round(w.probability, 4)) for w in result.words]
 
 
-def segment_event(result: Moderation, facts: ModelFacts, threshold: float, seq: int, start_s: float, end_s: float,
-                  with_words: bool) -> SegmentEvent:
+def segment_event(result: Moderation, facts: ModelFacts, threshold: float | None, seq: int, start_s: float,
+                  end_s: float, with_words: bool) -> SegmentEvent:
     """The ``segment`` event of one moderated segment: the live stream's and a batch job's alike."""
     verdict = judge(result, facts, threshold, start_s, end_s)
     return SegmentEvent(

@@ -40,8 +40,15 @@ def config_values(args: argparse.Namespace) -> triton_config.KoelectraValues:
         name=args.model_name, max_batch_size=args.max_batch_size,
         max_queue_delay_us=None if args.max_queue_delay_us < 0 else args.max_queue_delay_us,
         instance_count=args.instance_count, instance_kind=args.instance_kind, max_length=args.max_length,
-        cpu_threads=args.cpu_threads, trained=classifier_trained(args),
+        cpu_threads=args.cpu_threads, trained=classifier_trained(args), threshold=calibrated_threshold(args),
     )
+
+
+def calibrated_threshold(args: argparse.Namespace) -> float | None:
+    """The threshold the fine-tuning tool calibrated, from its marker in --source (None without one)."""
+    marker = None if args.untrained else read_training_marker(args.source)
+    calibration = (marker or {}).get("threshold")
+    return float(calibration["threshold"]) if isinstance(calibration, dict) and "threshold" in calibration else None
 
 
 def classifier_trained(args: argparse.Namespace) -> bool:

@@ -70,6 +70,9 @@ class KoelectraValues(BatchedValues):
     cpu_threads: int = 0
     trained: bool = False
     """The classification head was fine-tuned for harmful speech; an untrained one never decides a verdict."""
+    threshold: float | None = Field(None, ge=0, le=1)
+    """The harmful threshold its training calibrated on a dev set for a stated precision (None:
+    not calibrated; the edge then uses 0.5 unless EDGE_HARMFUL_THRESHOLD says otherwise)."""
 
 
 class LexiconValues(BatchedValues):
@@ -92,6 +95,8 @@ class EnsembleValues(ModelValues):
     """The whisper member's default, published so the edge can report it."""
     classifier_trained: bool = False
     """The koelectra member's, published so the edge lets only a trained classifier decide."""
+    classifier_threshold: float | None = None
+    """The koelectra member's calibrated threshold, published as the edge's default."""
 
     @classmethod
     def of(cls, name: str, whisper: WhisperValues, koelectra: KoelectraValues,
@@ -99,7 +104,8 @@ class EnsembleValues(ModelValues):
         members = [whisper, koelectra] + ([lexicon] if lexicon else [])
         return cls(name=name, max_batch_size=min(m.max_batch_size for m in members), whisper=whisper.name,
                    koelectra=koelectra.name, lexicon=lexicon.name if lexicon else None,
-                   default_language=whisper.default_language, classifier_trained=koelectra.trained)
+                   default_language=whisper.default_language, classifier_trained=koelectra.trained,
+                   classifier_threshold=koelectra.threshold if koelectra.trained else None)
 
 
 ValuesT = TypeVar("ValuesT", bound=ModelValues)

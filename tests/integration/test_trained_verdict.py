@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import shutil
 import subprocess
 import sys
 
+import httpx
 import pytest
 
 from edge.client import stream
@@ -21,6 +23,7 @@ from scripts.export.triton_config import LexiconValues, WhisperValues
 from scripts.service.launch import free_port, running_edge
 from scripts.service.serve_triton import Ports, TritonServer
 from scripts.speech import write_words
+from scripts.train import TRAINING_MARKER
 from tests.integration.test_finetune_koelectra import FINETUNE_TIMEOUT_S, TRAINING_FLAGS, write_csv
 
 SUBJECTS = ["this game", "that round", "your team", "the map", "my mouse", "this server", "the match", "our squad"]
@@ -84,3 +87,11 @@ def test_a_trained_classifier_joins_the_verdict(trained_edge, tmp_path):
     assert profane.reasons == ["lexicon", "classifier"] and profane.harmful_prob >= 0.5, profane
     assert {span.source for span in profane.harmful_spans} == {"lexicon", "classifier"}
     assert not clean.is_harmful and clean.harmful_prob < 0.5 and clean.confidence == round(1 - clean.harmful_prob, 4)
+
+
+def test_readyz_reports_the_classifier_and_the_threshold_its_training_calibrated(trained_edge, trained_repository):
+    info = json.loads((trained_repository / "koelectra" / "1" / "model_info.json").read_text(encoding="utf-8"))
+    calibrated = info["training"]["threshold"]["threshold"]
+    assert info["training"] == json.loads((trained_repository.parent / "finetuned" / TRAINING_MARKER).read_text())
+    ready = httpx.get(f"http://{trained_edge}/readyz", timeout=10).json()
+    assert ready["signals"] == ["lexicon", "classifier"] and ready["classifier_threshold"] == calibrated

@@ -49,7 +49,8 @@ def test_the_ensemble_takes_its_batch_size_and_language_from_its_members(whisper
     config = parse(triton_config.render(EnsembleValues.of("ensemble", small, koelectra)))
     assert (config.platform, config.max_batch_size) == ("ensemble", 4)
     assert [step.model_name for step in config.ensemble_scheduling.step] == ["whisper", "koelectra"]
-    assert parameters(config) == {"default_language": "en", "lexicon": "", "classifier_trained": "false"}
+    assert parameters(config) == {"default_language": "en", "lexicon": "", "classifier_trained": "false",
+                                  "classifier_threshold": ""}
     assert [o.name for o in config.output] == ["TRANSCRIPT", "HARMFUL_PROB", "NO_SPEECH_PROB", "WORDS",
                                                "LANGUAGE_CODE"]
     assert config.ensemble_scheduling.step[0].output_map["LANGUAGE_CODE"] == "LANGUAGE_CODE"
@@ -64,7 +65,8 @@ def test_an_ensemble_with_a_lexicon_runs_it_on_the_transcript_and_publishes_its_
     assert dict(steps["lexicon"].input_map) == {"TEXT": "TRANSCRIPT"}
     assert dict(steps["lexicon"].output_map) == {"MATCHES": "MATCHES"}
     assert "MATCHES" in [o.name for o in config.output]
-    assert parameters(config) == {"default_language": "ko", "lexicon": "lexicon", "classifier_trained": "true"}
+    assert parameters(config) == {"default_language": "ko", "lexicon": "lexicon", "classifier_trained": "true",
+                                  "classifier_threshold": ""}
 
 
 def test_flags_change_the_rendered_values(koelectra):
@@ -118,3 +120,11 @@ def test_every_model_directory_has_a_template():
     models = [d for d in (REPO_ROOT / "model_repository").iterdir() if (d / "1").is_dir()]
     assert sorted(d.name for d in models) == ["ensemble", "koelectra", "lexicon", "whisper"]
     assert all((d / triton_config.TEMPLATE_NAME).is_file() for d in models)
+
+
+def test_a_trained_classifiers_calibrated_threshold_is_published_and_an_untrained_ones_is_not(whisper, koelectra):
+    calibrated = koelectra.model_copy(update={"trained": True, "threshold": 0.73})
+    config = parse(triton_config.render(EnsembleValues.of("ensemble", whisper, calibrated)))
+    assert parameters(config)["classifier_trained"] == "true" and parameters(config)["classifier_threshold"] == "0.73"
+    untrained = koelectra.model_copy(update={"threshold": 0.73})
+    assert EnsembleValues.of("ensemble", whisper, untrained).classifier_threshold is None

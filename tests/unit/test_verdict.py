@@ -86,3 +86,16 @@ def test_model_facts_come_from_the_ensemble_parameters():
 def test_word_times_are_asked_for_when_the_caller_wants_words_or_lexicon_spans_need_them(signals, span_word_times,
                                                                                          caller_wants, expected):
     assert wants_word_times(ModelFacts("ko", signals), span_word_times, caller_wants) is expected
+
+
+def test_the_threshold_is_the_operators_else_the_calibrated_one_else_one_half():
+    calibrated = facts_from_parameters({"classifier_trained": {"string_value": "true"},
+                                        "classifier_threshold": {"string_value": "0.8"}})
+    assert calibrated.signals == ("classifier",) and calibrated.threshold(None) == 0.8
+    assert calibrated.threshold(0.6) == 0.6
+    assert ModelFacts("ko", ("classifier",)).threshold(None) == 0.5
+    for bad in ("", "high", "1.5"):
+        assert facts_from_parameters({"classifier_threshold": {"string_value": bad}}).classifier_threshold is None
+    result = Moderation("바보 같은", harmful_prob=0.7, no_speech_prob=0.0)
+    assert not judge(result, calibrated, None, 0.0, 1.0).is_harmful  # 0.7 is below the calibrated 0.8
+    assert judge(result, calibrated, 0.6, 0.0, 1.0).reasons == ["classifier"]

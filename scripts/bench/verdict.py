@@ -1,0 +1,117 @@
+"""Measure the verdict on real labelled comments: the lexicon alone, the classifier alone, and both
+(what the service decides: harmful when the lexicon matches or the classifier's score reaches the
+threshold), with each category's recall.
+
+    D=../shared/data
+    python -m scripts.bench.verdict --classifier ./koelectra-finetuned \\
+        --data $D/korean-hate-speech/labeled/dev.tsv --kmhas-dev $D/kmhas/kmhas_valid.txt
+
+``--data`` files are measured whole; ``--kmhas-dev`` files are cut into the same fixed-seed dev
+split the fine-tuning tool holds out of training (give the fraction it used), and only that split
+is measured. The lexicon is the exported one (model_repository/lexicon), run in-process; the
+classifier is a fine-tuned checkpoint directory, run in-process with PyTorch, at the threshold
+its training calibrated (``--threshold`` overrides). Prints Markdown for docs/MODERATION.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+from scripts.cli import MODEL_REPOSITORY, machine, parser, setup_logging
+from scripts.export import export_lexicon
+from scripts.export.export_koelectra import MAX_LENGTH
+from scripts.train import read_training_marker
+from scripts.train.datasets import CATEGORIES, DEV_FRACTION, DatasetError, Labelled, dev_split, read_labelled
+from scripts.train.finetune_koelectra import METRICS_NAME
+from scripts.train.metrics import binary_metrics, category_recall
+
+EVAL_BATCH_SIZE = 64
+
+
+def lexicon_flags(texts: list[str]) -> list[int]:
+    """1 where the served lexicon (its export and overrides) matches anything."""
+    match = export_lexicon.lexicon_match()
+    lexicon = match.load(MODEL_REPOSITORY / "lexicon" / "1" / "lexicon.json",
+                         MODEL_REPOSITORY / "lexicon" / "overrides.txt")
+    return [int(bool(lexicon.match(text))) for text in texts]
+
+
+def classifier_scores(checkpoint: Path, texts: list[str], max_length: int) -> tuple[list[float], list[list[float]]]:
+    """(harmful, categories) per text from a fine-tuned multi-label checkpoint, texts cut at
+    ``max_length`` tokens as in its training."""
+    import torch
+    from transformers import AutoTokenizer, ElectraForSequenceClassification
+
+    model = ElectraForSequenceClassification.from_pretrained(checkpoint).eval()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    heads: list[list[float]] = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), EVAL_BATCH_SIZE):
+            batch = tokenizer(texts[start:start + EVAL_BATCH_SIZE], padding=True, truncation=True,
+                              max_length=max_length, return_tensors="pt")
+            heads += torch.sigmoid(model(**batch).logits).tolist()
+    return [h[0] for h in heads], [h[1:] for h in heads]
+
+
+def row(name: str, metrics: dict) -> str:
+    return f"| {name} | {metrics['precision']:.2f} | {metrics['recall']:.2f} | {metrics['f1']:.2f} |"
+
+
+def training_max_length(checkpoint: Path) -> int:
+    """The token limit the checkpoint was trained with (its training_metrics.json), else the exporter's."""
+    path = checkpoint / METRICS_NAME
+    if path.is_file():
+        return int(json.loads(path.read_text(encoding="utf-8"))["parameters"]["max_length"])
+    return MAX_LENGTH
+
+
+def report(data: Labelled, checkpoint: Path, threshold: float) -> list[str]:
+    lexicon = lexicon_flags(data.texts)
+    harmful, categories = classifier_scores(checkpoint, data.texts, training_max_length(checkpoint))
+    classifier = [int(s >= threshold) for s in harmful]
+    both = [max(a, b) for a, b in zip(lexicon, classifier, strict=True)]
+    lines = [f"### {data.name} ({len(data)} rows, {data.harmful_rows} harmful)", "",
+             "| verdict | precision | recall | F1 |", "|---|---:|---:|---:|",
+             row("lexicon alone", binary_metrics(data.harmful, lexicon)),
+             row(f"classifier alone (threshold {threshold:.3f})", binary_metrics(data.harmful, classifier)),
+             row("served: lexicon or classifier", binary_metrics(data.harmful, both)), ""]
+    if data.has_categories:
+        recall = category_recall(data.categories, categories, CATEGORIES)
+        lines += ["| category | rows | recall | precision |", "|---|---:|---:|---:|"]
+        lines += [f"| {name} | {r['rows']} | {r['recall']:.2f} | {r['precision']:.2f} |" for name, r in recall.items()]
+        lines.append("")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    p = parser(__doc__)
+    p.add_argument("--classifier", type=Path, required=True, help="fine-tuned checkpoint directory")
+    p.add_argument("--data", type=Path, nargs="*", default=[], help="labelled files measured whole")
+    p.add_argument("--kmhas-dev", type=Path, nargs="*", default=[], help="K-MHaS files: only their dev split")
+    p.add_argument("--kmhas-dev-fraction", type=float, default=DEV_FRACTION)
+    p.add_argument("--threshold", type=float, help="default: the one the training calibrated")
+    args = p.parse_args(argv)
+    marker = read_training_marker(args.classifier) or {}
+    threshold = args.threshold if args.threshold is not None else marker.get("threshold", {}).get("threshold", 0.5)
+    try:
+        sets = [read_labelled(path) for path in args.data]
+        sets += [dev_split(read_labelled(path), args.kmhas_dev_fraction)[1] for path in args.kmhas_dev]
+    except DatasetError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    print(f"Measured {date.today()} on {machine()}: `python -m scripts.bench.verdict "
+          f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n")
+    for data in sets:
+        print("\n".join(report(data, args.classifier, threshold)))
+    print(f"({time.monotonic() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
