@@ -11,7 +11,7 @@ import json
 from enum import StrEnum
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 SAMPLE_RATE = 16000
 """Rate the pipeline works at; client audio at other rates is resampled to it."""
@@ -102,6 +102,9 @@ class SegmentEvent(ServerEvent):
     """Probability of the decision: 1.0 for a lexicon match, the trained classifier's otherwise,
     null when no trained classifier scored a segment the lexicon did not flag."""
     harmful_prob: float
+    categories: dict[str, float] = Field(default_factory=dict)
+    """The trained classifier's probability of each category it scores (K-MHaS's eight: origin,
+    physical, politics, profanity, age, gender, race, religion); empty without such a classifier."""
     no_speech_prob: float
     harmful_spans: list[HarmfulSpan]
     words: list[WordTime] | None = None

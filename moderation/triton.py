@@ -224,6 +224,12 @@ def _optional_text(result, name: str) -> str | None:
     return values.reshape(-1)[0].decode("utf-8", errors="replace") or None
 
 
+def _optional_floats(result, name: str) -> list[float]:
+    """A float vector output that only some exports have: [] when the response has none."""
+    values = result.as_numpy(name)
+    return [] if values is None else [float(v) for v in values.reshape(-1)]
+
+
 def parse_moderation(result) -> Moderation:
     """A one-segment response of the ensemble; TritonCallError when a required output is missing."""
     return Moderation(
@@ -233,6 +239,7 @@ def parse_moderation(result) -> Moderation:
         words=_json_output(result, "WORDS", WORDS),
         matches=_json_output(result, "MATCHES", MATCHES),
         language=_optional_text(result, "LANGUAGE_CODE"),
+        category_probs=_optional_floats(result, "CATEGORY_PROBS"),
     )
 
 
@@ -247,7 +254,8 @@ def facts_from_parameters(parameters: dict) -> ModelFacts:
     if value("classifier_trained") == "true":
         signals.append("classifier")
     return ModelFacts(default_language=value("default_language") or None, signals=tuple(signals),
-                      classifier_threshold=_threshold(value("classifier_threshold")))
+                      classifier_threshold=_threshold(value("classifier_threshold")),
+                      categories=tuple(name for name in value("classifier_categories").split(",") if name))
 
 
 def _threshold(text: str) -> float | None:

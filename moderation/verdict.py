@@ -51,6 +51,8 @@ class Moderation:
     language: str | None = None
     """The language Whisper transcribed in (the detected one when the request asked for "auto");
     None when the model does not report it (exported before LANGUAGE_CODE)."""
+    category_probs: list[float] = field(default_factory=list)
+    """The classifier's CATEGORY_PROBS, in the order of ModelFacts.categories; empty without them."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class ModelFacts:
     when KoELECTRA was exported as trained."""
     classifier_threshold: float | None = None
     """The harmful threshold the trained classifier's training calibrated; None: not calibrated."""
+    categories: tuple[str, ...] = ()
+    """The trained classifier's category heads, the columns of its CATEGORY_PROBS."""
 
     def threshold(self, override: float | None) -> float:
         """The classifier's harmful threshold: the operator's ``override`` (EDGE_HARMFUL_THRESHOLD),
@@ -144,6 +148,13 @@ def stream_words(result: Moderation, offset_s: float) -> list[WordTime]:
                      probability=round(w.probability, 4)) for w in result.words]
 
 
+def category_scores(result: Moderation, facts: ModelFacts) -> dict[str, float]:
+    """Category name -> probability, from a trained classifier whose outputs match its names."""
+    if "classifier" not in facts.signals or len(result.category_probs) != len(facts.categories):
+        return {}
+    return {name: round(p, 4) for name, p in zip(facts.categories, result.category_probs, strict=True)}
+
+
 def segment_event(result: Moderation, facts: ModelFacts, threshold: float | None, seq: int, start_s: float,
                   end_s: float, with_words: bool) -> SegmentEvent:
     """The ``segment`` event of one moderated segment: the live stream's and a batch job's alike."""
@@ -151,6 +162,7 @@ def segment_event(result: Moderation, facts: ModelFacts, threshold: float | None
     return SegmentEvent(
         seq=seq, start_s=round(start_s, 3), end_s=round(end_s, 3), text=result.transcript,
         is_harmful=verdict.is_harmful, reasons=verdict.reasons, confidence=verdict.confidence,
-        harmful_prob=round(result.harmful_prob, 4), no_speech_prob=round(result.no_speech_prob, 4),
+        harmful_prob=round(result.harmful_prob, 4), categories=category_scores(result, facts),
+        no_speech_prob=round(result.no_speech_prob, 4),
         harmful_spans=verdict.spans, words=stream_words(result, start_s) if with_words else None,
     )

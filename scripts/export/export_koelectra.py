@@ -41,7 +41,15 @@ def config_values(args: argparse.Namespace) -> triton_config.KoelectraValues:
         max_queue_delay_us=None if args.max_queue_delay_us < 0 else args.max_queue_delay_us,
         instance_count=args.instance_count, instance_kind=args.instance_kind, max_length=args.max_length,
         cpu_threads=args.cpu_threads, trained=classifier_trained(args), threshold=calibrated_threshold(args),
+        categories=category_heads(args),
     )
+
+
+def category_heads(args: argparse.Namespace) -> tuple[str, ...]:
+    """The category heads the fine-tuning tool trained (its marker's ``heads`` after ``harmful``)."""
+    marker = None if args.untrained else read_training_marker(args.source)
+    heads = (marker or {}).get("heads") or []
+    return tuple(str(h) for h in heads if h != "harmful")
 
 
 def calibrated_threshold(args: argparse.Namespace) -> float | None:

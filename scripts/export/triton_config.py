@@ -73,6 +73,9 @@ class KoelectraValues(BatchedValues):
     threshold: float | None = Field(None, ge=0, le=1)
     """The harmful threshold its training calibrated on a dev set for a stated precision (None:
     not calibrated; the edge then uses 0.5 unless EDGE_HARMFUL_THRESHOLD says otherwise)."""
+    categories: tuple[str, ...] = ()
+    """Names of its category heads, in the order of its CATEGORY_PROBS output; () for a
+    classifier without categories (then it has no such output)."""
 
 
 class LexiconValues(BatchedValues):
@@ -97,6 +100,8 @@ class EnsembleValues(ModelValues):
     """The koelectra member's, published so the edge lets only a trained classifier decide."""
     classifier_threshold: float | None = None
     """The koelectra member's calibrated threshold, published as the edge's default."""
+    classifier_categories: tuple[str, ...] = ()
+    """The koelectra member's category names (a trained one's only): CATEGORY_PROBS's columns."""
 
     @classmethod
     def of(cls, name: str, whisper: WhisperValues, koelectra: KoelectraValues,
@@ -105,7 +110,8 @@ class EnsembleValues(ModelValues):
         return cls(name=name, max_batch_size=min(m.max_batch_size for m in members), whisper=whisper.name,
                    koelectra=koelectra.name, lexicon=lexicon.name if lexicon else None,
                    default_language=whisper.default_language, classifier_trained=koelectra.trained,
-                   classifier_threshold=koelectra.threshold if koelectra.trained else None)
+                   classifier_threshold=koelectra.threshold if koelectra.trained else None,
+                   classifier_categories=koelectra.categories if koelectra.trained else ())
 
 
 ValuesT = TypeVar("ValuesT", bound=ModelValues)

@@ -50,7 +50,7 @@ def test_the_ensemble_takes_its_batch_size_and_language_from_its_members(whisper
     assert (config.platform, config.max_batch_size) == ("ensemble", 4)
     assert [step.model_name for step in config.ensemble_scheduling.step] == ["whisper", "koelectra"]
     assert parameters(config) == {"default_language": "en", "lexicon": "", "classifier_trained": "false",
-                                  "classifier_threshold": ""}
+                                  "classifier_threshold": "", "classifier_categories": ""}
     assert [o.name for o in config.output] == ["TRANSCRIPT", "HARMFUL_PROB", "NO_SPEECH_PROB", "WORDS",
                                                "LANGUAGE_CODE"]
     assert config.ensemble_scheduling.step[0].output_map["LANGUAGE_CODE"] == "LANGUAGE_CODE"
@@ -66,7 +66,7 @@ def test_an_ensemble_with_a_lexicon_runs_it_on_the_transcript_and_publishes_its_
     assert dict(steps["lexicon"].output_map) == {"MATCHES": "MATCHES"}
     assert "MATCHES" in [o.name for o in config.output]
     assert parameters(config) == {"default_language": "ko", "lexicon": "lexicon", "classifier_trained": "true",
-                                  "classifier_threshold": ""}
+                                  "classifier_threshold": "", "classifier_categories": ""}
 
 
 def test_flags_change_the_rendered_values(koelectra):
@@ -122,9 +122,18 @@ def test_every_model_directory_has_a_template():
     assert all((d / triton_config.TEMPLATE_NAME).is_file() for d in models)
 
 
-def test_a_trained_classifiers_calibrated_threshold_is_published_and_an_untrained_ones_is_not(whisper, koelectra):
-    calibrated = koelectra.model_copy(update={"trained": True, "threshold": 0.73})
+def test_a_trained_classifiers_threshold_and_categories_are_published_and_an_untrained_ones_are_not(whisper,
+                                                                                                  koelectra):
+    calibrated = koelectra.model_copy(update={"trained": True, "threshold": 0.73, "categories": ("origin", "age")})
     config = parse(triton_config.render(EnsembleValues.of("ensemble", whisper, calibrated)))
     assert parameters(config)["classifier_trained"] == "true" and parameters(config)["classifier_threshold"] == "0.73"
-    untrained = koelectra.model_copy(update={"threshold": 0.73})
-    assert EnsembleValues.of("ensemble", whisper, untrained).classifier_threshold is None
+    assert parameters(config)["classifier_categories"] == "origin,age"
+    assert [(o.name, list(o.dims)) for o in config.output if o.name == "CATEGORY_PROBS"] == [("CATEGORY_PROBS", [2])]
+    assert config.ensemble_scheduling.step[-1].output_map["CATEGORY_PROBS"] == "CATEGORY_PROBS"
+    member = parse(triton_config.render(calibrated))
+    assert [o.name for o in member.output] == ["HARMFUL_PROB", "CATEGORY_PROBS"]
+    assert parameters(member)["categories"] == "origin,age"
+    untrained = koelectra.model_copy(update={"threshold": 0.73, "categories": ("origin", "age")})
+    published = EnsembleValues.of("ensemble", whisper, untrained)
+    assert published.classifier_threshold is None and published.classifier_categories == ()
+    assert "CATEGORY_PROBS" not in [o.name for o in parse(triton_config.render(published)).output]

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from moderation.triton import facts_from_parameters
-from moderation.verdict import LexiconMatch, ModelFacts, ModelWord, Moderation, judge, wants_word_times, word_offsets
+from moderation.verdict import (
+    LexiconMatch,
+    ModelFacts,
+    ModelWord,
+    Moderation,
+    judge,
+    segment_event,
+    wants_word_times,
+    word_offsets,
+)
 
 LEXICON = ModelFacts("ko", ("lexicon",))
 
@@ -99,3 +108,16 @@ def test_the_threshold_is_the_operators_else_the_calibrated_one_else_one_half():
     result = Moderation("바보 같은", harmful_prob=0.7, no_speech_prob=0.0)
     assert not judge(result, calibrated, None, 0.0, 1.0).is_harmful  # 0.7 is below the calibrated 0.8
     assert judge(result, calibrated, 0.6, 0.0, 1.0).reasons == ["classifier"]
+
+
+def test_categories_are_scored_only_by_a_trained_classifier_that_names_them():
+    names = ("origin", "profanity")
+    facts = facts_from_parameters({"classifier_trained": {"string_value": "true"},
+                                   "classifier_categories": {"string_value": "origin,profanity"}})
+    assert facts.categories == names
+    result = Moderation("전라도 놈들", 0.9, 0.0, category_probs=[0.81234, 0.1])
+    event = segment_event(result, facts, None, 0, 0.0, 1.0, with_words=False)
+    assert event.categories == {"origin": 0.8123, "profanity": 0.1}
+    assert segment_event(result, ModelFacts("ko", (), categories=names), None, 0, 0.0, 1.0, False).categories == {}
+    mismatched = Moderation("전라도 놈들", 0.9, 0.0, category_probs=[0.8])
+    assert segment_event(mismatched, facts, None, 0, 0.0, 1.0, False).categories == {}

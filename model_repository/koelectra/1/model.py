@@ -1,7 +1,8 @@
 """Triton python-backend model: KoELECTRA harmful-text probability with ONNX Runtime.
 
 A batch is tokenized in one call and scored in one ORT run. Empty texts (silence) score 0.0
-without touching the model.
+without touching the model. A multi-label classifier (the fine-tuning tool's) also returns its
+category heads' probabilities, CATEGORY_PROBS, in the order of the ``categories`` parameter.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ logger = logging.getLogger(__name__)
 
 HARMFUL_LABEL = 1
 """Index of the 'harmful' logit of a two-label (softmax) classifier; 0 is 'normal'."""
+
+
+def category_columns(info: dict, names: list[str]) -> list[int]:
+    """The logit index of each named category head, in ``names``' order (model_info.json's labels)."""
+    index = {label: int(i) for i, label in info.get("labels", {}).items()}
+    missing = [name for name in names if name not in index]
+    if missing:
+        raise ValueError(f"categories {missing} are not heads of this model (labels {sorted(index)})")
+    return [index[name] for name in names]
 
 
 def harmful_probability(logits: np.ndarray, info: dict) -> np.ndarray:
@@ -58,6 +68,8 @@ class TritonPythonModel:
         self.tokenizer.enable_truncation(int(_param(config, "max_length", "128")))
         self.tokenizer.enable_padding(pad_id=self.tokenizer.token_to_id("[PAD]") or 0)
         self.info = self._model_info(version_dir)
+        names = [n for n in _param(config, "categories", "").split(",") if n]
+        self.categories = category_columns(self.info, names) if names else []
 
     @staticmethod
     def _model_info(version_dir: str) -> dict:
@@ -74,12 +86,14 @@ class TritonPythonModel:
         raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
         return [t.decode("utf-8", errors="replace") if isinstance(t, bytes) else str(t) for t in raw]
 
-    def _score(self, texts: list[str]) -> np.ndarray:
-        """Harmful probability per text; one tokenizer call and one ORT run for the non-empty ones."""
+    def _score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(harmful [n], categories [n, k]) per text; one tokenizer call and one ORT run for the
+        non-empty ones (an empty text scores 0.0 everywhere)."""
         probs = np.zeros(len(texts), dtype=np.float32)
+        categories = np.zeros((len(texts), len(self.categories)), dtype=np.float32)
         live = [i for i, t in enumerate(texts) if t.strip()]
         if not live:
-            return probs
+            return probs, categories
         encodings = self.tokenizer.encode_batch([texts[i] for i in live])
         feeds = {
             "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
@@ -87,8 +101,11 @@ class TritonPythonModel:
             "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
         }
         (logits,) = self.session.run(["logits"], feeds)
-        probs[live] = harmful_probability(logits.astype(np.float64), self.info)
-        return probs
+        logits = logits.astype(np.float64)
+        probs[live] = harmful_probability(logits, self.info)
+        if self.categories:
+            categories[live] = 1.0 / (1.0 + np.exp(-logits[:, self.categories]))
+        return probs, categories
 
     def execute(self, requests):
         texts, owners, responses = [], [], [None] * len(requests)
@@ -97,15 +114,17 @@ class TritonPythonModel:
             texts.extend(request_texts)
             owners.append((i, len(request_texts)))
         try:
-            probs = self._score(texts)
+            probs, categories = self._score(texts)
         except Exception as exc:  # noqa: BLE001 - reported per request, the server keeps serving
             logger.exception("koelectra batch of %d failed", len(texts))
             error = pb_utils.TritonError(f"koelectra failed: {exc}")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
         start = 0
         for i, count in owners:
-            out = probs[start:start + count].reshape(-1, 1)
-            responses[i] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("HARMFUL_PROB", out)])
+            outputs = [pb_utils.Tensor("HARMFUL_PROB", probs[start:start + count].reshape(-1, 1))]
+            if self.categories:
+                outputs.append(pb_utils.Tensor("CATEGORY_PROBS", categories[start:start + count]))
+            responses[i] = pb_utils.InferenceResponse(output_tensors=outputs)
             start += count
         return responses
 
