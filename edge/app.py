@@ -13,7 +13,7 @@ from edge.dependencies import Access, EdgeServices, OpsAccessDep
 from edge.drain import Drain
 from edge.fairness import FairShare
 from edge.metrics import EdgeMetrics
-from edge.routers import audio, console, health, metrics
+from edge.routers import audio, console, health, metrics, moderations
 from edge.routers import jobs as job_routes
 from edge.settings import EdgeSettings
 from jobs.service import JobService, celery_job_service
@@ -54,7 +54,8 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
 
     app = FastAPI(title="Speech moderation edge", lifespan=lifespan)
     app.state.services = services
-    for router in (audio.router, health.router, job_routes.router, console.router):  # /ops/status guarded in its router
+    # /ops/status is guarded in its router
+    for router in (audio.router, health.router, job_routes.router, moderations.router, console.router):
         app.include_router(router)
     app.include_router(metrics.router, dependencies=[OpsAccessDep])  # /readyz is guarded in its router
     return app

@@ -178,6 +178,10 @@ class ModerationPool(Protocol):
         """One segment through the model; raises TritonCallError. Cancelling the caller never
         cancels the call itself (tritonserver 2.51 can crash on it): it runs on, its result dropped."""
 
+    async def moderate_texts(self, texts: list[str], priority: Priority = Priority.REALTIME) -> list[Moderation]:
+        """Texts through the model's classifier and lexicon (no Whisper): one Moderation per text,
+        its ``transcript`` the text; raises TritonCallError, and never cancels either."""
+
 
 def ensemble_inputs(audio: np.ndarray, language: str | None, word_timestamps: bool = False) -> list[InferInput]:
     """AUDIO [1, n]; LANGUAGE [1, 1] unless None (the model's default applies), sent as given:
@@ -195,6 +199,13 @@ def ensemble_inputs(audio: np.ndarray, language: str | None, word_timestamps: bo
         words_in.set_data_from_numpy(np.array([[True]]))
         inputs.append(words_in)
     return inputs
+
+
+def text_inputs(texts: list[str]) -> list[InferInput]:
+    """TEXT [n, 1] of a text model (the classifier, the lexicon): one batched request."""
+    text_in = InferInput("TEXT", [len(texts), 1], "BYTES")
+    text_in.set_data_from_numpy(np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_))
+    return [text_in]
 
 
 def _output(result, name: str) -> np.ndarray:
@@ -230,6 +241,34 @@ def _optional_floats(result, name: str) -> list[float]:
     return [] if values is None else [float(v) for v in values.reshape(-1)]
 
 
+def _rows(result, name: str, count: int) -> np.ndarray:
+    """An output with one row per text; TritonCallError when it has another number of rows."""
+    values = result.as_numpy(name)
+    if values is None or len(values) != count:
+        raise TritonCallError(TritonErrorCode.TRITON_ERROR, "bad_response",
+                              f"Triton's response has no {name} output of {count} rows")
+    return values
+
+
+def _matches(values: np.ndarray) -> list[list]:
+    try:
+        return [MATCHES.validate_json(row.reshape(-1)[0]) for row in values]
+    except ValidationError as exc:
+        raise TritonCallError(TritonErrorCode.TRITON_ERROR, "bad_response",
+                              f"Triton's MATCHES output is malformed: {exc}") from exc
+
+
+def parse_texts(texts: list[str], classifier, lexicon) -> list[Moderation]:
+    """One Moderation per text from the classifier's response and the lexicon's (None: no lexicon)."""
+    harmful = _rows(classifier, "HARMFUL_PROB", len(texts)).reshape(len(texts), -1)[:, 0]
+    categories = classifier.as_numpy("CATEGORY_PROBS")
+    categories = _rows(classifier, "CATEGORY_PROBS", len(texts)) if categories is not None else None
+    matches = _matches(_rows(lexicon, "MATCHES", len(texts))) if lexicon is not None else [[]] * len(texts)
+    return [Moderation(transcript=text, harmful_prob=float(harmful[i]), no_speech_prob=0.0, matches=matches[i],
+                       category_probs=[] if categories is None else [float(p) for p in categories[i]])
+            for i, text in enumerate(texts)]
+
+
 def parse_moderation(result) -> Moderation:
     """A one-segment response of the ensemble; TritonCallError when a required output is missing."""
     return Moderation(
@@ -254,6 +293,7 @@ def facts_from_parameters(parameters: dict) -> ModelFacts:
     if value("classifier_trained") == "true":
         signals.append("classifier")
     return ModelFacts(default_language=value("default_language") or None, signals=tuple(signals),
+                      classifier_model=value("classifier") or None, lexicon_model=value("lexicon") or None,
                       classifier_threshold=_threshold(value("classifier_threshold")),
                       categories=tuple(name for name in value("classifier_categories").split(",") if name))
 
@@ -445,32 +485,50 @@ class TritonPool:
 
     async def moderate(self, audio: np.ndarray, language: str | None, word_timestamps: bool = False,
                        priority: Priority = Priority.REALTIME) -> Moderation:
-        """Run one segment through the ensemble; raises TritonCallError. The deadline goes to Triton
-        too (its queue drops the request once it has passed), and so does the priority. A call
-        that fails for a RETRY_REASONS reason goes once to another ready replica, within the deadline."""
+        """Run one segment through the ensemble; raises TritonCallError."""
+        return parse_moderation(await self._infer(self.model, ensemble_inputs(audio, language, word_timestamps),
+                                                  priority))
+
+    async def moderate_texts(self, texts: list[str], priority: Priority = Priority.REALTIME) -> list[Moderation]:
+        """Texts (at most the members' max_batch_size) through the ensemble's classifier and
+        lexicon, one batched request each; raises TritonCallError."""
+        facts = self.facts
+        if facts.classifier_model is None:
+            raise TritonCallError(TritonErrorCode.TRITON_UNAVAILABLE, "unavailable",
+                                  "no Triton server has reported its models yet")
+        calls = [self._infer(facts.classifier_model, text_inputs(texts), priority)]
+        if facts.lexicon_model:
+            calls.append(self._infer(facts.lexicon_model, text_inputs(texts), priority))
+        # A failed call raises here; the other runs on to its end in the pool (never cancelled).
+        results = await asyncio.gather(*calls)
+        return parse_texts(texts, results[0], results[1] if len(results) > 1 else None)
+
+    async def _infer(self, model: str, inputs: list[InferInput], priority: Priority):
+        """One request to ``model``; raises TritonCallError. The deadline goes to Triton too (its
+        queue drops the request once it has passed), and so does the priority. A call that fails
+        for a RETRY_REASONS reason goes once to another ready replica, within the deadline."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
-        inputs = ensemble_inputs(audio, language, word_timestamps)
         url = self._pick()
         try:
-            return await self._running.run(self._call(url, inputs, priority, self.timeout_s))
+            return await self._running.run(self._call(url, model, inputs, priority, self.timeout_s))
         except TritonCallError as error:
             retry = self._pick(exclude=url) if error.reason in RETRY_REASONS else None
             if retry is None or retry not in self.ready or deadline - loop.time() < MIN_RETRY_BUDGET_S:
                 raise
             self.retries[error.reason] += 1
-            logger.info("Triton replica %s failed (%s); retrying the segment on %s", url, error, retry)
-            return await self._running.run(self._call(retry, inputs, priority, deadline - loop.time()))
+            logger.info("Triton replica %s failed (%s); retrying the call on %s", url, error, retry)
+            return await self._running.run(self._call(retry, model, inputs, priority, deadline - loop.time()))
 
-    async def _call(self, url: str | None, inputs: list[InferInput], priority: Priority,
-                    timeout_s: float) -> Moderation:
+    async def _call(self, url: str | None, model: str, inputs: list[InferInput], priority: Priority,
+                    timeout_s: float):
         client = self.clients.get(url) if url else None
         if client is None:  # no replica known, or it vanished since it was picked
             raise TritonCallError(TritonErrorCode.TRITON_UNAVAILABLE, "unavailable", "no Triton replica available")
         self.in_flight[url] += 1
         self.calls[url] += 1
         try:
-            result = await client.infer(self.model, inputs, priority=int(priority), timeout=int(timeout_s * 1e6),
+            result = await client.infer(model, inputs, priority=int(priority), timeout=int(timeout_s * 1e6),
                                         client_timeout=longest_call_s(timeout_s))
         except InferenceServerException as exc:
             error = _classify(exc)
@@ -479,7 +537,7 @@ class TritonPool:
             raise error from exc
         finally:
             self.in_flight[url] -= 1
-        return parse_moderation(result)
+        return result
 
 
 def triton_pool(settings: ModerationSettings) -> TritonPool:

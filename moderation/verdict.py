@@ -67,6 +67,9 @@ class ModelFacts:
     """The harmful threshold the trained classifier's training calibrated; None: not calibrated."""
     categories: tuple[str, ...] = ()
     """The trained classifier's category heads, the columns of its CATEGORY_PROBS."""
+    classifier_model: str | None = None
+    lexicon_model: str | None = None
+    """The ensemble's text members, which text moderation calls directly (None: unknown or none)."""
 
     def threshold(self, override: float | None) -> float:
         """The classifier's harmful threshold: the operator's ``override`` (EDGE_HARMFUL_THRESHOLD),

@@ -337,7 +337,7 @@ def write_outputs(out: Path, model, tokenizer, report: dict) -> None:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / METRICS_NAME).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    marker = {"trained": True, "base": report["base"], "metrics": report["after"], "heads": list(HEADS),
+    marker = {"trained": True, "base": report["base"], "metrics": report["after"], "heads": report["heads"],
               "threshold": report["threshold"]}
     (out / TRAINING_MARKER).write_text(json.dumps(marker, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -396,7 +396,9 @@ def run(args: argparse.Namespace) -> dict:
     seed_everything(params.seed)
     model, tokenizer = load(args.base, device)
     results = measured_training(model, tokenizer, data, params, device, options, fingerprint, args.target_precision)
-    report = {"base": args.base, "heads": list(HEADS), "train": data.train.describe(),
+    # Category heads count as trained only when some training rows had categories (K-MHaS's).
+    heads = list(HEADS) if data.train.has_categories else list(HEADS[:1])
+    report = {"base": args.base, "heads": heads, "train": data.train.describe(),
               "eval": data.evals[0].describe(), "parameters": asdict(params), "device": device.type,
               "threads": torch.get_num_threads(), **results}
     write_outputs(args.out, model, tokenizer, report)

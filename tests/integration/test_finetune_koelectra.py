@@ -99,7 +99,7 @@ def test_finetuning_beats_the_untrained_model_on_held_out_rows(finetuned, untrai
     assert set(metrics["after"]) >= {"accuracy", "precision", "recall", "f1"}
     marker = json.loads((finetuned / TRAINING_MARKER).read_text(encoding="utf-8"))
     assert marker == {"trained": True, "base": str(untrained_base), "metrics": metrics["after"],
-                      "heads": list(HEADS), "threshold": metrics["threshold"]}
+                      "heads": ["harmful"], "threshold": metrics["threshold"]}  # a CSV teaches no categories
     assert metrics["threshold"]["calibrated_on"].endswith("eval.csv")
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in finetuned.iterdir()}
 
@@ -228,7 +228,7 @@ def test_real_formats_train_the_categories_and_a_stopped_run_resumes_exactly(unt
     dev = report["evals"][1]
     assert dev["name"].endswith("kmhas.txt (dev split)") and dev["rows"] == 16  # 25 % of K-MHaS's 64 rows
     assert report["train"]["rows"] == 64 + 48 and report["threshold"]["calibrated_on"] == dev["name"]
-    assert set(dev["after"]["categories"]) == set(CATEGORIES)
+    assert set(dev["after"]["categories"]) == set(CATEGORIES) and report["heads"] == list(HEADS)
     assert dev["after"]["categories"]["profanity"]["rows"] == dev["harmful_rows"] > 0
     assert report["train_loss"][-1] < report["train_loss"][0]  # it learns (how well: the test above)
 

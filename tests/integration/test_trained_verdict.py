@@ -95,3 +95,17 @@ def test_readyz_reports_the_classifier_and_the_threshold_its_training_calibrated
     assert info["training"] == json.loads((trained_repository.parent / "finetuned" / TRAINING_MARKER).read_text())
     ready = httpx.get(f"http://{trained_edge}/readyz", timeout=10).json()
     assert ready["signals"] == ["lexicon", "classifier"] and ready["classifier_threshold"] == calibrated
+
+
+def test_text_moderation_runs_the_same_models_and_verdict_as_a_segment(trained_edge):
+    texts = [" ".join(PROFANE), " ".join(CLEAN_TWIN), "Your team was crap."]
+    response = httpx.post(f"http://{trained_edge}/v1/moderations", json={"input": texts}, timeout=60)
+    assert response.status_code == 200, response.text
+    profane, clean, unseen = response.json()["results"]
+    assert profane["flagged"] and profane["reasons"] == ["lexicon", "classifier"]
+    assert {span["source"] for span in profane["spans"]} == {"lexicon", "classifier"}
+    assert profane["spans"][0]["text"] == "shit" and profane["spans"][0]["start"] == texts[0].index("shit")
+    assert not clean["flagged"] and clean["category_scores"]["harmful"] < 0.5
+    assert unseen["flagged"]  # "crap" is listed, and the classifier learned it
+    too_many = httpx.post(f"http://{trained_edge}/v1/moderations", json={"input": []}, timeout=60)
+    assert too_many.status_code == 400 and too_many.json()["detail"]["code"] == "empty_input"

@@ -38,9 +38,12 @@ class FakePool:
 
     def __init__(self, facts: ModelFacts | None = None, up: bool = True, latency_s: float = 0.0,
                  reverse_every: int | None = None, gated: bool = False, error: TritonCallError | None = None,
-                 respond: Callable[[int, np.ndarray], Moderation] = numbered):
+                 respond: Callable[[int, np.ndarray], Moderation] = numbered,
+                 text_respond: Callable[[str], Moderation] | None = None):
         self._facts, self.up, self.latency_s = facts or ModelFacts("ko"), up, latency_s
         self.reverse_every, self.error, self.respond = reverse_every, error, respond
+        self.text_respond = text_respond or (lambda text: Moderation(text, 0.1, 0.0))
+        self.text_batches: list[list[str]] = []
         self.calls: list[Call] = []
         self.retries: Counter[str] = Counter()
         self.completed: list[int] = []
@@ -98,6 +101,14 @@ class FakePool:
         if self.error is not None:
             raise self.error
         return self.respond(index, audio)
+
+    async def moderate_texts(self, texts: list[str], priority: Priority = Priority.REALTIME) -> list[Moderation]:
+        """``text_respond(text)`` per text (by default: harmful_prob 0.1, no match); the batch is
+        recorded in ``text_batches``."""
+        self.text_batches.append(list(texts))
+        if self.error is not None:
+            raise self.error
+        return [self.text_respond(text) for text in texts]
 
     async def wait_in_flight(self, count: int) -> None:
         """Return once ``count`` calls are being answered at the same time."""

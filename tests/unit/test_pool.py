@@ -4,6 +4,7 @@ failover to another replica, and the per-replica metrics."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from edge.metrics import EdgeMetrics
 from edge.protocol import ErrorCode
 from moderation.discovery import Discovery, Target, replica_address
 from moderation.triton import TritonCallError, TritonPool
+from moderation.verdict import ModelFacts
 
 PORT = 8001
 
@@ -205,3 +207,39 @@ def test_no_replica_at_all_is_a_typed_unavailable_error():
         return raised.value
 
     assert asyncio.run(scenario()).code == ErrorCode.TRITON_UNAVAILABLE
+
+
+class TextResult:
+    """A text model's batched answer to two texts: the classifier's or the lexicon's."""
+
+    def __init__(self, model: str):
+        match = json.dumps([{"start": 0, "end": 2, "text": "꺼져", "term": "꺼져", "category": "insult",
+                             "sources": ["t"]}], ensure_ascii=False)
+        self.values = {"HARMFUL_PROB": np.array([[0.2], [0.9]], dtype=np.float32),
+                       "CATEGORY_PROBS": np.array([[0.1, 0.0], [0.8, 0.3]], dtype=np.float32)} \
+            if model == "koelectra" else {"MATCHES": np.array([[b"[]"], [match.encode()]], dtype=np.object_)}
+
+    def as_numpy(self, name: str):
+        return self.values.get(name)
+
+
+class TextClient(FakeClient):
+    async def infer(self, model, inputs, **options):
+        self.calls.append({"model": model, "texts": inputs[0].shape(), **options})
+        return TextResult(model)
+
+
+def test_texts_go_to_the_classifier_and_the_lexicon_in_one_batch_each():
+    text_client = TextClient()
+
+    async def scenario():
+        pool = pool_of({"a:1": text_client})
+        with pytest.raises(TritonCallError, match="has reported its models"):
+            await pool.moderate_texts(["안녕"])  # no facts read yet
+        pool._facts = ModelFacts("ko", ("lexicon",), classifier_model="koelectra", lexicon_model="lexicon")
+        return await pool.moderate_texts(["안녕하세요", "꺼져 진짜"])
+
+    clean, harmful = asyncio.run(scenario())
+    assert sorted((c["model"], c["texts"]) for c in text_client.calls) == [("koelectra", [2, 1]), ("lexicon", [2, 1])]
+    assert (clean.transcript, clean.matches, clean.category_probs) == ("안녕하세요", [], [pytest.approx(0.1), 0.0])
+    assert harmful.harmful_prob == pytest.approx(0.9) and harmful.matches[0].category == "insult"

@@ -49,7 +49,8 @@ def test_the_ensemble_takes_its_batch_size_and_language_from_its_members(whisper
     config = parse(triton_config.render(EnsembleValues.of("ensemble", small, koelectra)))
     assert (config.platform, config.max_batch_size) == ("ensemble", 4)
     assert [step.model_name for step in config.ensemble_scheduling.step] == ["whisper", "koelectra"]
-    assert parameters(config) == {"default_language": "en", "lexicon": "", "classifier_trained": "false",
+    assert parameters(config) == {"default_language": "en", "lexicon": "", "classifier": "koelectra",
+                                  "classifier_trained": "false",
                                   "classifier_threshold": "", "classifier_categories": ""}
     assert [o.name for o in config.output] == ["TRANSCRIPT", "HARMFUL_PROB", "NO_SPEECH_PROB", "WORDS",
                                                "LANGUAGE_CODE"]
@@ -65,7 +66,8 @@ def test_an_ensemble_with_a_lexicon_runs_it_on_the_transcript_and_publishes_its_
     assert dict(steps["lexicon"].input_map) == {"TEXT": "TRANSCRIPT"}
     assert dict(steps["lexicon"].output_map) == {"MATCHES": "MATCHES"}
     assert "MATCHES" in [o.name for o in config.output]
-    assert parameters(config) == {"default_language": "ko", "lexicon": "lexicon", "classifier_trained": "true",
+    assert parameters(config) == {"default_language": "ko", "lexicon": "lexicon", "classifier": "koelectra",
+                                  "classifier_trained": "true",
                                   "classifier_threshold": "", "classifier_categories": ""}
 
 
