@@ -79,9 +79,10 @@ def test_model_facts_come_from_the_ensemble_parameters():
         return {key: {"string_value": value} for key, value in values.items()}
 
     assert facts_from_parameters(params(default_language="ko", lexicon="lexicon", classifier_trained="false")) == \
-        ModelFacts("ko", ("lexicon",))
-    assert facts_from_parameters(params(default_language="en", lexicon="", classifier_trained="true")) == \
-        ModelFacts("en", ("classifier",))
+        ModelFacts("ko", ("lexicon",), lexicon_model="lexicon")
+    assert facts_from_parameters(params(default_language="en", lexicon="", classifier="koelectra",
+                                        classifier_trained="true")) == \
+        ModelFacts("en", ("classifier",), classifier_model="koelectra")
     assert facts_from_parameters({}) == ModelFacts(None, ())
 
 
