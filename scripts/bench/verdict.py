@@ -8,9 +8,12 @@ threshold), with each category's recall.
 
 ``--data`` files are measured whole; ``--kmhas-dev`` files are cut into the same fixed-seed dev
 split the fine-tuning tool holds out of training (give the fraction it used), and only that split
-is measured. The lexicon is the exported one (model_repository/lexicon), run in-process; the
-classifier is a fine-tuned checkpoint directory, run in-process with PyTorch, at the threshold
-its training calibrated (``--threshold`` overrides). Prints Markdown for docs/MODERATION.md.
+is measured. With ``--reference-train`` (the classifier's training files), a character 1-4-gram
+TF-IDF and logistic regression trained on the same rows (K-MHaS files less their dev split) is
+measured beside it, as the plain baseline the classifier has to beat. The lexicon is the
+exported one (model_repository/lexicon), run in-process; the classifier is a fine-tuned
+checkpoint directory, run in-process with PyTorch, at the threshold its training calibrated
+(``--threshold`` overrides). Prints Markdown for docs/MODERATION.md.
 """
 
 from __future__ import annotations
@@ -25,7 +28,15 @@ from scripts.cli import MODEL_REPOSITORY, machine, parser, setup_logging
 from scripts.export import export_lexicon
 from scripts.export.export_koelectra import MAX_LENGTH
 from scripts.train import read_training_marker
-from scripts.train.datasets import CATEGORIES, DEV_FRACTION, DatasetError, Labelled, dev_split, read_labelled
+from scripts.train.datasets import (
+    CATEGORIES,
+    DEV_FRACTION,
+    DatasetError,
+    Labelled,
+    concat,
+    dev_split,
+    read_labelled,
+)
 from scripts.train.finetune_koelectra import METRICS_NAME
 from scripts.train.metrics import binary_metrics, category_recall
 
@@ -57,6 +68,20 @@ def classifier_scores(checkpoint: Path, texts: list[str], max_length: int) -> tu
     return [h[0] for h in heads], [h[1:] for h in heads]
 
 
+def reference_model(paths: list[Path], fraction: float):
+    """Character 1-4-gram TF-IDF + logistic regression on the rows the classifier trained on."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    parts = [read_labelled(path) for path in paths]
+    parts = [dev_split(p, fraction)[0] if p.has_categories else p for p in parts]
+    train = concat("reference", parts)
+    model = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), min_df=2, sublinear_tf=True),
+                          LogisticRegression(max_iter=2000, C=4.0))
+    return model.fit(train.texts, train.harmful)
+
+
 def row(name: str, metrics: dict) -> str:
     return f"| {name} | {metrics['precision']:.2f} | {metrics['recall']:.2f} | {metrics['f1']:.2f} |"
 
@@ -69,7 +94,7 @@ def training_max_length(checkpoint: Path) -> int:
     return MAX_LENGTH
 
 
-def report(data: Labelled, checkpoint: Path, threshold: float) -> list[str]:
+def report(data: Labelled, checkpoint: Path, threshold: float, reference=None) -> list[str]:
     lexicon = lexicon_flags(data.texts)
     harmful, categories = classifier_scores(checkpoint, data.texts, training_max_length(checkpoint))
     classifier = [int(s >= threshold) for s in harmful]
@@ -78,7 +103,12 @@ def report(data: Labelled, checkpoint: Path, threshold: float) -> list[str]:
              "| verdict | precision | recall | F1 |", "|---|---:|---:|---:|",
              row("lexicon alone", binary_metrics(data.harmful, lexicon)),
              row(f"classifier alone (threshold {threshold:.3f})", binary_metrics(data.harmful, classifier)),
-             row("served: lexicon or classifier", binary_metrics(data.harmful, both)), ""]
+             row("served: lexicon or classifier", binary_metrics(data.harmful, both))]
+    if reference is not None:
+        predicted = [int(p >= 0.5) for p in reference.predict_proba(data.texts)[:, 1]]
+        lines.append(row("reference: char 1-4-gram TF-IDF + logistic regression (0.5)",
+                         binary_metrics(data.harmful, predicted)))
+    lines.append("")
     if data.has_categories:
         recall = category_recall(data.categories, categories, CATEGORIES)
         lines += ["| category | rows | recall | precision |", "|---|---:|---:|---:|"]
@@ -95,12 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kmhas-dev", type=Path, nargs="*", default=[], help="K-MHaS files: only their dev split")
     p.add_argument("--kmhas-dev-fraction", type=float, default=DEV_FRACTION)
     p.add_argument("--threshold", type=float, help="default: the one the training calibrated")
+    p.add_argument("--reference-train", type=Path, nargs="*", default=[],
+                   help="the classifier's --train files: also measure a TF-IDF reference trained on them")
     args = p.parse_args(argv)
     marker = read_training_marker(args.classifier) or {}
     threshold = args.threshold if args.threshold is not None else marker.get("threshold", {}).get("threshold", 0.5)
     try:
         sets = [read_labelled(path) for path in args.data]
         sets += [dev_split(read_labelled(path), args.kmhas_dev_fraction)[1] for path in args.kmhas_dev]
+        reference = reference_model(args.reference_train, args.kmhas_dev_fraction) if args.reference_train else None
     except DatasetError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -108,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Measured {date.today()} on {machine()}: `python -m scripts.bench.verdict "
           f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n")
     for data in sets:
-        print("\n".join(report(data, args.classifier, threshold)))
+        print("\n".join(report(data, args.classifier, threshold, reference)))
     print(f"({time.monotonic() - started:.0f} s)")
     return 0
 
