@@ -15,13 +15,6 @@ from edge.protocol import SAMPLE_RATE, ClientConfig
 _EMPTY = np.zeros(0, dtype=np.float32)
 
 
-def _resampler():
-    """FFmpeg's resampler to the pipeline's format."""
-    import av  # see the module's docstring
-
-    return av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-
-
 class PcmDecoder:
     """Turns a stream of raw PCM chunks into 16 kHz mono float32 samples."""
 
@@ -30,7 +23,12 @@ class PcmDecoder:
         self._carry = b""
         self._dtype = np.dtype("<i2") if config.encoding == "pcm_s16le" else np.dtype("<f4")
         self._passthrough = config.sample_rate == SAMPLE_RATE and config.channels == 1
-        self._resampler = None if self._passthrough else _resampler()
+        self._resampler = self._frame = None
+        if not self._passthrough:
+            import av  # by the first session that resamples (see the module's docstring)
+
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            self._frame = av.AudioFrame
         self.input_seconds = 0.0
         """Duration of the client audio decoded so far, at the client's own rate."""
 
@@ -67,9 +65,7 @@ class PcmDecoder:
     def _resample(self, samples: np.ndarray) -> np.ndarray:
         layout = "mono" if self.config.channels == 1 else "stereo"
         fmt = "s16" if self._dtype.kind == "i" else "flt"
-        import av  # loaded by _resampler already
-
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format=fmt, layout=layout)
+        frame = self._frame.from_ndarray(samples.reshape(1, -1), format=fmt, layout=layout)
         frame.sample_rate = self.config.sample_rate
         return self._collect(self._resampler.resample(frame))
 

@@ -117,9 +117,6 @@ class InFlightCalls:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task] = set()
 
-    def __len__(self) -> int:
-        return len(self._tasks)
-
     async def run(self, call: Coroutine[Any, Any, T]) -> T:
         """``call``'s result; a cancelled caller stops waiting, the call goes on."""
         task = asyncio.ensure_future(call)
@@ -215,16 +212,21 @@ def _output(result, name: str) -> np.ndarray:
     return values.reshape(-1)
 
 
+def _parse_json(raw: bytes, name: str, adapter: TypeAdapter) -> list:
+    """One element of a JSON output; TritonCallError when it is malformed."""
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError as exc:
+        raise TritonCallError(TritonErrorCode.TRITON_ERROR, "bad_response",
+                              f"Triton's {name} output is malformed: {exc}") from exc
+
+
 def _json_output(result, name: str, adapter: TypeAdapter) -> list:
     """A JSON list output; [] when the model has no such output (no lexicon, no word times)."""
     values = result.as_numpy(name)
     if values is None or values.size < 1:
         return []
-    try:
-        return adapter.validate_json(values.reshape(-1)[0])
-    except ValidationError as exc:
-        raise TritonCallError(TritonErrorCode.TRITON_ERROR, "bad_response",
-                              f"Triton's {name} output is malformed: {exc}") from exc
+    return _parse_json(values.reshape(-1)[0], name, adapter)
 
 
 def _optional_text(result, name: str) -> str | None:
@@ -241,29 +243,25 @@ def _optional_floats(result, name: str) -> list[float]:
     return [] if values is None else [float(v) for v in values.reshape(-1)]
 
 
-def _rows(result, name: str, count: int) -> np.ndarray:
-    """An output with one row per text; TritonCallError when it has another number of rows."""
+def _rows(result, name: str, count: int, optional: bool = False) -> np.ndarray | None:
+    """An output with one row per text (None when ``optional`` and absent); TritonCallError when
+    it is missing or has another number of rows."""
     values = result.as_numpy(name)
+    if values is None and optional:
+        return None
     if values is None or len(values) != count:
         raise TritonCallError(TritonErrorCode.TRITON_ERROR, "bad_response",
                               f"Triton's response has no {name} output of {count} rows")
     return values
 
 
-def _matches(values: np.ndarray) -> list[list]:
-    try:
-        return [MATCHES.validate_json(row.reshape(-1)[0]) for row in values]
-    except ValidationError as exc:
-        raise TritonCallError(TritonErrorCode.TRITON_ERROR, "bad_response",
-                              f"Triton's MATCHES output is malformed: {exc}") from exc
-
-
 def parse_texts(texts: list[str], classifier, lexicon) -> list[Moderation]:
     """One Moderation per text from the classifier's response and the lexicon's (None: no lexicon)."""
     harmful = _rows(classifier, "HARMFUL_PROB", len(texts)).reshape(len(texts), -1)[:, 0]
-    categories = classifier.as_numpy("CATEGORY_PROBS")
-    categories = _rows(classifier, "CATEGORY_PROBS", len(texts)) if categories is not None else None
-    matches = _matches(_rows(lexicon, "MATCHES", len(texts))) if lexicon is not None else [[]] * len(texts)
+    categories = _rows(classifier, "CATEGORY_PROBS", len(texts), optional=True)
+    matches: list[list] = [[] for _ in texts]
+    if lexicon is not None:
+        matches = [_parse_json(row.reshape(-1)[0], "MATCHES", MATCHES) for row in _rows(lexicon, "MATCHES", len(texts))]
     return [Moderation(transcript=text, harmful_prob=float(harmful[i]), no_speech_prob=0.0, matches=matches[i],
                        category_probs=[] if categories is None else [float(p) for p in categories[i]])
             for i, text in enumerate(texts)]

@@ -19,6 +19,7 @@ from starlette.formparsers import MultiPartException
 
 from edge.auth import Principal
 from edge.dependencies import HttpPrincipalDep, ServicesDep
+from edge.problems import problem
 from edge.protocol import WHISPER_LANGUAGES
 from jobs import files
 from jobs.models import FINAL_EVENTS, TERMINAL_STATES, FinalSummary, JobEvent, JobInfo, JobOptions, JobState
@@ -63,11 +64,6 @@ class JobPage(BaseModel):
 
 class BodyTooLarge(Exception):
     pass
-
-
-def problem(code: int, kind: str, message: str) -> HTTPException:
-    """A typed error: ``{"detail": {"code": ..., "message": ...}}``."""
-    return HTTPException(code, {"code": kind, "message": message})
 
 
 def job_service(services: ServicesDep) -> JobService:

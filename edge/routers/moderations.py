@@ -16,6 +16,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel
 
 from edge.dependencies import HttpPrincipalDep, PoolDep, SettingsDep
+from edge.problems import problem
 from moderation.events import Signal, TritonErrorCode
 from moderation.triton import TritonCallError
 from moderation.verdict import DEFAULT_THRESHOLD, ModelFacts, Moderation, category_scores, judge
@@ -66,38 +67,37 @@ class ModerationResponse(BaseModel):
     results: list[ModerationResult]
 
 
-def problem(code: str, message: str, status_code: int = status.HTTP_400_BAD_REQUEST) -> HTTPException:
-    """A typed error: ``{"detail": {"code": ..., "message": ...}}``, as the job API's."""
-    return HTTPException(status_code, {"code": code, "message": message})
+def bad_request(code: str, message: str) -> HTTPException:
+    return problem(status.HTTP_400_BAD_REQUEST, code, message)
 
 
 async def read_inputs(request: Request) -> list[str]:
     """The request's ``input`` as a list of texts; a typed 400 for anything else."""
     body = await request.body()
     if len(body) > MAX_BODY_BYTES:
-        raise problem("body_too_large", f"the request body is larger than {MAX_BODY_BYTES} bytes")
+        raise bad_request("body_too_large", f"the request body is larger than {MAX_BODY_BYTES} bytes")
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise problem("bad_json", f"the body must be JSON: {exc}") from None
+        raise bad_request("bad_json", f"the body must be JSON: {exc}") from None
     if not isinstance(payload, dict) or "input" not in payload:
-        raise problem("no_input", 'the body must be a JSON object with "input": a string or a list of strings')
+        raise bad_request("no_input", 'the body must be a JSON object with "input": a string or a list of strings')
     texts = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
     return check_texts(texts)
 
 
 def check_texts(texts: list) -> list[str]:
     if not texts:
-        raise problem("empty_input", '"input" is an empty list: send at least one text')
+        raise bad_request("empty_input", '"input" is an empty list: send at least one text')
     if len(texts) > MAX_INPUTS:
-        raise problem("too_many_inputs", f'"input" has {len(texts)} texts; at most {MAX_INPUTS} per request')
+        raise bad_request("too_many_inputs", f'"input" has {len(texts)} texts; at most {MAX_INPUTS} per request')
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise problem("not_text", f'"input"[{i}] is {type(text).__name__}, not a string')
+            raise bad_request("not_text", f'"input"[{i}] is {type(text).__name__}, not a string')
         if not text.strip():
-            raise problem("empty_text", f'"input"[{i}] is empty')
+            raise bad_request("empty_text", f'"input"[{i}] is empty')
         if len(text) > MAX_INPUT_CHARS:
-            raise problem("input_too_long", f'"input"[{i}] has {len(text)} characters; at most {MAX_INPUT_CHARS}')
+            raise bad_request("input_too_long", f'"input"[{i}] has {len(text)} characters; at most {MAX_INPUT_CHARS}')
     return texts
 
 
@@ -106,16 +106,15 @@ def result_of(moderation: Moderation, facts: ModelFacts, threshold: float | None
     verdict = judge(moderation, facts, threshold, 0.0, 0.0)
     trained = "classifier" in facts.signals
     harmful = 1.0 if "lexicon" in verdict.reasons else (round(moderation.harmful_prob, 4) if trained else 0.0)
-    scores = {HARMFUL: harmful, **category_scores(moderation, facts)}
+    classified = category_scores(moderation, facts)
     spans = [TextSpan(start=m.start, end=m.end, text=m.text, category=m.category, source="lexicon")
              for m in moderation.matches]
     if "classifier" in verdict.reasons:
         spans.append(TextSpan(start=0, end=len(moderation.transcript), text=moderation.transcript,
                               category=HARMFUL, source="classifier"))
-    categories = {name: score >= CATEGORY_THRESHOLD for name, score in scores.items()}
-    categories[HARMFUL] = verdict.is_harmful
-    return ModerationResult(flagged=verdict.is_harmful, categories=categories, category_scores=scores,
-                            reasons=verdict.reasons, spans=spans)
+    categories = {HARMFUL: verdict.is_harmful, **{name: s >= CATEGORY_THRESHOLD for name, s in classified.items()}}
+    return ModerationResult(flagged=verdict.is_harmful, categories=categories,
+                            category_scores={HARMFUL: harmful, **classified}, reasons=verdict.reasons, spans=spans)
 
 
 @router.post("", response_model=ModerationResponse)
@@ -129,7 +128,7 @@ async def moderate(request: Request, pool: PoolDep, settings: SettingsDep,
         logger.warning("text moderation of %d texts failed: %s", len(texts), exc)
         failed = status.HTTP_502_BAD_GATEWAY if exc.code is TritonErrorCode.TRITON_ERROR \
             else status.HTTP_503_SERVICE_UNAVAILABLE
-        raise problem(exc.code.value, str(exc), failed) from exc
+        raise problem(failed, exc.code.value, str(exc)) from exc
     facts = pool.facts
     return ModerationResponse(id=f"modr-{uuid.uuid4().hex}", model=facts.classifier_model or "unknown",
                               results=[result_of(m, facts, settings.harmful_threshold) for m in moderations])

@@ -35,12 +35,11 @@ from scripts.train.datasets import (
     Labelled,
     concat,
     dev_split,
+    hold_out_dev,
     read_labelled,
 )
-from scripts.train.finetune_koelectra import METRICS_NAME
+from scripts.train.finetune_koelectra import METRICS_NAME, Scores, score
 from scripts.train.metrics import binary_metrics, category_recall
-
-EVAL_BATCH_SIZE = 64
 
 
 def lexicon_flags(texts: list[str]) -> list[int]:
@@ -51,21 +50,14 @@ def lexicon_flags(texts: list[str]) -> list[int]:
     return [int(bool(lexicon.match(text))) for text in texts]
 
 
-def classifier_scores(checkpoint: Path, texts: list[str], max_length: int) -> tuple[list[float], list[list[float]]]:
-    """(harmful, categories) per text from a fine-tuned multi-label checkpoint, texts cut at
-    ``max_length`` tokens as in its training."""
+def classifier_scores(checkpoint: Path, data: Labelled, max_length: int) -> Scores:
+    """Every head's probability per row from a fine-tuned multi-label checkpoint, texts cut at
+    ``max_length`` tokens as in its training (scored as the fine-tuning tool measures)."""
     import torch
     from transformers import AutoTokenizer, ElectraForSequenceClassification
 
-    model = ElectraForSequenceClassification.from_pretrained(checkpoint).eval()
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    heads: list[list[float]] = []
-    with torch.inference_mode():
-        for start in range(0, len(texts), EVAL_BATCH_SIZE):
-            batch = tokenizer(texts[start:start + EVAL_BATCH_SIZE], padding=True, truncation=True,
-                              max_length=max_length, return_tensors="pt")
-            heads += torch.sigmoid(model(**batch).logits).tolist()
-    return [h[0] for h in heads], [h[1:] for h in heads]
+    model = ElectraForSequenceClassification.from_pretrained(checkpoint)
+    return score(model, AutoTokenizer.from_pretrained(checkpoint), data, max_length, torch.device("cpu"))
 
 
 def reference_model(paths: list[Path], fraction: float):
@@ -74,8 +66,7 @@ def reference_model(paths: list[Path], fraction: float):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    parts = [read_labelled(path) for path in paths]
-    parts = [dev_split(p, fraction)[0] if p.has_categories else p for p in parts]
+    parts, _ = hold_out_dev([read_labelled(path) for path in paths], fraction)
     train = concat("reference", parts)
     model = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), min_df=2, sublinear_tf=True),
                           LogisticRegression(max_iter=2000, C=4.0))
@@ -96,8 +87,8 @@ def training_max_length(checkpoint: Path) -> int:
 
 def report(data: Labelled, checkpoint: Path, threshold: float, reference=None) -> list[str]:
     lexicon = lexicon_flags(data.texts)
-    harmful, categories = classifier_scores(checkpoint, data.texts, training_max_length(checkpoint))
-    classifier = [int(s >= threshold) for s in harmful]
+    scores = classifier_scores(checkpoint, data, training_max_length(checkpoint))
+    classifier = [int(s >= threshold) for s in scores.harmful]
     both = [max(a, b) for a, b in zip(lexicon, classifier, strict=True)]
     lines = [f"### {data.name} ({len(data)} rows, {data.harmful_rows} harmful)", "",
              "| verdict | precision | recall | F1 |", "|---|---:|---:|---:|",
@@ -110,7 +101,7 @@ def report(data: Labelled, checkpoint: Path, threshold: float, reference=None) -
                          binary_metrics(data.harmful, predicted)))
     lines.append("")
     if data.has_categories:
-        recall = category_recall(data.categories, categories, CATEGORIES)
+        recall = category_recall(data.categories, scores.categories, CATEGORIES)
         lines += ["| category | rows | recall | precision |", "|---|---:|---:|---:|"]
         lines += [f"| {name} | {r['rows']} | {r['recall']:.2f} | {r['precision']:.2f} |" for name, r in recall.items()]
         lines.append("")

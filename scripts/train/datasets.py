@@ -103,6 +103,18 @@ def dev_split(data: Labelled, fraction: float = DEV_FRACTION, seed: int = SPLIT_
     return data.subset(f"{data.name} (train split)", rest), data.subset(f"{data.name} (dev split)", held)
 
 
+def hold_out_dev(parts: list[Labelled], fraction: float = DEV_FRACTION) -> tuple[list[Labelled], list[Labelled]]:
+    """(training parts, dev splits): each file with categories (K-MHaS) loses its dev split to the
+    second list; with ``fraction`` 0 every part trains whole."""
+    training, devs = [], []
+    for data in parts:
+        if data.has_categories and fraction > 0:
+            data, dev = dev_split(data, fraction)
+            devs.append(dev)
+        training.append(data)
+    return training, devs
+
+
 def detect_format(path: Path, header: list[str], delimiter: str) -> str:
     """The format whose columns the header has. A CSV that fits none is taken as ``csv`` (its
     error then names the missing columns); a TSV that fits none is a DatasetError."""

@@ -52,7 +52,7 @@ from scripts.train.datasets import (
     DatasetError,
     Labelled,
     concat,
-    dev_split,
+    hold_out_dev,
     read_all,
 )
 from scripts.train.metrics import (
@@ -178,12 +178,7 @@ class Data:
 def read_data(args: argparse.Namespace) -> Data:
     """The training rows (K-MHaS files less their dev split) and the eval sets (--eval, then the
     dev splits); DatasetError for a bad file."""
-    parts, dev_splits = [], []
-    for data in read_all(args.train, args.format):
-        if data.has_categories and args.kmhas_dev_fraction > 0:
-            data, dev = dev_split(data, args.kmhas_dev_fraction)
-            dev_splits.append(dev)
-        parts.append(data)
+    parts, dev_splits = hold_out_dev(read_all(args.train, args.format), args.kmhas_dev_fraction)
     train = concat(" + ".join(p.name for p in parts), parts)
     evals = [*read_all(args.eval, args.format), *dev_splits]
     return Data(train, evals, dev_splits[0] if dev_splits else evals[0])

@@ -1,15 +1,16 @@
 """Quality of a harmful-speech scorer: precision, recall and F1 at a threshold, the threshold that
 reaches a stated precision, and recall per category. Pure Python on lists: no torch, so the
-evaluation tools and the tests share it."""
+evaluation tools and the tests share it. The default threshold is the service's own."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from moderation.verdict import DEFAULT_THRESHOLD
+
 DEFAULT_TARGET_PRECISION = 0.90
 """Precision the calibrated threshold is chosen for, unless the operator names another."""
-DEFAULT_THRESHOLD = 0.5
 
 
 def binary_metrics(labels: Sequence[int], predictions: Sequence[int]) -> dict:
