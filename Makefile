@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 # Triton replicas `make run` starts (consecutive ports); the edge spreads segments over them.
 REPLICAS ?= 1
 
-.PHONY: run test unit lint install system-deps export serve-triton bench clean-models
+# Labelled Korean comments for `make classifier` (laid out as ../shared/data; see README "Fine-tuning").
+DATA ?= ../shared/data
+
+.PHONY: run test unit lint install system-deps export classifier serve-triton bench clean-models
 
 $(STAMP): requirements.txt requirements-nodeps.txt package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +27,11 @@ system-deps:
 
 export: install
 	$(PY) -m scripts.export.offline_default
+
+# Pretrain, fine-tune and export the classifier from $(DATA), then render the ensemble: `make run`
+# and `make test` then serve it (they keep an exported trained classifier). About 7 min on 2 cores.
+classifier: export
+	$(PY) -m scripts.train.build_classifier --data $(DATA)
 
 serve-triton: export
 	$(PY) -m scripts.service.serve_triton --replicas $(REPLICAS)

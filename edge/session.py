@@ -335,7 +335,7 @@ class Session:
         self._update_activity()
 
     def _segment_event(self, result: Moderation, times: dict, segment: Segment) -> SegmentEvent:
-        return segment_event(result, self.pool.facts, self.settings.harmful_threshold, times["seq"], segment.start_s,
+        return segment_event(result, self.pool.facts, self.settings.verdict_policy(), times["seq"], segment.start_s,
                              segment.end_s, self.config.word_timestamps)
 
     async def _deliver_results(self) -> None:

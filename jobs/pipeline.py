@@ -164,7 +164,7 @@ class JobRun:
         with_words = wants_word_times(self.pool.facts, self.settings.span_word_times, self.info.options.word_timestamps)
         started = time.perf_counter()
         result = await self._call(segment.audio, self.language, with_words)
-        event = segment_event(result, self.pool.facts, self.settings.harmful_threshold, seq, segment.start_s,
+        event = segment_event(result, self.pool.facts, self.settings.verdict_policy(), seq, segment.start_s,
                               segment.end_s, self.info.options.word_timestamps)
         event.latency_ms = round((time.perf_counter() - started) * 1000, 1)
         return event

@@ -105,6 +105,9 @@ class SegmentEvent(ServerEvent):
     categories: dict[str, float] = Field(default_factory=dict)
     """The trained classifier's probability of each category it scores (K-MHaS's eight: origin,
     physical, politics, profanity, age, gender, race, religion); empty without such a classifier."""
+    severity: float = 0.0
+    """0-1: the highest of what the signals found (a lexicon match 1.0, the trained classifier's
+    scores from ``EDGE_SEVERITY_MIN_SCORE``), each times its ``EDGE_CATEGORY_WEIGHTS`` weight."""
     no_speech_prob: float
     harmful_spans: list[HarmfulSpan]
     words: list[WordTime] | None = None

@@ -8,8 +8,12 @@ serves with, so no deployment file changes meaning.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import AliasChoices, AliasGenerator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from moderation.verdict import DEFAULT_MIN_SCORE, VerdictPolicy
 
 ENV_PREFIX = "EDGE_"
 """Prefix of the shared settings' environment variables (the edge's, where they started)."""
@@ -48,6 +52,13 @@ class ModerationSettings(BaseSettings):
     harmful_threshold: float | None = Field(None, ge=0, le=1)
     """With a trained classifier, a segment is harmful when its HARMFUL_PROB is at least this.
     Unset: the threshold the classifier's training calibrated (published by the ensemble), else 0.5."""
+    category_weights: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+    """Weight (0-1) of each category in a segment's ``severity``, as JSON, e.g.
+    ``{"politics": 0, "profanity": 0.5}``: the classifier's categories (origin, physical,
+    politics, profanity, age, gender, race, religion), ``harmful``, and the lexicon's (profanity,
+    insult, parent_insult, sexual, slur, gesture). 0 ignores one; an unnamed category weighs 1."""
+    severity_min_score: float = Field(DEFAULT_MIN_SCORE, ge=0, le=1)
+    """The least classifier score that counts towards severity."""
     span_word_times: bool = True
     """While a lexicon runs, ask Whisper for word times on every segment, so a lexicon span covers
     just its words (costs an alignment pass, see docs/PERFORMANCE.md); off: spans cover their
@@ -66,6 +77,9 @@ class ModerationSettings(BaseSettings):
     """Audio kept before the first speech frame of a segment."""
     post_roll_ms: int = Field(200, ge=0)
     """Trailing silence kept after the last speech frame of a segment."""
+
+    def verdict_policy(self) -> VerdictPolicy:
+        return VerdictPolicy(self.harmful_threshold, dict(self.category_weights), self.severity_min_score)
 
     def triton_urls(self) -> list[str]:
         """The Triton addresses of ``triton_url``."""

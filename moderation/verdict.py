@@ -2,11 +2,13 @@
 
 A segment is harmful when the lexicon matched a term, or when a *trained* classifier's
 probability reaches the threshold; an untrained classifier never decides. Lexicon matches are
-character spans of the transcript; Whisper's word times turn them into stream times.
+character spans of the transcript; Whisper's word times turn them into stream times. Its
+severity (0-1) weighs what the signals found by the operator's category weights (VerdictPolicy).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, TypeAdapter
@@ -79,6 +81,26 @@ class ModelFacts:
         return self.classifier_threshold if self.classifier_threshold is not None else DEFAULT_THRESHOLD
 
 
+DEFAULT_MIN_SCORE = 0.5
+"""A classifier score below this adds nothing to severity."""
+
+
+@dataclass(frozen=True)
+class VerdictPolicy:
+    """The operator's verdict settings (see ModerationSettings.verdict_policy)."""
+
+    threshold: float | None = None
+    """The classifier's harmful threshold; None: the model's (ModelFacts.threshold)."""
+    category_weights: Mapping[str, float] = field(default_factory=dict)
+    """Weight (0-1) of a category in severity: a classifier category (origin, politics, ...), a
+    lexicon category (profanity, insult, ...) or ``harmful``; 0 ignores it; unnamed ones weigh 1."""
+    min_score: float = DEFAULT_MIN_SCORE
+    """The least classifier score that counts towards severity (lexicon matches count as 1.0)."""
+
+    def weight(self, category: str) -> float:
+        return self.category_weights.get(category, 1.0)
+
+
 def wants_word_times(facts: ModelFacts, span_word_times: bool, caller_wants_words: bool) -> bool:
     """Whether to ask Whisper for word times (an alignment pass): when the caller wants the words,
     or when a lexicon runs and its spans should cover just their words (``span_word_times``)."""
@@ -91,12 +113,12 @@ class Verdict:
     reasons: list[Signal]
     confidence: float | None
     spans: list[HarmfulSpan]
+    severity: float = 0.0
 
 
-def judge(result: Moderation, facts: ModelFacts, threshold: float | None, offset_s: float, end_s: float) -> Verdict:
-    """The verdict on a segment that starts at ``offset_s`` and ends at ``end_s`` of the stream;
-    ``threshold`` is the operator's (None: the model's, see ModelFacts.threshold)."""
-    threshold = facts.threshold(threshold)
+def judge(result: Moderation, facts: ModelFacts, policy: VerdictPolicy, offset_s: float, end_s: float) -> Verdict:
+    """The verdict on a segment that starts at ``offset_s`` and ends at ``end_s`` of the stream."""
+    threshold = facts.threshold(policy.threshold)
     reasons: list[Signal] = []
     # Matches decide even before the edge has read the model's facts: never fail open.
     spans = lexicon_spans(result, offset_s, end_s)
@@ -114,7 +136,20 @@ def judge(result: Moderation, facts: ModelFacts, threshold: float | None, offset
         confidence = round(result.harmful_prob if harmful else 1.0 - result.harmful_prob, 4)
     else:
         confidence = None
-    return Verdict(harmful, reasons, confidence, spans)
+    return Verdict(harmful, reasons, confidence, spans, severity(result, facts, policy))
+
+
+def severity(result: Moderation, facts: ModelFacts, policy: VerdictPolicy) -> float:
+    """How bad a segment is, 0-1: the highest weighted score among what the signals found, each
+    lexicon match's category at 1.0, and the trained classifier's ``harmful`` and category scores
+    that reach ``policy.min_score``. 0 when nothing counts (a clean segment, or all ignored)."""
+    found = {match.category: 1.0 for match in result.matches}
+    if "classifier" in facts.signals:
+        scored = {"harmful": result.harmful_prob, **category_scores(result, facts)}
+        for name, score in scored.items():
+            if score >= policy.min_score:
+                found[name] = max(found.get(name, 0.0), score)
+    return round(max((policy.weight(name) * score for name, score in found.items()), default=0.0), 4)
 
 
 def word_offsets(transcript: str, words: list[ModelWord]) -> list[tuple[int, int]]:
@@ -158,14 +193,15 @@ def category_scores(result: Moderation, facts: ModelFacts) -> dict[str, float]:
     return {name: round(p, 4) for name, p in zip(facts.categories, result.category_probs, strict=True)}
 
 
-def segment_event(result: Moderation, facts: ModelFacts, threshold: float | None, seq: int, start_s: float,
+def segment_event(result: Moderation, facts: ModelFacts, policy: VerdictPolicy, seq: int, start_s: float,
                   end_s: float, with_words: bool) -> SegmentEvent:
     """The ``segment`` event of one moderated segment: the live stream's and a batch job's alike."""
-    verdict = judge(result, facts, threshold, start_s, end_s)
+    verdict = judge(result, facts, policy, start_s, end_s)
     return SegmentEvent(
         seq=seq, start_s=round(start_s, 3), end_s=round(end_s, 3), text=result.transcript,
         is_harmful=verdict.is_harmful, reasons=verdict.reasons, confidence=verdict.confidence,
         harmful_prob=round(result.harmful_prob, 4), categories=category_scores(result, facts),
+        severity=verdict.severity,
         no_speech_prob=round(result.no_speech_prob, 4),
         harmful_spans=verdict.spans, words=stream_words(result, start_s) if with_words else None,
     )

@@ -19,7 +19,7 @@ from edge.dependencies import HttpPrincipalDep, PoolDep, SettingsDep
 from edge.problems import problem
 from moderation.events import Signal, TritonErrorCode
 from moderation.triton import TritonCallError
-from moderation.verdict import DEFAULT_THRESHOLD, ModelFacts, Moderation, category_scores, judge
+from moderation.verdict import ModelFacts, Moderation, VerdictPolicy, category_scores, judge
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,6 @@ MAX_INPUT_CHARS = 2000
 """Longest text accepted; the classifier reads its first 128 tokens, the lexicon all of it."""
 MAX_BODY_BYTES = MAX_INPUTS * MAX_INPUT_CHARS * 4 + 4096
 """Largest request body read (UTF-8 takes up to 4 bytes a character), so no body exhausts memory."""
-CATEGORY_THRESHOLD = DEFAULT_THRESHOLD
-"""A category is true in ``categories`` when its score reaches this."""
 HARMFUL = "harmful"
 """The category every result has: the verdict itself."""
 
@@ -52,12 +50,15 @@ class ModerationResult(BaseModel):
     flagged: bool
     """The service's verdict: the lexicon matched, or the trained classifier's score reached its threshold."""
     categories: dict[str, bool]
-    """``harmful`` (= flagged), and each category the trained classifier scores, at CATEGORY_THRESHOLD."""
+    """``harmful`` (= flagged), and each category the trained classifier scores, true from
+    ``EDGE_SEVERITY_MIN_SCORE`` (0.5 by default)."""
     category_scores: dict[str, float]
     """``harmful``: 1.0 on a lexicon match, else the trained classifier's score (0.0 without one);
     the classifier's score of each category."""
     reasons: list[Signal]
     spans: list[TextSpan]
+    severity: float
+    """0-1, as a segment's: the highest weighted score (``EDGE_CATEGORY_WEIGHTS``) of what was found."""
 
 
 class ModerationResponse(BaseModel):
@@ -101,9 +102,9 @@ def check_texts(texts: list) -> list[str]:
     return texts
 
 
-def result_of(moderation: Moderation, facts: ModelFacts, threshold: float | None) -> ModerationResult:
+def result_of(moderation: Moderation, facts: ModelFacts, policy: VerdictPolicy) -> ModerationResult:
     """One text's result, by the segment's verdict (moderation/verdict.py)."""
-    verdict = judge(moderation, facts, threshold, 0.0, 0.0)
+    verdict = judge(moderation, facts, policy, 0.0, 0.0)
     trained = "classifier" in facts.signals
     harmful = 1.0 if "lexicon" in verdict.reasons else (round(moderation.harmful_prob, 4) if trained else 0.0)
     classified = category_scores(moderation, facts)
@@ -112,9 +113,10 @@ def result_of(moderation: Moderation, facts: ModelFacts, threshold: float | None
     if "classifier" in verdict.reasons:
         spans.append(TextSpan(start=0, end=len(moderation.transcript), text=moderation.transcript,
                               category=HARMFUL, source="classifier"))
-    categories = {HARMFUL: verdict.is_harmful, **{name: s >= CATEGORY_THRESHOLD for name, s in classified.items()}}
+    categories = {HARMFUL: verdict.is_harmful, **{name: s >= policy.min_score for name, s in classified.items()}}
     return ModerationResult(flagged=verdict.is_harmful, categories=categories,
-                            category_scores={HARMFUL: harmful, **classified}, reasons=verdict.reasons, spans=spans)
+                            category_scores={HARMFUL: harmful, **classified}, reasons=verdict.reasons, spans=spans,
+                            severity=verdict.severity)
 
 
 @router.post("", response_model=ModerationResponse)
@@ -131,5 +133,5 @@ async def moderate(request: Request, pool: PoolDep, settings: SettingsDep,
         raise problem(failed, exc.code.value, str(exc)) from exc
     facts = pool.facts
     return ModerationResponse(id=f"modr-{uuid.uuid4().hex}", model=facts.classifier_model or "unknown",
-                              results=[result_of(m, facts, settings.harmful_threshold) for m in moderations])
+                              results=[result_of(m, facts, settings.verdict_policy()) for m in moderations])
 

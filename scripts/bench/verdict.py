@@ -60,13 +60,13 @@ def classifier_scores(checkpoint: Path, data: Labelled, max_length: int) -> Scor
     return score(model, AutoTokenizer.from_pretrained(checkpoint), data, max_length, torch.device("cpu"))
 
 
-def reference_model(paths: list[Path], fraction: float):
+def reference_model(paths: list[Path], fraction: float, calibration_fraction: float):
     """Character 1-4-gram TF-IDF + logistic regression on the rows the classifier trained on."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    parts, _ = hold_out_dev([read_labelled(path) for path in paths], fraction)
+    parts, _ = hold_out_dev([read_labelled(path) for path in paths], fraction, calibration_fraction)
     train = concat("reference", parts)
     model = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), min_df=2, sublinear_tf=True),
                           LogisticRegression(max_iter=2000, C=4.0))
@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, nargs="*", default=[], help="labelled files measured whole")
     p.add_argument("--kmhas-dev", type=Path, nargs="*", default=[], help="K-MHaS files: only their dev split")
     p.add_argument("--kmhas-dev-fraction", type=float, default=DEV_FRACTION)
+    p.add_argument("--calibration-fraction", type=float, default=0.0,
+                   help="as the fine-tuning tool's: the share of the other --reference-train files held out")
     p.add_argument("--threshold", type=float, help="default: the one the training calibrated")
     p.add_argument("--reference-train", type=Path, nargs="*", default=[],
                    help="the classifier's --train files: also measure a TF-IDF reference trained on them")
@@ -124,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sets = [read_labelled(path) for path in args.data]
         sets += [dev_split(read_labelled(path), args.kmhas_dev_fraction)[1] for path in args.kmhas_dev]
-        reference = reference_model(args.reference_train, args.kmhas_dev_fraction) if args.reference_train else None
+        reference = None
+        if args.reference_train:
+            reference = reference_model(args.reference_train, args.kmhas_dev_fraction, args.calibration_fraction)
     except DatasetError as exc:
         print(exc, file=sys.stderr)
         return 2

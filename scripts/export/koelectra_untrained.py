@@ -36,24 +36,34 @@ def build_vocab() -> list[str]:
     return SPECIAL_TOKENS + chars + ["##" + c for c in chars]
 
 
+def char_tokenizer() -> ElectraTokenizerFast:
+    """One token per character (build_vocab): no training needed, and no Hangul word is unknown."""
+    vocab = build_vocab()
+    return ElectraTokenizerFast(
+        vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=False, tokenize_chinese_chars=False
+    )
+
+
+def small_config(vocab_size: int, **overrides) -> ElectraConfig:
+    """The small ELECTRA every offline base here shares: ELECTRA-small's widths, 4 layers (a CPU
+    trains and serves it in real time)."""
+    config = {"vocab_size": vocab_size, "embedding_size": 128, "hidden_size": 256, "num_hidden_layers": 4,
+              "num_attention_heads": 4, "intermediate_size": 1024, "max_position_embeddings": 512, **overrides}
+    return ElectraConfig(**config)
+
+
 def build_untrained(output_dir: Path) -> Path:
     """Write an untrained ElectraForSequenceClassification checkpoint and tokenizer; returns its dir."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    vocab = build_vocab()
-    tokenizer = ElectraTokenizerFast(
-        vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=False, tokenize_chinese_chars=False
-    )
+    tokenizer = char_tokenizer()
     torch.manual_seed(SEED)
-    config = ElectraConfig(
-        vocab_size=len(vocab), embedding_size=128, hidden_size=256, num_hidden_layers=4,
-        num_attention_heads=4, intermediate_size=1024, max_position_embeddings=512, num_labels=2,
-        id2label={0: "normal", 1: "harmful"}, label2id={"normal": 0, "harmful": 1},
-    )
+    config = small_config(len(tokenizer), num_labels=2, id2label={0: "normal", 1: "harmful"},
+                          label2id={"normal": 0, "harmful": 1})
     model = ElectraForSequenceClassification(config).eval()
     with torch.no_grad():
         model.classifier.out_proj.bias.copy_(torch.tensor([0.0, math.log(HARMFUL_PRIOR / (1 - HARMFUL_PRIOR))]))
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     logger.warning("built UNTRAINED KoELECTRA-architecture model %s (random weights, %d-token vocab) at %s",
-                   UNTRAINED_NAME, len(vocab), output_dir)
+                   UNTRAINED_NAME, len(tokenizer), output_dir)
     return output_dir

@@ -103,13 +103,17 @@ def dev_split(data: Labelled, fraction: float = DEV_FRACTION, seed: int = SPLIT_
     return data.subset(f"{data.name} (train split)", rest), data.subset(f"{data.name} (dev split)", held)
 
 
-def hold_out_dev(parts: list[Labelled], fraction: float = DEV_FRACTION) -> tuple[list[Labelled], list[Labelled]]:
-    """(training parts, dev splits): each file with categories (K-MHaS) loses its dev split to the
-    second list; with ``fraction`` 0 every part trains whole."""
+def hold_out_dev(parts: list[Labelled], fraction: float = DEV_FRACTION,
+                 calibration_fraction: float = 0.0) -> tuple[list[Labelled], list[Labelled]]:
+    """(training parts, dev splits): each file with categories (K-MHaS) loses a fixed-seed
+    ``fraction`` of its rows to the second list, every other file ``calibration_fraction``
+    (so the threshold can be calibrated on every kind of comment trained on); a fraction of 0
+    leaves those files whole."""
     training, devs = [], []
     for data in parts:
-        if data.has_categories and fraction > 0:
-            data, dev = dev_split(data, fraction)
+        share = fraction if data.has_categories else calibration_fraction
+        if share > 0:
+            data, dev = dev_split(data, share)
             devs.append(dev)
         training.append(data)
     return training, devs

@@ -8,9 +8,12 @@
 ``--train`` and ``--eval`` take BEEP! TSVs, K-MHaS TSVs and ``text,label`` CSVs, each told by its
 header (scripts/train/datasets.py; ``--format`` names one for all). A K-MHaS file given to
 ``--train`` is split: a fixed-seed share (``--kmhas-dev-fraction``) is held out as its dev split,
-measured and calibrated on, never trained on. The head is multi-label: ``harmful`` and K-MHaS's
-eight categories, one sigmoid each; rows without categories (BEEP!, CSV) teach ``harmful`` only,
-their category targets masked out of the loss.
+measured and calibrated on, never trained on; ``--calibration-fraction`` holds out a share of
+the other --train files likewise, and the threshold is then calibrated on all those splits
+together (BEEP! counts offensive comments as harmful, K-MHaS only hate speech: a threshold
+calibrated on K-MHaS alone is far too strict for BEEP!'s kind). The head is multi-label:
+``harmful`` and K-MHaS's eight categories, one sigmoid each; rows without categories (BEEP!,
+CSV) teach ``harmful`` only, their category targets masked out of the loss.
 
 ``--base`` is an ``ElectraForSequenceClassification`` (or ELECTRA discriminator) checkpoint: a hub
 id (needs internet, e.g. monologg/koelectra-base-v3-discriminator) or a local directory such as
@@ -55,6 +58,7 @@ from scripts.train.datasets import (
     hold_out_dev,
     read_all,
 )
+from scripts.train.loop import DEFAULT_CHECKPOINT_EVERY, DEFAULT_LOG_EVERY_S, RunOptions, TrainingParams
 from scripts.train.metrics import (
     DEFAULT_TARGET_PRECISION,
     DEFAULT_THRESHOLD,
@@ -77,40 +81,7 @@ DEFAULT_LR = 5e-5
 one and more epochs (the tests train the small untrained model with 3e-4, batch 8, 10 epochs;
 at 1e-3 it mostly fails to learn)."""
 DEFAULT_SEED = 42
-DEFAULT_CHECKPOINT_EVERY = 200
-"""Steps between two checkpoints (a few minutes of CPU training at the defaults)."""
-DEFAULT_LOG_EVERY_S = 30.0
-WARMUP_RATIO = 0.1
-"""Share of the optimizer steps over which the rate climbs from 0: the first updates, driven by
-a freshly initialised classification head, must not wreck the pretrained encoder."""
-WEIGHT_DECAY = 0.01
-MAX_GRAD_NORM = 1.0
-"""Gradient clipping; keeps a single odd batch from throwing the weights far."""
 EVAL_BATCH_SIZE = 64
-
-
-@dataclass(frozen=True)
-class TrainingParams:
-    """What shaped the training, recorded with its metrics."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    max_length: int
-    seed: int
-    warmup_ratio: float = WARMUP_RATIO
-    weight_decay: float = WEIGHT_DECAY
-    max_grad_norm: float = MAX_GRAD_NORM
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How the loop reports and keeps its work (not what it learns)."""
-
-    checkpoint: Path
-    resume: bool = False
-    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
-    log_every_s: float = DEFAULT_LOG_EVERY_S
 
 
 @dataclass(frozen=True)
@@ -147,6 +118,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="directory for the fine-tuned model, tokenizer and metrics")
     p.add_argument("--kmhas-dev-fraction", type=_fraction, default=DEV_FRACTION,
                    help="share of each K-MHaS --train file held out as its dev split (fixed seed); 0: none")
+    p.add_argument("--calibration-fraction", type=_fraction, default=0.0,
+                   help="share of each other --train file (BEEP!, CSV) held out likewise (fixed seed); the "
+                        "threshold is then calibrated on all held-out splits together. 0: none")
     p.add_argument("--target-precision", type=_fraction, default=DEFAULT_TARGET_PRECISION,
                    help="precision the calibrated threshold is chosen for")
     p.add_argument("--epochs", type=_positive(int), default=DEFAULT_EPOCHS)
@@ -176,12 +150,17 @@ class Data:
 
 
 def read_data(args: argparse.Namespace) -> Data:
-    """The training rows (K-MHaS files less their dev split) and the eval sets (--eval, then the
-    dev splits); DatasetError for a bad file."""
-    parts, dev_splits = hold_out_dev(read_all(args.train, args.format), args.kmhas_dev_fraction)
+    """The training rows (less their held-out splits) and the eval sets (--eval, then the held-out
+    splits); the threshold is calibrated on the held-out splits together, else on the first
+    --eval set. DatasetError for a bad file."""
+    parts, held_out = hold_out_dev(read_all(args.train, args.format), args.kmhas_dev_fraction,
+                                   args.calibration_fraction)
     train = concat(" + ".join(p.name for p in parts), parts)
-    evals = [*read_all(args.eval, args.format), *dev_splits]
-    return Data(train, evals, dev_splits[0] if dev_splits else evals[0])
+    evals = [*read_all(args.eval, args.format), *held_out]
+    if len(held_out) > 1:
+        calibration = concat(" + ".join(d.name for d in held_out), held_out)
+        return Data(train, [*evals, calibration], calibration)
+    return Data(train, evals, held_out[0] if held_out else evals[0])
 
 
 def seed_everything(seed: int) -> None:
@@ -212,6 +191,15 @@ def masked_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) 
     return (losses * mask).sum() / mask.sum()
 
 
+def batch_loss(model, tokenizer, data: Labelled, max_length: int, device: torch.device):
+    """The training loss of a batch of ``data``'s rows: every known head's cross-entropy."""
+    def loss_of(indices: list[int]) -> torch.Tensor:
+        batch = encode(tokenizer, [data.texts[i] for i in indices], max_length, device)
+        target, mask = targets(data, indices, device)
+        return masked_loss(model(**batch).logits, target, mask)
+    return loss_of
+
+
 def score(model, tokenizer, data: Labelled, max_length: int, device: torch.device) -> Scores:
     """Every head's probability on every row (``harmful`` is head 0)."""
     model.eval()
@@ -230,84 +218,6 @@ def measure(data: Labelled, scores: Scores, threshold: float) -> dict:
     if data.has_categories:
         report["categories"] = category_recall(data.categories, scores.categories, CATEGORIES)
     return report
-
-
-def make_optimizer(model, params: TrainingParams, total_steps: int):
-    """AdamW without decay on biases and LayerNorms (as BERT/ELECTRA were trained), and a linear
-    warm-up then linear decay to 0 over ``total_steps``."""
-    from transformers import get_linear_schedule_with_warmup
-
-    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
-    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": params.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=params.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(params.warmup_ratio * total_steps), total_steps)
-    return optimizer, scheduler
-
-
-@dataclass
-class Trainer:
-    """One fine-tuning run: the model in training, its optimizer, and where the loop is."""
-
-    model: object
-    tokenizer: object
-    data: Labelled
-    params: TrainingParams
-    device: torch.device
-    options: RunOptions
-    state: loop.LoopState
-
-    def __post_init__(self) -> None:
-        self.total_steps = self.params.epochs * -(-len(self.data.texts) // self.params.batch_size)
-        self.optimizer, self.scheduler = make_optimizer(self.model, self.params, self.total_steps)
-        if self.options.resume and self.options.checkpoint.is_file():
-            self.state = loop.load_checkpoint(self.options.checkpoint, self.model, self.optimizer, self.scheduler,
-                                              self.state.fingerprint)
-            logger.info("resuming from %s: epoch %d, step %d of %d", self.options.checkpoint, self.state.epoch,
-                        self.state.steps_done, self.total_steps)
-        self.progress = loop.Progress(self.total_steps, self.options.log_every_s, first_step=self.state.steps_done)
-
-    def run(self) -> list[float]:
-        """Train to the last epoch; the mean training loss of each. loop.Stopped (after saving a
-        checkpoint) when a stop was requested."""
-        with loop.stop_requests() as stop_requested:
-            while self.state.epoch <= self.params.epochs:
-                self.model.train()
-                batches = loop.epoch_order(len(self.data.texts), self.params.seed, self.state.epoch,
-                                           self.params.batch_size)
-                for indices in batches[self.state.step_in_epoch:]:
-                    self.step(indices.tolist())
-                    self.keep(stop_requested())
-                self.end_epoch()
-        return self.state.epoch_losses
-
-    def step(self, indices: list[int]) -> None:
-        batch = encode(self.tokenizer, [self.data.texts[i] for i in indices], self.params.max_length, self.device)
-        target, mask = targets(self.data, indices, self.device)
-        loss = masked_loss(self.model(**batch).logits, target, mask)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.params.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad()
-        state = self.state
-        state.step_in_epoch, state.steps_done = state.step_in_epoch + 1, state.steps_done + 1
-        state.loss_sum, state.rows_seen = state.loss_sum + loss.item() * len(indices), state.rows_seen + len(indices)
-        self.progress.step(state, loss.item(), self.params.epochs)
-
-    def keep(self, stop: bool) -> None:
-        """Save a checkpoint when one is due or a stop was requested; then stop if asked to."""
-        if stop or self.state.steps_done % self.options.checkpoint_every == 0:
-            loop.save_checkpoint(self.options.checkpoint, self.model, self.optimizer, self.scheduler, self.state)
-        if stop:
-            raise loop.Stopped(f"stopped at step {self.state.steps_done} of {self.total_steps}; "
-                               f"checkpoint {self.options.checkpoint}")
-
-    def end_epoch(self) -> None:
-        state = self.state
-        state.epoch_losses.append(state.loss_sum / state.rows_seen if state.rows_seen else 0.0)
-        logger.info("epoch %d/%d: mean training loss %.4f", state.epoch, self.params.epochs, state.epoch_losses[-1])
-        state.epoch, state.step_in_epoch, state.loss_sum, state.rows_seen = state.epoch + 1, 0, 0.0, 0
 
 
 def load(base: str, device: torch.device):
@@ -365,8 +275,9 @@ def measured_training(model, tokenizer, data: Data, params: TrainingParams, devi
     before, _ = measure_all(model, tokenizer, data, params, device, target_precision)
     logger.info("%s before training: %s", data.evals[0].name, format_metrics(before[0]["default"]))
     started = time.monotonic()
-    trainer = Trainer(model, tokenizer, data.train, params, device, options, loop.LoopState(fingerprint=fingerprint))
-    losses = trainer.run()
+    losses = loop.Trainer(model, batch_loss(model, tokenizer, data.train, params.max_length, device),
+                          [len(t) for t in data.train.texts], params, options,
+                          loop.LoopState(fingerprint=fingerprint)).run()
     seconds = round(time.monotonic() - started, 1)
     after, calibration = measure_all(model, tokenizer, data, params, device, target_precision)
     for d, m in zip(data.evals, after, strict=True):

@@ -3,6 +3,7 @@ ports, the real edge process in front of it, and speech synthesised with espeak-
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -33,6 +34,14 @@ def model_repository() -> Path:
     if missing:
         pytest.fail(f"model repository not exported ({', '.join(missing)} missing): run `make export`")
     return MODEL_REPOSITORY
+
+
+@pytest.fixture(scope="session")
+def served_signals(model_repository) -> list[str]:
+    """The signals the served ensemble decides with: the lexicon, and the classifier when the
+    exported one is trained (after `make classifier`, as in CI) rather than the offline default."""
+    info = json.loads((model_repository / "koelectra" / "1" / "model_info.json").read_text(encoding="utf-8"))
+    return ["lexicon", "classifier"] if info.get("trained") is True else ["lexicon"]
 
 
 @pytest.fixture(scope="session")

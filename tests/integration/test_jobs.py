@@ -181,7 +181,12 @@ def test_an_upload_streams_progress_ten_segments_and_the_report(client, recordin
     check_transcript(segments_of(events))
     report = events[-1].data
     assert report["segments"] == len(RECORDING_SENTENCES) and report["language"] == "en"
-    assert report["harmful_segments"] == 1 and "shit" in report["worst_moments"][0]["text"].lower()
+    # the lexicon flags the one profane sentence; a trained classifier (after `make classifier`) may
+    # add others of this English recording, never above it: its match makes it the worst moment
+    by_lexicon = [h for h in report["harmful"] if "lexicon" in h["reasons"]]
+    assert len(by_lexicon) == 1 and "shit" in by_lexicon[0]["text"].lower(), report["harmful"]
+    assert report["harmful_segments"] == len(report["harmful"]) >= 1
+    assert "shit" in report["worst_moments"][0]["text"].lower()
     assert abs(report["duration_s"] - len(read_wav(recording[0])) / SAMPLE_RATE) < TIME_TOLERANCE_S
     cues = srt_times(client.transcript(job["id"], "srt"))
     assert len(cues) == len(RECORDING_SENTENCES)

@@ -54,11 +54,21 @@ def test_a_single_string_is_one_input_and_the_operators_threshold_wins():
     assert len(body["results"]) == 1 and not body["results"][0]["flagged"]  # 0.9 is below 0.95
 
 
+def test_severity_follows_the_operators_category_weights():
+    texts = ["야 꺼져", "!!!!!!!!!?"]
+    with client(FakePool(TRAINED, text_respond=scored)) as app:
+        plain = [r["severity"] for r in app.post("/v1/moderations", json={"input": texts}).json()["results"]]
+    weights = {"insult": 0.4, "harmful": 0.5, "origin": 0.2}
+    with client(FakePool(TRAINED, text_respond=scored), category_weights=weights) as app:
+        weighted = [r["severity"] for r in app.post("/v1/moderations", json={"input": texts}).json()["results"]]
+    assert plain == [1.0, 0.9] and weighted == [0.4, 0.45]  # the lexicon's insult; the classifier's 0.9 halved
+
+
 def test_an_untrained_classifier_decides_and_scores_nothing():
     untrained = ModelFacts("ko", ("lexicon",), categories=("origin",), classifier_model="koelectra")
     with client(FakePool(untrained, text_respond=scored)) as app:
         (result,) = app.post("/v1/moderations", json={"input": "!!!!!!!!!?"}).json()["results"]
-    assert not result["flagged"] and result["category_scores"] == {"harmful": 0.0}
+    assert not result["flagged"] and result["category_scores"] == {"harmful": 0.0} and result["severity"] == 0.0
 
 
 @pytest.mark.parametrize(("body", "code"), [

@@ -10,13 +10,16 @@ from moderation.verdict import (
     ModelFacts,
     ModelWord,
     Moderation,
+    VerdictPolicy,
     judge,
     segment_event,
+    severity,
     wants_word_times,
     word_offsets,
 )
 
 LEXICON = ModelFacts("ko", ("lexicon",))
+HALF = VerdictPolicy(0.5)
 
 
 def words(*timed: tuple[str, float, float]) -> list[ModelWord]:
@@ -34,7 +37,7 @@ def test_a_lexicon_span_covers_the_words_of_its_match_in_stream_time():
     result = Moderation(transcript, 0.9, 0.01, words(("아", 0.0, 0.2), (" 진짜", 0.2, 0.6), (" 씨발", 0.6, 1.0),
                                                      (" 왜", 1.1, 1.3), (" 그래", 1.3, 1.7)),
                         [match("씨발", transcript)])
-    verdict = judge(result, LEXICON, 0.5, offset_s=10.0, end_s=12.0)
+    verdict = judge(result, LEXICON, HALF, offset_s=10.0, end_s=12.0)
     assert (verdict.is_harmful, verdict.reasons, verdict.confidence) == (True, ["lexicon"], 1.0)
     assert [(s.start_s, s.end_s, s.text, s.category, s.source) for s in verdict.spans] == [
         (10.6, 11.0, "씨발", "profanity", "lexicon")]
@@ -43,27 +46,27 @@ def test_a_lexicon_span_covers_the_words_of_its_match_in_stream_time():
 def test_a_match_inside_a_word_takes_the_whole_word_and_one_across_words_takes_both():
     transcript = "this is bullshit man"
     timed = words(("this", 0.0, 0.3), (" is", 0.3, 0.5), (" bullshit", 0.5, 1.1), (" man", 1.1, 1.4))
-    inside = judge(Moderation(transcript, 0.0, 0.0, timed, [match("shit", transcript)]), LEXICON, 0.5, 0.0, 2.0)
-    across = judge(Moderation(transcript, 0.0, 0.0, timed, [match("is bull", transcript)]), LEXICON, 0.5, 0.0, 2.0)
+    inside = judge(Moderation(transcript, 0.0, 0.0, timed, [match("shit", transcript)]), LEXICON, HALF, 0.0, 2.0)
+    across = judge(Moderation(transcript, 0.0, 0.0, timed, [match("is bull", transcript)]), LEXICON, HALF, 0.0, 2.0)
     assert [(s.start_s, s.end_s) for s in inside.spans] == [(0.5, 1.1)]
     assert [(s.start_s, s.end_s) for s in across.spans] == [(0.3, 1.1)]
 
 
 def test_without_word_times_a_span_covers_its_segment():
     transcript = "씨발"
-    verdict = judge(Moderation(transcript, 0.0, 0.0, [], [match("씨발", transcript)]), LEXICON, 0.5, 3.0, 4.5)
+    verdict = judge(Moderation(transcript, 0.0, 0.0, [], [match("씨발", transcript)]), LEXICON, HALF, 3.0, 4.5)
     assert [(s.start_s, s.end_s) for s in verdict.spans] == [(3.0, 4.5)]
 
 
 def test_no_signal_and_an_untrained_classifier_flag_nothing():
     result = Moderation("괜찮아", 0.99, 0.0)
-    assert judge(result, ModelFacts("ko", ()), 0.5, 0.0, 1.0).is_harmful is False
-    assert judge(result, LEXICON, 0.5, 0.0, 1.0).confidence is None
+    assert judge(result, ModelFacts("ko", ()), VerdictPolicy(0.5), 0.0, 1.0).is_harmful is False
+    assert judge(result, LEXICON, HALF, 0.0, 1.0).confidence is None
 
 
 @pytest.mark.parametrize(("prob", "harmful", "confidence"), [(0.7, True, 0.7), (0.2, False, 0.8)])
 def test_a_trained_classifier_decides_at_the_threshold(prob, harmful, confidence):
-    verdict = judge(Moderation("text", prob, 0.0), ModelFacts("ko", ("lexicon", "classifier")), 0.5, 1.0, 2.0)
+    verdict = judge(Moderation("text", prob, 0.0), ModelFacts("ko", ("lexicon", "classifier")), HALF, 1.0, 2.0)
     assert (verdict.is_harmful, verdict.confidence) == (harmful, confidence)
     assert [s.source for s in verdict.spans] == (["classifier"] if harmful else [])
 
@@ -107,8 +110,8 @@ def test_the_threshold_is_the_operators_else_the_calibrated_one_else_one_half():
     for bad in ("", "high", "1.5"):
         assert facts_from_parameters({"classifier_threshold": {"string_value": bad}}).classifier_threshold is None
     result = Moderation("바보 같은", harmful_prob=0.7, no_speech_prob=0.0)
-    assert not judge(result, calibrated, None, 0.0, 1.0).is_harmful  # 0.7 is below the calibrated 0.8
-    assert judge(result, calibrated, 0.6, 0.0, 1.0).reasons == ["classifier"]
+    assert not judge(result, calibrated, VerdictPolicy(), 0.0, 1.0).is_harmful  # 0.7 is below the calibrated 0.8
+    assert judge(result, calibrated, VerdictPolicy(0.6), 0.0, 1.0).reasons == ["classifier"]
 
 
 def test_categories_are_scored_only_by_a_trained_classifier_that_names_them():
@@ -117,8 +120,33 @@ def test_categories_are_scored_only_by_a_trained_classifier_that_names_them():
                                    "classifier_categories": {"string_value": "origin,profanity"}})
     assert facts.categories == names
     result = Moderation("전라도 놈들", 0.9, 0.0, category_probs=[0.81234, 0.1])
-    event = segment_event(result, facts, None, 0, 0.0, 1.0, with_words=False)
+    event = segment_event(result, facts, VerdictPolicy(), 0, 0.0, 1.0, with_words=False)
     assert event.categories == {"origin": 0.8123, "profanity": 0.1}
-    assert segment_event(result, ModelFacts("ko", (), categories=names), None, 0, 0.0, 1.0, False).categories == {}
+    untrained = ModelFacts("ko", (), categories=names)
+    assert segment_event(result, untrained, VerdictPolicy(), 0, 0.0, 1.0, False).categories == {}
     mismatched = Moderation("전라도 놈들", 0.9, 0.0, category_probs=[0.8])
-    assert segment_event(mismatched, facts, None, 0, 0.0, 1.0, False).categories == {}
+    assert segment_event(mismatched, facts, VerdictPolicy(), 0, 0.0, 1.0, False).categories == {}
+
+
+TRAINED = ModelFacts("ko", ("lexicon", "classifier"), categories=("origin", "politics", "profanity"))
+
+
+def test_severity_is_the_highest_weighted_score_of_what_the_signals_found():
+    scored = Moderation("전라도 놈들 정치", 0.9, 0.0, category_probs=[0.8, 0.6, 0.2])
+    assert severity(scored, TRAINED, VerdictPolicy()) == 0.9  # harmful itself is the highest
+    weighted = VerdictPolicy(category_weights={"harmful": 0.5, "origin": 0.5})
+    assert severity(scored, TRAINED, weighted) == 0.6  # politics, unnamed, weighs 1
+    ignored = VerdictPolicy(category_weights={"harmful": 0, "origin": 0, "politics": 0})
+    assert severity(scored, TRAINED, ignored) == 0.0  # profanity's 0.2 is below the minimum score
+    assert severity(scored, TRAINED, VerdictPolicy(category_weights={"harmful": 0, "origin": 0, "politics": 0},
+                                                   min_score=0.1)) == 0.2
+
+
+def test_a_lexicon_match_counts_at_one_times_its_categorys_weight_and_untrained_scores_not_at_all():
+    text = "씨발 진짜"
+    swore = Moderation(text, 0.99, 0.0, matches=[match("씨발", text)], category_probs=[0.9, 0.9, 0.9])
+    assert severity(swore, LEXICON, VerdictPolicy()) == 1.0
+    assert severity(swore, LEXICON, VerdictPolicy(category_weights={"profanity": 0.3})) == 0.3
+    assert severity(Moderation("안녕", 0.99, 0.0), LEXICON, VerdictPolicy()) == 0.0  # untrained: ignored
+    event = segment_event(swore, TRAINED, VerdictPolicy(category_weights={"harmful": 0.1}), 0, 0.0, 1.0, False)
+    assert event.is_harmful and event.severity == 1.0  # the lexicon's profanity and the classifier's weigh 1
