@@ -22,6 +22,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 
 from moderation.triton import text_inputs
+from scripts.bench.triton_stats import compute_ns
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, machine, parser, setup_logging
 from scripts.export import triton_config
 from scripts.export.triton_config import KoelectraValues
@@ -46,12 +47,6 @@ def build_repository(source: Path, target: Path) -> tuple[str, ...]:
     return exported.categories
 
 
-async def compute_ns(client: grpcclient.InferenceServerClient, model: str) -> tuple[int, int]:
-    """(successful requests, nanoseconds inside the model) from Triton's statistics."""
-    stats = (await client.get_inference_statistics(model, as_json=True))["model_stats"][0]["inference_stats"]
-    return int(stats["success"].get("count", 0)), int(stats["compute_infer"].get("ns", 0))
-
-
 async def one_at_a_time(url: str, model: str, texts: list[str]) -> dict:
     client = grpcclient.InferenceServerClient(url)
     latencies = []
@@ -63,8 +58,9 @@ async def one_at_a_time(url: str, model: str, texts: list[str]) -> dict:
             start = time.perf_counter()
             result = await client.infer(model, text_inputs([text]), client_timeout=60)
             latencies.append(time.perf_counter() - start)
-            if result.as_numpy("HARMFUL_PROB") is None:
-                raise RuntimeError(f"{model} returned no HARMFUL_PROB")
+            categories_back = result.as_numpy("CATEGORY_PROBS") is not None
+            if result.as_numpy("HARMFUL_PROB") is None or categories_back != (model == WITH):
+                raise RuntimeError(f"{model} did not return what its config declares")
         after = await compute_ns(client, model)
     finally:
         await client.close()

@@ -14,6 +14,12 @@ async def model_counts(client: grpcclient.InferenceServerClient, model: str) -> 
     return int(entry.get("inference_count", 0)), int(entry.get("execution_count", 0))
 
 
+async def compute_ns(client: grpcclient.InferenceServerClient, model: str) -> tuple[int, int]:
+    """(successful requests, nanoseconds spent inside the model computing) of a model."""
+    stats = (await client.get_inference_statistics(model, as_json=True))["model_stats"][0]["inference_stats"]
+    return int(stats["success"].get("count", 0)), int(stats["compute_infer"].get("ns", 0))
+
+
 STATS_SETTLE_S = 10.0
 """Triton counts a batch after its execute returns, which can be after the clients got their
 responses: how long ``counts_reaching`` waits for the count to catch up."""

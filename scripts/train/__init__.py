@@ -7,11 +7,16 @@ either tool, so that neither tool imports the other.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+EXIT_BAD_INPUT = 2
+"""Exit code of every training tool given bad arguments or bad data (as argparse's usage errors)."""
 
 TRAINING_MARKER = "moderation_training.json"
 """File in a checkpoint directory: {"trained": true, "base": ..., "metrics": ...}, written by the
@@ -39,3 +44,21 @@ def marked_trained(checkpoint: str | Path) -> bool:
     """Whether ``checkpoint`` holds a marker saying it was trained."""
     marker = read_training_marker(checkpoint)
     return marker is not None and marker.get("trained") is True
+
+
+def positive(kind: type, allow_zero: bool = False) -> Callable[[str], int | float]:
+    """An argparse type: ``kind`` of the text, refused unless above 0 (or 0, with ``allow_zero``)."""
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if not (value >= 0 if allow_zero else value > 0):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if allow_zero else '>'} 0, got {text}")
+        return value
+    return parse
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a share, at least 0 and below 1."""
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value

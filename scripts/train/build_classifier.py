@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
-from scripts.train import marked_trained
+from scripts.train import EXIT_BAD_INPUT, marked_trained
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ DATA_FILES = {
 }
 """The files a build reads, relative to --data (BEEP! and K-MHaS's validation split; see
 ../shared/data/README.md). K-MHaS's test split is never read: it is kept for independent evaluation."""
-EXIT_BAD_INPUT = 2
 STEP_SETTINGS = "build_settings.json"
 """Written into a step's output: the settings it was made with, so a changed recipe rebuilds it."""
 PENDING = "build_pending.json"
@@ -78,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch; 0 = its default")
     p.add_argument("--force", action="store_true", help="run every step again, even if its output is current")
+    p.add_argument("--check-data", action="store_true",
+                   help="only check that --data has every file (exit 0 or 2); needs no installed packages")
     return p.parse_args(argv)
 
 
@@ -182,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe = Recipe(**{name: getattr(args, name) for name in asdict(Recipe())})
     try:
         files = data_files(args.data)
+        if args.check_data:
+            return 0
         finetuned = finetune(files, pretrain(files, recipe, args), recipe, args)
         export(finetuned, args)
     except FileNotFoundError as exc:

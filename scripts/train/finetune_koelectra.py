@@ -38,7 +38,6 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,13 +45,12 @@ import torch
 
 from scripts.cli import parser, setup_logging
 from scripts.export.export_koelectra import MAX_LENGTH
-from scripts.train import TRAINING_MARKER, loop
+from scripts.train import TRAINING_MARKER, fraction, loop, positive
 from scripts.train.datasets import (
     CATEGORIES,
     DEV_FRACTION,
     FORMATS,
     HEADS,
-    DatasetError,
     Labelled,
     concat,
     hold_out_dev,
@@ -72,8 +70,6 @@ logger = logging.getLogger(__name__)
 
 ID2LABEL = dict(enumerate(HEADS))
 METRICS_NAME = "training_metrics.json"
-EXIT_BAD_INPUT = 2
-"""As argparse's usage errors: the operator's input is wrong, not the tool."""
 DEFAULT_EPOCHS = 3
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_LR = 5e-5
@@ -92,23 +88,6 @@ class Scores:
     categories: list[list[float]]
 
 
-def _positive(kind: type) -> Callable[[str], int | float]:
-    """An argparse type: ``kind`` of the text, refused unless above 0."""
-    def parse(text: str) -> int | float:
-        value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-    return parse
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = parser(__doc__)
     p.add_argument("--train", type=Path, nargs="+", required=True, help="files to train on (BEEP!, K-MHaS, CSV)")
@@ -116,25 +95,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--format", choices=("auto", *FORMATS), default="auto", help="format of every file; auto: by header")
     p.add_argument("--base", required=True, help="hub id or local ElectraForSequenceClassification checkpoint")
     p.add_argument("--out", type=Path, required=True, help="directory for the fine-tuned model, tokenizer and metrics")
-    p.add_argument("--kmhas-dev-fraction", type=_fraction, default=DEV_FRACTION,
+    p.add_argument("--kmhas-dev-fraction", type=fraction, default=DEV_FRACTION,
                    help="share of each K-MHaS --train file held out as its dev split (fixed seed); 0: none")
-    p.add_argument("--calibration-fraction", type=_fraction, default=0.0,
+    p.add_argument("--calibration-fraction", type=fraction, default=0.0,
                    help="share of each other --train file (BEEP!, CSV) held out likewise (fixed seed); the "
                         "threshold is then calibrated on all held-out splits together. 0: none")
-    p.add_argument("--target-precision", type=_fraction, default=DEFAULT_TARGET_PRECISION,
+    p.add_argument("--target-precision", type=fraction, default=DEFAULT_TARGET_PRECISION,
                    help="precision the calibrated threshold is chosen for")
-    p.add_argument("--epochs", type=_positive(int), default=DEFAULT_EPOCHS)
-    p.add_argument("--batch-size", type=_positive(int), default=DEFAULT_BATCH_SIZE)
-    p.add_argument("--lr", type=_positive(float), default=DEFAULT_LR, help="peak learning rate")
-    p.add_argument("--max-length", type=_positive(int), default=MAX_LENGTH,
+    p.add_argument("--epochs", type=positive(int), default=DEFAULT_EPOCHS)
+    p.add_argument("--batch-size", type=positive(int), default=DEFAULT_BATCH_SIZE)
+    p.add_argument("--lr", type=positive(float), default=DEFAULT_LR, help="peak learning rate")
+    p.add_argument("--max-length", type=positive(int), default=MAX_LENGTH,
                    help="tokens per text, as the exporter's default (longer texts are truncated)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for PyTorch; 0 = its default (one per core). On a machine busy with other "
                         "work, 1 avoids oversubscribed threads waiting on each other, which can be many times slower")
-    p.add_argument("--checkpoint-every", type=_positive(int), default=DEFAULT_CHECKPOINT_EVERY,
+    p.add_argument("--checkpoint-every", type=positive(int), default=DEFAULT_CHECKPOINT_EVERY,
                    help="steps between checkpoints (one is also saved on Ctrl-C)")
-    p.add_argument("--log-every-s", type=_positive(float), default=DEFAULT_LOG_EVERY_S,
+    p.add_argument("--log-every-s", type=positive(float), default=DEFAULT_LOG_EVERY_S,
                    help="seconds between progress lines")
     p.add_argument("--resume", action="store_true", help="go on from the checkpoint in --out")
     return p.parse_args(argv)
@@ -327,16 +306,7 @@ def print_summary(report: dict, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = parse_args(argv)
-    try:
-        report = run(args)
-    except (DatasetError, ValueError) as exc:
-        logger.error("%s", exc)
-        return EXIT_BAD_INPUT
-    except loop.Stopped as exc:
-        logger.warning("%s; run again with --resume to go on", exc)
-        return loop.EXIT_STOPPED
-    print_summary(report, args.out)
-    return 0
+    return loop.run_tool(lambda: run(args), lambda report: print_summary(report, args.out))
 
 
 if __name__ == "__main__":

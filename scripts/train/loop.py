@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from scripts.train import EXIT_BAD_INPUT
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -40,6 +42,21 @@ MAX_GRAD_NORM = 1.0
 
 class Stopped(Exception):
     """The run was asked to stop; its checkpoint holds everything needed to resume it."""
+
+
+def run_tool(run: Callable[[], dict], summarise: Callable[[dict], None]) -> int:
+    """A training tool's exit code: ``run`` it, then ``summarise`` its report (0); bad data or
+    arguments (ValueError, DatasetError among them) EXIT_BAD_INPUT; a requested stop EXIT_STOPPED."""
+    try:
+        report = run()
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return EXIT_BAD_INPUT
+    except Stopped as exc:
+        logger.warning("%s; run again with --resume to go on", exc)
+        return EXIT_STOPPED
+    summarise(report)
+    return 0
 
 
 @dataclass

@@ -36,13 +36,12 @@ import torch
 
 from scripts.cli import parser, setup_logging
 from scripts.export.koelectra_untrained import SPECIAL_TOKENS, char_tokenizer, small_config
-from scripts.train import loop
+from scripts.train import loop, positive
 from scripts.train.datasets import DEV_FRACTION, FORMATS, DatasetError, hold_out_dev, read_all
 from scripts.train.loop import DEFAULT_CHECKPOINT_EVERY, DEFAULT_LOG_EVERY_S, RunOptions, TrainingParams
 
 logger = logging.getLogger(__name__)
 
-EXIT_BAD_INPUT = 2
 REPORT_NAME = "pretraining.json"
 TOKENIZERS = ("wordpiece", "char")
 DEFAULT_VOCAB_SIZE = 16000
@@ -70,24 +69,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--format", choices=("auto", *FORMATS), default="auto", help="format of the --labelled files")
     p.add_argument("--out", type=Path, required=True, help="directory for the pretrained model and tokenizer")
     p.add_argument("--tokenizer", choices=TOKENIZERS, default="wordpiece")
-    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE, help="WordPiece vocabulary size")
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+    p.add_argument("--vocab-size", type=positive(int), default=DEFAULT_VOCAB_SIZE, help="WordPiece vocabulary size")
+    p.add_argument("--epochs", type=positive(int, allow_zero=True), default=DEFAULT_EPOCHS,
                    help="passes over the corpus; 0 saves the tokenizer and the randomly initialised model, the "
                         "from-scratch base to compare a pretrained one with")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    p.add_argument("--lr", type=float, default=DEFAULT_LR, help="peak learning rate")
-    p.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH)
+    p.add_argument("--batch-size", type=positive(int), default=DEFAULT_BATCH_SIZE)
+    p.add_argument("--lr", type=positive(float), default=DEFAULT_LR, help="peak learning rate")
+    p.add_argument("--max-length", type=positive(int), default=DEFAULT_MAX_LENGTH)
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch; 0 = its default")
-    p.add_argument("--checkpoint-every", type=int, default=DEFAULT_CHECKPOINT_EVERY)
-    p.add_argument("--log-every-s", type=float, default=DEFAULT_LOG_EVERY_S)
+    p.add_argument("--checkpoint-every", type=positive(int), default=DEFAULT_CHECKPOINT_EVERY)
+    p.add_argument("--log-every-s", type=positive(float), default=DEFAULT_LOG_EVERY_S)
     p.add_argument("--resume", action="store_true", help="go on from the checkpoint in --out")
     args = p.parse_args(argv)
-    if args.epochs < 0:
-        p.error("--epochs must be >= 0")
-    for name in ("vocab_size", "batch_size", "lr", "max_length", "checkpoint_every", "log_every_s"):
-        if not getattr(args, name) > 0:
-            p.error(f"--{name.replace('_', '-')} must be > 0")
     if not args.text and not args.labelled:
         p.error("give --text or --labelled files to pretrain on")
     return args
@@ -192,20 +186,15 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
+def print_summary(report: dict, out: Path) -> None:
+    print(f"pretrained on {report['corpus']['comments']} comments in {report['training_seconds']:.0f} s; "
+          f"masked-LM loss by epoch {[round(x, 3) for x in report['train_loss']]}; saved to {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = parse_args(argv)
-    try:
-        report = run(args)
-    except (DatasetError, ValueError) as exc:
-        logger.error("%s", exc)
-        return EXIT_BAD_INPUT
-    except loop.Stopped as exc:
-        logger.warning("%s; run again with --resume to go on", exc)
-        return loop.EXIT_STOPPED
-    print(f"pretrained on {report['corpus']['comments']} comments in {report['training_seconds']:.0f} s; "
-          f"masked-LM loss by epoch {[round(x, 3) for x in report['train_loss']]}; saved to {args.out}")
-    return 0
+    return loop.run_tool(lambda: run(args), lambda report: print_summary(report, args.out))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from scripts.cli import REPO_ROOT
-from scripts.train.build_classifier import DATA_FILES
+from scripts.train.build_classifier import data_files
 
 DATA_VARIABLE = "MODERATION_DATA"
 
@@ -15,4 +15,8 @@ DATA_VARIABLE = "MODERATION_DATA"
 def shared_data_dir() -> Path | None:
     """The data directory when every file a build reads is in it; None otherwise."""
     data = Path(os.environ.get(DATA_VARIABLE) or REPO_ROOT.parent / "shared" / "data")
-    return data if all((data / relative).is_file() for relative in DATA_FILES.values()) else None
+    try:
+        data_files(data)
+    except FileNotFoundError:
+        return None
+    return data

@@ -49,3 +49,14 @@ def test_a_stopped_step_resumes_only_with_the_same_settings(tmp_path):
     assert not checkpoint.exists()  # its checkpoint would be refused, so it is dropped
     build_classifier.record(tmp_path, {"epochs": 8})
     assert not (tmp_path / build_classifier.PENDING).exists()
+
+
+def test_check_data_only_checks(tmp_path):
+    for relative in build_classifier.DATA_FILES.values():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text("x\n", encoding="utf-8")
+    work = tmp_path / "work"
+    assert build_classifier.main(["--data", str(tmp_path), "--work", str(work), "--check-data"]) == 0
+    assert not work.exists()
+    (tmp_path / build_classifier.DATA_FILES["beep_dev"]).unlink()
+    assert build_classifier.main(["--data", str(tmp_path), "--work", str(work), "--check-data"]) == 2
