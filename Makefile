@@ -55,4 +55,4 @@ bench: export
 
 clean-models:
 	rm -f model_repository/*/config.pbtxt model_repository/*/config.values.json model_repository/*/1/*.pt model_repository/*/1/*.onnx \
-	      model_repository/*/1/tokenizer.json model_repository/*/1/model_info.json model_repository/*/1/lexicon.json
+	      model_repository/*/1/tokenizer.json model_repository/*/1/model_info.json model_repository/*/1/lexicon.json model_repository/*/1/*.joblib

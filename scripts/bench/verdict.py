@@ -13,7 +13,9 @@ TF-IDF and logistic regression trained on the same rows (K-MHaS files less their
 measured beside it, as the plain baseline the classifier has to beat. The lexicon is the
 exported one (model_repository/lexicon), run in-process; the classifier is a fine-tuned
 checkpoint directory, run in-process with PyTorch, at the threshold its training calibrated
-(``--threshold`` overrides). Prints Markdown for docs/MODERATION.md.
+(``--threshold`` overrides); with ``--blend`` (scripts/train/ngram_blend.py's output, as
+``make classifier`` serves it) the classifier's score is the blend, at the blend's threshold, and
+KoELECTRA and the n-gram model alone are measured beside it. Prints Markdown for docs/MODERATION.md.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 from scripts.cli import MODEL_REPOSITORY, machine, parser, setup_logging
 from scripts.export import export_lexicon
 from scripts.export.export_koelectra import MAX_LENGTH
-from scripts.train import read_training_marker
+from scripts.train import ngram_blend, read_training_marker
 from scripts.train.datasets import (
     CATEGORIES,
     DEV_FRACTION,
@@ -38,8 +41,8 @@ from scripts.train.datasets import (
     hold_out_dev,
     read_labelled,
 )
-from scripts.train.finetune_koelectra import METRICS_NAME, Scores, score
-from scripts.train.metrics import binary_metrics, category_recall
+from scripts.train.finetune_koelectra import METRICS_NAME, score
+from scripts.train.metrics import Scores, at_threshold, binary_metrics, category_recall
 
 
 def lexicon_flags(texts: list[str]) -> list[int]:
@@ -85,15 +88,65 @@ def training_max_length(checkpoint: Path) -> int:
     return MAX_LENGTH
 
 
-def report(data: Labelled, checkpoint: Path, threshold: float, reference=None) -> list[str]:
+def blended(scores: Scores, data: Labelled, blend: dict | None) -> tuple[Scores, list[str]]:
+    """The served scores (the blend, with --blend) and table rows for its two parts at 0.5."""
+    if blend is None:
+        return scores, []
+    ngram = ngram_blend.ngram_scores(blend["model"], data.texts)
+    parts = [row("KoELECTRA alone (0.5)", at_threshold(data.harmful, scores.harmful, 0.5)),
+             row("character n-gram NB-LR alone (0.5)", at_threshold(data.harmful, ngram.harmful, 0.5))]
+    return Scores(ngram_blend.blend(scores.harmful, ngram.harmful, blend["weight"]),
+                  ngram_blend.blend_categories(scores.categories, ngram.categories, blend["category_weight"])), parts
+
+
+@dataclass(frozen=True)
+class Served:
+    """A set's labels, the classifier's served harmful scores and the lexicon's flags."""
+
+    name: str
+    labels: list[int]
+    scores: list[float]
+    lexicon: list[int]
+
+    def at(self, threshold: float) -> dict:
+        flags = [int(lex or s >= threshold) for s, lex in zip(self.scores, self.lexicon, strict=True)]
+        return binary_metrics(self.labels, flags)
+
+
+def lowest_threshold(sets: list[Served], precision: float) -> float | None:
+    """The lowest threshold at which the served verdict reaches ``precision`` on every set."""
+    candidates = sorted({s for served in sets for s in served.scores})
+    return next((t for t in candidates if all(served.at(t)["precision"] >= precision for served in sets)), None)
+
+
+def threshold_table(sets: list[Served], precision: float) -> list[str]:
+    """Each set's own best threshold for ``precision``, and the one threshold that gives it on all."""
+    lines = [f"### One threshold for every set, at precision >= {precision:.2f} (served verdict)", "",
+             "| threshold chosen for | threshold | " + " | ".join(f"F1 on {s.name}" for s in sets) + " |",
+             "|---|---:|" + "---:|" * len(sets)]
+    for chosen_for in [[s] for s in sets] + [sets]:
+        threshold = lowest_threshold(chosen_for, precision)
+        name = "all of them" if len(chosen_for) > 1 else chosen_for[0].name
+        if threshold is None:
+            lines.append(f"| {name} | none reaches it |" + " |" * len(sets))
+            continue
+        lines.append(f"| {name} | {threshold:.3f} | " + " | ".join(
+            f"{s.at(threshold)['f1']:.2f} (P {s.at(threshold)['precision']:.2f})" for s in sets) + " |")
+    return [*lines, ""]
+
+
+def report(data: Labelled, checkpoint: Path, threshold: float, reference=None,
+           blend=None) -> tuple[list[str], Served]:
     lexicon = lexicon_flags(data.texts)
     scores = classifier_scores(checkpoint, data, training_max_length(checkpoint))
+    scores, parts = blended(scores, data, blend)
     classifier = [int(s >= threshold) for s in scores.harmful]
     both = [max(a, b) for a, b in zip(lexicon, classifier, strict=True)]
+    name = "classifier (KoELECTRA + n-gram blend)" if blend else "classifier"
     lines = [f"### {data.name} ({len(data)} rows, {data.harmful_rows} harmful)", "",
              "| verdict | precision | recall | F1 |", "|---|---:|---:|---:|",
-             row("lexicon alone", binary_metrics(data.harmful, lexicon)),
-             row(f"classifier alone (threshold {threshold:.3f})", binary_metrics(data.harmful, classifier)),
+             row("lexicon alone", binary_metrics(data.harmful, lexicon)), *parts,
+             row(f"{name} alone (threshold {threshold:.3f})", binary_metrics(data.harmful, classifier)),
              row("served: lexicon or classifier", binary_metrics(data.harmful, both))]
     if reference is not None:
         predicted = [int(p >= 0.5) for p in reference.predict_proba(data.texts)[:, 1]]
@@ -105,7 +158,7 @@ def report(data: Labelled, checkpoint: Path, threshold: float, reference=None) -
         lines += ["| category | rows | recall | precision |", "|---|---:|---:|---:|"]
         lines += [f"| {name} | {r['rows']} | {r['recall']:.2f} | {r['precision']:.2f} |" for name, r in recall.items()]
         lines.append("")
-    return lines
+    return lines, Served(data.name, data.harmful, scores.harmful, lexicon)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,12 +170,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kmhas-dev-fraction", type=float, default=DEV_FRACTION)
     p.add_argument("--calibration-fraction", type=float, default=0.0,
                    help="as the fine-tuning tool's: the share of the other --reference-train files held out")
-    p.add_argument("--threshold", type=float, help="default: the one the training calibrated")
+    p.add_argument("--threshold", type=float, help="default: the one the training (or the blend) calibrated")
+    p.add_argument("--blend", type=Path, help="scripts/train/ngram_blend.py's --out: measure the served blend")
+    p.add_argument("--precision", type=float, default=0.80,
+                   help="the precision the threshold table (with several sets) is drawn for")
     p.add_argument("--reference-train", type=Path, nargs="*", default=[],
                    help="the classifier's --train files: also measure a TF-IDF reference trained on them")
     args = p.parse_args(argv)
     marker = read_training_marker(args.classifier) or {}
-    threshold = args.threshold if args.threshold is not None else marker.get("threshold", {}).get("threshold", 0.5)
+    blend, calibrated = None, marker.get("threshold", {})
+    if args.blend is not None:
+        import joblib
+
+        settings = json.loads((args.blend / ngram_blend.BLEND_FILE).read_text(encoding="utf-8"))
+        blend = {"model": joblib.load(args.blend / ngram_blend.NGRAM_FILE), "weight": settings["weight"],
+                 "category_weight": settings.get("category_weight", settings["weight"])}
+        calibrated = settings["threshold"]
+    threshold = args.threshold if args.threshold is not None else calibrated.get("threshold", 0.5)
     try:
         sets = [read_labelled(path) for path in args.data]
         sets += [dev_split(read_labelled(path), args.kmhas_dev_fraction)[1] for path in args.kmhas_dev]
@@ -135,8 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     print(f"Measured {date.today()} on {machine()}: `python -m scripts.bench.verdict "
           f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n")
+    served = []
     for data in sets:
-        print("\n".join(report(data, args.classifier, threshold, reference)))
+        lines, scored = report(data, args.classifier, threshold, reference, blend)
+        print("\n".join(lines))
+        served.append(scored)
+    if len(served) > 1:
+        print("\n".join(threshold_table(served, args.precision)))
     print(f"({time.monotonic() - started:.0f} s)")
     return 0
 

@@ -12,6 +12,11 @@ edge: only a trained classifier decides verdicts. It is trained when --source ho
 ``moderation_training.json`` of ``scripts/train/finetune_koelectra.py``, or when --trained says
 so (a checkpoint fine-tuned elsewhere); a hub base such as the default (random head) and
 --untrained are not.
+
+``--blend`` (the output of ``scripts/train/ngram_blend.py``) serves the classifier blended with
+its character n-gram model: the n-gram model is copied beside the ONNX model, and
+model_info.json's ``blend`` (weights, the blend's calibrated threshold) tells the Triton model to
+mix it into HARMFUL_PROB and the categories; that threshold is then the one published.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -26,6 +32,7 @@ from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
 from scripts.export import triton_config
 from scripts.export.onnx_parity import ParityError, check_parity, export_onnx
 from scripts.train import TRAINING_MARKER, marked_trained, read_training_marker
+from scripts.train.ngram_blend import BLEND_FILE, NGRAM_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +59,27 @@ def category_heads(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(str(h) for h in heads if h != "harmful")
 
 
+def read_blend(args: argparse.Namespace) -> dict | None:
+    """--blend's blend.json (None without --blend); ValueError when it is not a complete blend."""
+    if args.blend is None:
+        return None
+    path = args.blend / BLEND_FILE
+    try:
+        blend = json.loads(path.read_text(encoding="utf-8"))
+        weight, threshold = float(blend["weight"]), float(blend["threshold"]["threshold"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--blend {args.blend}: no readable {BLEND_FILE} of scripts/train/ngram_blend.py "
+                         f"({exc})") from exc
+    if not (args.blend / NGRAM_FILE).is_file() or not 0 <= weight < 1 or not 0 <= threshold <= 1:
+        raise ValueError(f"--blend {args.blend}: needs {NGRAM_FILE}, a weight in [0, 1) and a threshold in [0, 1]")
+    return blend
+
+
 def calibrated_threshold(args: argparse.Namespace) -> float | None:
-    """The threshold the fine-tuning tool calibrated, from its marker in --source (None without one)."""
+    """The threshold calibrated for what is served: the blend's with --blend, else the one in the
+    fine-tuning tool's marker in --source (None without one)."""
     marker = None if args.untrained else read_training_marker(args.source)
-    calibration = (marker or {}).get("threshold")
+    calibration = (read_blend(args) or marker or {}).get("threshold")
     return float(calibration["threshold"]) if isinstance(calibration, dict) and "threshold" in calibration else None
 
 
@@ -87,7 +111,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--instance-kind", choices=("CPU", "GPU"), default="CPU")
     p.add_argument("--max-length", type=int, default=MAX_LENGTH)
     p.add_argument("--cpu-threads", type=int, default=0, help="ONNX Runtime intra-op threads; 0 = its default")
-    return p.parse_args(argv)
+    p.add_argument("--blend", type=Path,
+                   help="scripts/train/ngram_blend.py's --out: serve the classifier blended with its n-gram model")
+    args = p.parse_args(argv)
+    if args.blend is not None and not marked_trained(args.source):
+        p.error("--blend blends a classifier fine-tuned by scripts/train/finetune_koelectra.py: --source has no "
+                f"{TRAINING_MARKER}")
+    return args
 
 
 def resolve_source(args: argparse.Namespace) -> tuple[str, str]:
@@ -142,6 +172,13 @@ def write_model_info(version_dir: Path, args: argparse.Namespace, name: str, sou
     marker = None if args.untrained else read_training_marker(args.source)
     if marker is not None:
         info["training"] = marker
+    (version_dir / NGRAM_FILE).unlink(missing_ok=True)  # a blend of an earlier export is not this model's
+    blend = read_blend(args)
+    if blend is not None:
+        shutil.copyfile(args.blend / NGRAM_FILE, version_dir / NGRAM_FILE)
+        info["blend"] = {"ngram": NGRAM_FILE, "weight": blend["weight"],
+                         "category_weight": blend.get("category_weight", blend["weight"]),
+                         "threshold": blend["threshold"]}
     (version_dir / "model_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
 
 
@@ -162,8 +199,14 @@ def log_training_state(args: argparse.Namespace, name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
+    args = parse_args(argv)
     try:
-        export(parse_args(argv))
+        read_blend(args)  # a bad --blend stops the export before it writes anything
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return 2
+    try:
+        export(args)
     except ParityError as exc:
         logger.error("%s", exc)
         return 1

@@ -5,9 +5,11 @@
 One command for what README's "Fine-tuning" section does by hand: pretrain the small ELECTRA on
 the comments (scripts/train/pretrain_electra.py; ``--pretrain-epochs 0`` starts from random
 weights with the same WordPiece vocabulary), fine-tune it on BEEP! train and K-MHaS (less its
-fixed-seed dev split; scripts/train/finetune_koelectra.py), export it into the Triton repository
-as a trained classifier with its calibrated threshold, and render the ensemble again, so the next
-``make run`` serves it (``make run`` keeps an exported trained classifier).
+fixed-seed dev split; scripts/train/finetune_koelectra.py), blend a character n-gram model
+trained on the same rows into its harmful score and calibrate the blend
+(scripts/train/ngram_blend.py; ``--ngram-weight 0`` serves KoELECTRA alone), export it into the
+Triton repository as a trained classifier with its calibrated threshold, and render the ensemble
+again, so the next ``make run`` serves it (``make run`` keeps an exported trained classifier).
 
 ``--data`` is a directory laid out as ``../shared/data`` is (DATA_FILES); a missing file stops
 the build with exit code 2 naming it. Each step's output is kept under ``--work``; a step whose
@@ -26,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
-from scripts.train import EXIT_BAD_INPUT, marked_trained
+from scripts.train import EXIT_BAD_INPUT, fraction, marked_trained, share
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,10 @@ DATA_FILES = {
 }
 """The files a build reads, relative to --data (BEEP! and K-MHaS's validation split; see
 ../shared/data/README.md). K-MHaS's test split is never read: it is kept for independent evaluation."""
+FRACTIONS = ("calibration_fraction", "target_precision", "ngram_weight")
+SHARES = ("ngram_category_weight",)
+"""Recipe fields from 0 to 1, both included."""
+"""Recipe fields that are shares (at least 0, below 1), refused otherwise before any step runs."""
 STEP_SETTINGS = "build_settings.json"
 """Written into a step's output: the settings it was made with, so a changed recipe rebuilds it."""
 PENDING = "build_pending.json"
@@ -63,6 +69,11 @@ class Recipe:
     """The precision the acceptance targets state, on BEEP! and K-MHaS held out together. The
     fine-tuning tool's own default, 0.9, lands this offline model at a threshold of about 0.99,
     where it flags almost nothing (docs/MODERATION.md)."""
+    ngram_weight: float = 0.5
+    """Share of the character n-gram model in the served harmful score; 0: KoELECTRA alone (the
+    blend is better than either on both datasets: docs/MODERATION.md)."""
+    ngram_category_weight: float = 1.0
+    """Its share in each category's score: KoELECTRA's category heads recall almost nothing."""
     seed: int = 42
 
 
@@ -74,7 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
     defaults = Recipe()
     for name, value in asdict(defaults).items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+        kind = fraction if name in FRACTIONS else share if name in SHARES else type(value)
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch; 0 = its default")
     p.add_argument("--force", action="store_true", help="run every step again, even if its output is current")
     p.add_argument("--check-data", action="store_true",
@@ -141,7 +153,9 @@ def finetune(files: dict[str, Path], base: Path, recipe: Recipe, args: argparse.
     from scripts.train import finetune_koelectra
 
     out = args.work / "finetuned"
-    settings = {"data": {k: str(v) for k, v in files.items()}, "base": str(base), **asdict(recipe)}
+    # the blend's weight is not the fine-tuning's: changing it refits only the blend
+    tuning = {k: v for k, v in asdict(recipe).items() if not k.startswith("ngram_")}
+    settings = {"data": {k: str(v) for k, v in files.items()}, "base": str(base), **tuning}
     if not args.force and current(out, settings, marked_trained(out)):
         logger.info("fine-tuned classifier %s is current: not fine-tuning again", out)
         return out
@@ -159,19 +173,47 @@ def finetune(files: dict[str, Path], base: Path, recipe: Recipe, args: argparse.
     return out
 
 
+def blend(files: dict[str, Path], finetuned: Path, recipe: Recipe, args: argparse.Namespace) -> Path | None:
+    """The n-gram model and the blend's threshold (seconds); None with ``ngram_weight`` 0."""
+    from scripts.train import ngram_blend
+
+    if recipe.ngram_weight == 0:
+        return None
+    out = args.work / "blended"
+    settings = {"data": {k: str(v) for k, v in files.items()}, "classifier": str(finetuned), **asdict(recipe)}
+    if not args.force and current(out, settings, (out / ngram_blend.BLEND_FILE).is_file()):
+        logger.info("blend %s is current: not fitting it again", out)
+        return out
+    (out / ngram_blend.BLEND_FILE).unlink(missing_ok=True)
+    code = ngram_blend.main([
+        "--classifier", str(finetuned), "--train", str(files["beep_train"]), str(files["kmhas"]),
+        "--eval", str(files["beep_dev"]), "--calibration-fraction", str(recipe.calibration_fraction),
+        "--target-precision", str(recipe.target_precision), "--weight", str(recipe.ngram_weight),
+        "--category-weight", str(recipe.ngram_category_weight),
+        "--out", str(out)])
+    if code != 0:
+        raise StepFailed("blending", code)
+    record(out, settings)
+    return out
+
+
 class StepFailed(Exception):
     def __init__(self, step: str, code: int) -> None:
         super().__init__(f"{step} failed with exit code {code}")
         self.code = code
 
 
-def export(finetuned: Path, args: argparse.Namespace) -> None:
-    """The trained classifier into the repository, then every model the offline default needs and
-    the ensemble over them (scripts/export/offline_default.py keeps what is exported)."""
+def export(finetuned: Path, blended: Path | None, recipe: Recipe, args: argparse.Namespace) -> None:
+    """The trained classifier (blended, when there is a blend) into the repository, then every
+    model the offline default needs and the ensemble over them (scripts/export/offline_default.py
+    keeps what is exported)."""
     from scripts.export import export_koelectra, offline_default
 
     repository = str(args.repository)
-    if export_koelectra.main(["--source", str(finetuned), "--repository", repository]) != 0:
+    with_blend = ["--blend", str(blended)] if blended is not None else []
+    # served with the token limit it was trained with: positions past it were never trained
+    limit = ["--max-length", str(recipe.max_length)]
+    if export_koelectra.main(["--source", str(finetuned), "--repository", repository, *limit, *with_blend]) != 0:
         raise StepFailed("export", 1)
     if offline_default.main(["--repository", repository]) != 0:
         raise StepFailed("export", 1)
@@ -186,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check_data:
             return 0
         finetuned = finetune(files, pretrain(files, recipe, args), recipe, args)
-        export(finetuned, args)
+        export(finetuned, blend(files, finetuned, recipe, args), recipe, args)
     except FileNotFoundError as exc:
         logger.error("%s", exc)
         return EXIT_BAD_INPUT

@@ -61,6 +61,7 @@ from scripts.train.metrics import (
     DEFAULT_TARGET_PRECISION,
     DEFAULT_THRESHOLD,
     Calibration,
+    Scores,
     at_threshold,
     calibrate,
     category_recall,
@@ -78,14 +79,6 @@ one and more epochs (the tests train the small untrained model with 3e-4, batch 
 at 1e-3 it mostly fails to learn)."""
 DEFAULT_SEED = 42
 EVAL_BATCH_SIZE = 64
-
-
-@dataclass(frozen=True)
-class Scores:
-    """A model's scores on an eval set: ``harmful`` per row, and the categories' per row."""
-
-    harmful: list[float]
-    categories: list[list[float]]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -32,6 +32,14 @@ def at_threshold(labels: Sequence[int], scores: Sequence[float], threshold: floa
 
 
 @dataclass(frozen=True)
+class Scores:
+    """A model's scores on an eval set: ``harmful`` per row, and the categories' per row."""
+
+    harmful: list[float]
+    categories: list[list[float]]
+
+
+@dataclass(frozen=True)
 class Calibration:
     """The threshold chosen on a dev set, and what it gave there."""
 

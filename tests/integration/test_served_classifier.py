@@ -71,7 +71,8 @@ def test_reasons_say_classifier_exactly_where_its_score_reached_the_threshold(ed
     ready = httpx.get(f"http://{edge}/readyz", timeout=10).json()
     threshold = ready["classifier_threshold"]
     assert ready["signals"] == ["lexicon", "classifier"]
-    assert threshold == trained_export["training"]["threshold"]["threshold"]
+    # the blend's threshold where the build blended in the n-gram model, else the fine-tuning's
+    assert threshold == (trained_export.get("blend") or trained_export["training"])["threshold"]["threshold"]
     results = moderate(edge, [text for text, _ in beep_dev_sample[:BATCH]])
     for result in results:
         # lexicon-flagged results report 1.0 as their harmful score: only the others tell the classifier's
@@ -79,3 +80,44 @@ def test_reasons_say_classifier_exactly_where_its_score_reached_the_threshold(ed
             decided = result["category_scores"]["harmful"] >= threshold
             assert ("classifier" in result["reasons"]) == decided, result
     assert set(results[0]["category_scores"]) >= {"harmful", *trained_export["training"]["heads"][1:]}
+
+
+def in_process_harmful(version_dir, info: dict, texts: list[str]) -> list[float]:
+    """The harmful score model_info.json describes, computed here from the exported files: the
+    ONNX model's harmful sigmoid, blended with the n-gram pipeline where there is a blend."""
+    import joblib
+    import numpy as np
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    config = json.loads((version_dir.parent / "config.values.json").read_text(encoding="utf-8"))
+    tokenizer = Tokenizer.from_file(str(version_dir / "tokenizer.json"))
+    tokenizer.enable_truncation(config["max_length"])
+    session = ort.InferenceSession(str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    harmful_head = int(next(i for i, label in info["labels"].items() if label == "harmful"))
+    scores = []
+    for text in texts:  # one at a time: no padding to reason about
+        encoding = tokenizer.encode(text)
+        feeds = {name: np.array([values], dtype=np.int64) for name, values in
+                 (("input_ids", encoding.ids), ("attention_mask", encoding.attention_mask),
+                  ("token_type_ids", encoding.type_ids))}
+        (logits,) = session.run(["logits"], feeds)
+        scores.append(1.0 / (1.0 + np.exp(-float(logits[0, harmful_head]))))
+    blend = info.get("blend")
+    if blend:
+        ngram = joblib.load(version_dir / blend["ngram"])
+        harmful = ngram["regressions"]["harmful"].predict_proba(ngram["vectorizer"].transform(texts))[:, 1]
+        scores = [(1 - blend["weight"]) * a + blend["weight"] * float(b) for a, b in zip(scores, harmful, strict=True)]
+    return scores
+
+
+def test_the_served_harmful_score_is_the_exported_blend(edge, model_repository, trained_export, beep_dev_sample):
+    texts = [text for text, _ in beep_dev_sample[:BATCH]]
+    results = moderate(edge, texts)
+    expected = in_process_harmful(model_repository / "koelectra" / "1", trained_export, texts)
+    compared = 0
+    for result, score in zip(results, expected, strict=True):
+        if "lexicon" not in result["reasons"]:  # the lexicon's matches report 1.0
+            assert abs(result["category_scores"]["harmful"] - score) < 1e-3, (result, score)
+            compared += 1
+    assert compared >= BATCH // 2

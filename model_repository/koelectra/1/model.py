@@ -3,6 +3,9 @@
 A batch is tokenized in one call and scored in one ORT run. Empty texts (silence) score 0.0
 without touching the model. A multi-label classifier (the fine-tuning tool's) also returns its
 category heads' probabilities, CATEGORY_PROBS, in the order of the ``categories`` parameter.
+When model_info.json has a ``blend`` (scripts/train/ngram_blend.py), each score is a weighted
+mean of KoELECTRA's and a character n-gram model's (``weight`` for HARMFUL_PROB,
+``category_weight`` for the categories the n-gram model has).
 """
 
 from __future__ import annotations
@@ -68,8 +71,9 @@ class TritonPythonModel:
         self.tokenizer.enable_truncation(int(_param(config, "max_length", "128")))
         self.tokenizer.enable_padding(pad_id=self.tokenizer.token_to_id("[PAD]") or 0)
         self.info = self._model_info(version_dir)
-        names = [n for n in _param(config, "categories", "").split(",") if n]
-        self.categories = category_columns(self.info, names) if names else []
+        self.category_names = [n for n in _param(config, "categories", "").split(",") if n]
+        self.categories = category_columns(self.info, self.category_names) if self.category_names else []
+        self.ngram = self._ngram(version_dir, self.info)
 
     @staticmethod
     def _model_info(version_dir: str) -> dict:
@@ -81,6 +85,36 @@ class TritonPythonModel:
         if info.get("untrained"):
             logger.warning("koelectra is %s: UNTRAINED random weights, HARMFUL_PROB is noise", info.get("name"))
         return info
+
+    def _ngram(self, version_dir: str, info: dict) -> dict | None:
+        """A blended export's n-gram model as one weight matrix, a column per blended output
+        (harmful, then each category it has): one sparse product scores them all."""
+        blend = info.get("blend")
+        if not blend:
+            return None
+        import joblib  # scikit-learn's own persistence; only a blended export needs it
+
+        # A pickle runs code as it loads: the model repository is as trusted as this file is.
+        model = joblib.load(os.path.join(version_dir, blend["ngram"]))
+        names = ["harmful", *[n for n in self.category_names if n in model["regressions"]]]
+        regressions = [model["regressions"][n] for n in names]
+        # C order: a sparse row times a Fortran-ordered matrix would copy the matrix on every call
+        weights = np.ascontiguousarray(np.vstack([r.coef_[0] for r in regressions]).T)
+        return {"vectorizer": model["vectorizer"], "weights": weights,
+                "bias": np.array([r.intercept_[0] for r in regressions]),
+                "columns": [self.category_names.index(n) for n in names[1:]],
+                "weight": float(blend["weight"]), "category_weight": float(blend.get("category_weight", 1.0))}
+
+    def _blend_in(self, texts: list[str], probs: np.ndarray, categories: np.ndarray) -> None:
+        """Mix the n-gram model's scores into KoELECTRA's, in place, as model_info.json's blend says
+        (a binary logistic regression's probability is the sigmoid of its decision function)."""
+        ngram = self.ngram
+        decision = ngram["vectorizer"].transform(texts) @ ngram["weights"] + ngram["bias"]
+        scores = 1.0 / (1.0 + np.exp(-np.asarray(decision)))
+        probs[:] = (1.0 - ngram["weight"]) * probs + ngram["weight"] * scores[:, 0]
+        weight = ngram["category_weight"]
+        for i, column in enumerate(ngram["columns"], start=1):
+            categories[:, column] = (1.0 - weight) * categories[:, column] + weight * scores[:, i]
 
     def _texts(self, request) -> list[str]:
         raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
@@ -102,9 +136,13 @@ class TritonPythonModel:
         }
         (logits,) = self.session.run(["logits"], feeds)
         logits = logits.astype(np.float64)
-        probs[live] = harmful_probability(logits, self.info)
+        live_probs = harmful_probability(logits, self.info)
+        live_categories = 1.0 / (1.0 + np.exp(-logits[:, self.categories]))
+        if self.ngram is not None:
+            self._blend_in([texts[i] for i in live], live_probs, live_categories)
+        probs[live] = live_probs
         if self.categories:
-            categories[live] = 1.0 / (1.0 + np.exp(-logits[:, self.categories]))
+            categories[live] = live_categories
         return probs, categories
 
     def execute(self, requests):
