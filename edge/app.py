@@ -13,6 +13,7 @@ from edge.dependencies import Access, EdgeServices, OpsAccessDep
 from edge.drain import Drain
 from edge.fairness import FairShare
 from edge.metrics import EdgeMetrics
+from edge.outage import OutageLimits, OutageWait
 from edge.routers import audio, console, health, metrics, moderations
 from edge.routers import jobs as job_routes
 from edge.settings import EdgeSettings
@@ -39,7 +40,9 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
     fair_share = FairShare(settings.bulk_max_in_flight, settings.bulk_session_max_in_flight,
                            settings.bulk_pause_realtime_sessions, settings.bulk_max_pause_s)
     drain = Drain.from_settings(settings, edge_metrics.registry)  # started by edge/__main__.py on SIGTERM
-    services = EdgeServices(settings, pool, edge_metrics, admission, access, fair_share, drain, jobs)
+    outage = OutageWait(OutageLimits(settings.outage_wait_s, settings.outage_max_segments))
+    edge_metrics.watch_outage(outage)
+    services = EdgeServices(settings, pool, edge_metrics, admission, access, fair_share, drain, outage, jobs)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

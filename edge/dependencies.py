@@ -15,6 +15,7 @@ from edge.auth import Authenticator, AuthError, OriginPolicy, Principal, credent
 from edge.drain import Drain
 from edge.fairness import FairShare
 from edge.metrics import EdgeMetrics
+from edge.outage import OutageWait
 from edge.settings import EdgeSettings
 from jobs.service import JobService
 from moderation.triton import ModerationPool
@@ -42,6 +43,8 @@ class EdgeServices:
     access: Access
     fair_share: FairShare
     drain: Drain
+    outage: OutageWait
+    """Segments waiting for a Triton server through an outage, edge-wide (edge/outage.py)."""
     jobs: JobService | None = None
     """The batch job API's store and queue; None when jobs are not served (EDGE_JOBS)."""
 
@@ -80,12 +83,17 @@ def get_drain(services: ServicesDep) -> Drain:
     return services.drain
 
 
+def get_outage(services: ServicesDep) -> OutageWait:
+    return services.outage
+
+
 SettingsDep = Annotated[EdgeSettings, Depends(get_settings)]
 PoolDep = Annotated[ModerationPool, Depends(get_pool)]
 MetricsDep = Annotated[EdgeMetrics, Depends(get_metrics)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
 FairShareDep = Annotated[FairShare, Depends(get_fair_share)]
 DrainDep = Annotated[Drain, Depends(get_drain)]
+OutageDep = Annotated[OutageWait, Depends(get_outage)]
 
 
 def get_key_admission(services: ServicesDep) -> KeyAdmission:

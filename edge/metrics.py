@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
+    from edge.outage import OutageWait
     from moderation.triton import ModerationPool
 
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -40,6 +41,23 @@ class PoolCollector:
         yield from (ready, in_flight, calls, retries)
 
 
+class OutageCollector:
+    """Segments waiting for a Triton server through an outage, and how their waits ended."""
+
+    def __init__(self, outage: OutageWait):
+        self.outage = outage
+
+    def collect(self) -> Iterator[Metric]:
+        waiting = GaugeMetricFamily("edge_outage_waiting_segments", "Segments waiting for a Triton server now")
+        waiting.add_metric([], float(self.outage.waiting))
+        ended = CounterMetricFamily("edge_outage_segments", "Segments that waited for a Triton server: late (sent "
+                                    "again and answered) or gave_up (no server in time, or no place to wait)",
+                                    labels=["outcome"])
+        ended.add_metric(["late"], float(self.outage.late))
+        ended.add_metric(["gave_up"], float(self.outage.gave_up))
+        yield from (waiting, ended)
+
+
 class EdgeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -63,6 +81,9 @@ class EdgeMetrics:
     def watch_pool(self, pool: ModerationPool) -> None:
         """Export the pool's replicas and retries with the edge's metrics."""
         self.registry.register(PoolCollector(pool))
+
+    def watch_outage(self, outage: OutageWait) -> None:
+        self.registry.register(OutageCollector(outage))
 
 
 def labelled_totals(metric: Counter | Gauge) -> dict[str, float]:

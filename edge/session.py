@@ -15,6 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from edge.audio import PcmDecoder
 from edge.fairness import FairShare, Pace
 from edge.metrics import EdgeMetrics
+from edge.outage import OutageLimits, OutageWait
 from edge.protocol import (
     SAMPLE_RATE,
     BadJson,
@@ -84,12 +85,14 @@ SegmentResult = SegmentEvent | ErrorEvent
 
 class Session:
     def __init__(self, websocket: WebSocket, settings: EdgeSettings, pool: ModerationPool, metrics: EdgeMetrics,
-                 fair_share: FairShare, stop: asyncio.Future | None = None):
+                 fair_share: FairShare, stop: asyncio.Future | None = None, outage: OutageWait | None = None):
         self.id = uuid.uuid4().hex
         self._stop = stop if stop is not None else asyncio.get_running_loop().create_future()
         """Resolved when the edge stops the session to shut down (edge/drain.py); never by default."""
         self.ws, self.settings, self.pool, self.metrics = websocket, settings, pool, metrics
         self.fair_share, self._bulk_share = fair_share, fair_share.session_share()
+        self.outage = outage or OutageWait(OutageLimits(settings.outage_wait_s, settings.outage_max_segments))
+        """Where a segment waits when no Triton server is reachable (edge-wide: the app's)."""
         self.pace = Pace(settings.bulk_lead_s)
         self._realtime_calls = 0
         """This session's real-time segments submitted and not yet answered (see _update_activity)."""
@@ -318,7 +321,9 @@ class Session:
                 # The client's language, or None: the model's exported default then applies.
                 with_words = wants_word_times(self.pool.facts, self.settings.span_word_times,
                                               self.config.word_timestamps)
-                result = await self.pool.moderate(segment.audio, self.config.language, with_words, priority)
+                result, late = await self.outage.call(
+                    lambda: self.pool.moderate(segment.audio, self.config.language, with_words, priority),
+                    self.pool.wait_ready)
         except TritonCallError as exc:
             self.metrics.triton_errors.labels(exc.reason).inc()
             return ErrorEvent(code=exc.code, message=str(exc), **times), segment.closed_at
@@ -328,7 +333,9 @@ class Session:
             # The details stay in the log: an internal error's text is no business of the client's.
             return ErrorEvent(code=ErrorCode.TRITON_ERROR, message="moderation failed (server error)", **times), \
                 segment.closed_at
-        return self._segment_event(result, times, segment), segment.closed_at
+        event = self._segment_event(result, times, segment)
+        event.late = True if late else None
+        return event, segment.closed_at
 
     def _realtime_call_done(self, _task: asyncio.Task) -> None:
         self._realtime_calls -= 1

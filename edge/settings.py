@@ -40,6 +40,14 @@ class EdgeSettings(ModerationSettings):
     bulk_max_pause_s: float = Field(5.0, gt=0)
     """Longest a bulk call waits for live speech to pause; then it goes anyway (at most one such
     call per bulk share), so uploads are slowed by real-time traffic but never starved."""
+    outage_wait_s: float = Field(30.0, ge=0)
+    """A segment whose call found no Triton server (all down, or its server died under it) waits
+    this long for one to be ready again and is sent again, its result marked ``late``; past it the
+    client gets ``triton_unavailable``. 0: no wait. A restart by ``make run`` takes about 10 s."""
+    outage_max_segments: int = Field(256, ge=0)
+    """Segments this edge process holds for a Triton server at once (each keeps its audio, at most
+    30 s of 16 kHz float32, 1.9 MB); more get ``triton_unavailable`` at once. Each session also
+    holds at most ``max_pending_segments``, after which it stops reading its socket."""
     max_sessions: int = Field(500, gt=0)
     """Concurrent WebSocket sessions per process; more are refused with close code 1013."""
     first_frame_timeout_s: float = Field(10.0, gt=0)

@@ -71,6 +71,9 @@ class ModerationSettings(BaseSettings):
     """Silence that ends a segment."""
     max_segment_s: float = Field(5.0, gt=0, le=30)
     """Longer speech is cut here so detection latency stays bounded (Whisper's limit is 30 s)."""
+    cut_search_ms: int = Field(1000, ge=0)
+    """Speech that reaches max_segment_s is cut at the quietest point of its last this many ms (a
+    pause between words), and the audio after the cut opens the next segment; 0 cuts at the limit."""
     min_speech_ms: int = Field(200, ge=0)
     """Segments with less speech than this are dropped as blips."""
     pre_roll_ms: int = Field(200, ge=0)

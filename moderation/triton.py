@@ -167,6 +167,10 @@ class ModerationPool(Protocol):
 
     async def close(self) -> None: ...
 
+    async def wait_ready(self, timeout_s: float) -> bool:
+        """Whether a server is ready, waiting up to ``timeout_s`` for one (probed every health interval)."""
+        ...
+
     async def refresh(self) -> set[str]:
         """Probe the servers now; returns the ready ones."""
 
@@ -348,6 +352,8 @@ class TritonPool:
         """Replaced clients of lost or vanished replicas, oldest first (see _retire)."""
         self._running = InFlightCalls()
         """Every call this pool has started and that has not ended, its caller gone or not."""
+        self._any_ready = asyncio.Event()
+        """Set while ``ready`` holds a server (see _set_ready): what wait_ready waits for."""
 
     @property
     def servers(self) -> list[str]:
@@ -385,7 +391,7 @@ class TritonPool:
             logger.info("Triton replica %s added", url)
         for url in sorted(set(self.clients) - found):
             self._retire(self.clients.pop(url))
-            self.ready.discard(url)
+            self._set_ready(self.ready - {url})
             logger.info("Triton replica %s no longer resolves: dropped", url)
 
     def _retire(self, client: grpcclient.InferenceServerClient) -> None:
@@ -443,7 +449,23 @@ class TritonPool:
             if facts is not None and facts != self._facts:
                 self._log_facts(facts, min(ready))
             self._facts = facts or self._facts
+        self._set_ready(ready)
+
+    def _set_ready(self, ready: set[str]) -> None:
         self.ready = ready
+        if ready:
+            self._any_ready.set()
+        else:
+            self._any_ready.clear()
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        if self.ready:
+            return True
+        try:
+            await asyncio.wait_for(self._any_ready.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return bool(self.ready)
 
     async def _read_facts(self, url: str) -> ModelFacts | None:
         """The model's facts from its config's parameters on one server (None: try again later)."""
@@ -531,7 +553,7 @@ class TritonPool:
         except InferenceServerException as exc:
             error = _classify(exc)
             if error.reason in ("timeout", "unavailable"):  # until the next probe finds it ready
-                self.ready.discard(url)
+                self._set_ready(self.ready - {url})
             raise error from exc
         finally:
             self.in_flight[url] -= 1

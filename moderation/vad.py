@@ -2,7 +2,9 @@
 
 A segment opens on the first speech frame (with pre-roll), closes after ``min_silence_ms`` of
 non-speech (keeping ``post_roll_ms`` of it) or when it reaches ``max_segment_s``, and is dropped
-when it holds less than ``min_speech_ms`` of speech.
+when it holds less than ``min_speech_ms`` of speech. Speech that runs to ``max_segment_s`` is
+cut at the quietest point of its last ``cut_search_ms`` (a pause between words), and the audio
+after the cut opens the next segment: no word is split or lost.
 """
 
 from __future__ import annotations
@@ -27,11 +29,34 @@ class SegmenterLimits:
     min_speech_ms: int = 200
     pre_roll_ms: int = 200
     post_roll_ms: int = 200
+    cut_search_ms: int = 1000
 
     @classmethod
     def from_settings(cls, s: ModerationSettings) -> SegmenterLimits:
         return cls(s.vad_frame_ms, s.vad_aggressiveness, s.min_silence_ms, s.max_segment_s, s.min_speech_ms,
-                   s.pre_roll_ms, s.post_roll_ms)
+                   s.pre_roll_ms, s.post_roll_ms, s.cut_search_ms)
+
+
+CUT_WINDOW = SAMPLE_RATE // 100
+"""10 ms: the energy resolution of a cut."""
+PAUSE_WINDOWS = 10
+"""A cut goes in the middle of the quietest stretch of this many CUT_WINDOWs (100 ms): longer than
+the silent closure of a stop consonant inside a word (p, t, k: 30-70 ms in espeak-ng's speech),
+shorter than a phrase pause (150-170 ms); measured in docs/PERFORMANCE.md."""
+
+
+def quietest_point(audio: np.ndarray, search: int) -> int:
+    """The sample in the middle of the quietest PAUSE_WINDOWS stretch of the last ``search``
+    samples of ``audio`` (the latest of equally quiet ones, so the least audio is carried over)."""
+    windows = min(len(audio), search) // CUT_WINDOW
+    if windows == 0:
+        return len(audio)
+    start = len(audio) - windows * CUT_WINDOW  # windows end where the audio does
+    energy = np.square(audio[start:]).reshape(windows, CUT_WINDOW).mean(axis=1)
+    span = min(PAUSE_WINDOWS, windows)
+    stretch = np.convolve(energy, np.ones(span) / span, mode="valid")
+    quietest = len(stretch) - 1 - int(np.argmin(stretch[::-1]))
+    return start + quietest * CUT_WINDOW + span * CUT_WINDOW // 2
 
 
 @dataclass
@@ -113,20 +138,30 @@ class Segmenter:
         if self._silence_frames * self.limits.frame_ms >= self.limits.min_silence_ms:
             return self._close(received_at, trailing_silence=self._silence_frames)
         if self._length + self._frame_len > len(self._buffer):
-            segment = self._close(received_at, trailing_silence=0)
-            self._open(with_pre_roll=False)  # speech goes on: the next segment starts right here
-            return segment
+            return self._cut(received_at)
         return None
 
-    def _open(self, with_pre_roll: bool = True) -> None:
+    def _cut(self, received_at: float) -> Segment:
+        """Speech reached the maximum: close the segment at its quietest recent point and carry
+        the audio after it into the next one, which stays open (speech goes on)."""
+        search = min(self.limits.cut_search_ms * SAMPLE_RATE // 1000, self._length // 2)
+        cut = quietest_point(self._buffer[:self._length], search)
+        segment = Segment(audio=self._buffer[:cut].copy(), start_s=self._start / SAMPLE_RATE,
+                          end_s=(self._start + cut) / SAMPLE_RATE, closed_at=received_at)
+        carried = self._length - cut
+        self._buffer[:carried] = self._buffer[cut:self._length].copy()
+        self._start, self._length = self._start + cut, carried
+        # The carried frames' flags are not kept: count them as speech, less the trailing silence.
+        self._silence_frames = min(self._silence_frames, carried // self._frame_len)
+        self._speech_frames = carried // self._frame_len - self._silence_frames
+        return segment
+
+    def _open(self) -> None:
         self._in_speech, self._length, self._speech_frames, self._silence_frames = True, 0, 0, 0
         self._start = self._position - self._frame_len
-        if with_pre_roll:
-            for frame in self._pre_roll:
-                self._append(frame)
-            self._start -= len(self._pre_roll) * self._frame_len
-        else:
-            self._start += self._frame_len
+        for frame in self._pre_roll:
+            self._append(frame)
+        self._start -= len(self._pre_roll) * self._frame_len
         self._pre_roll.clear()
 
     def _append(self, samples: np.ndarray) -> None:

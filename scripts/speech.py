@@ -93,6 +93,26 @@ GAME_CHAT_SENTENCES = [
 """Thirty-seven plain game-chat sentences (no numbers, names, contractions or profanity), 1.5 to 4 s
 of espeak-ng speech each, so the VAD cuts one segment per sentence, and each transcribed exactly
 by Whisper base when spoken alone (the batch benchmark's long recording, loadtest/batch_bench.py)."""
+LONG_UTTERANCES = [
+    "we were camping behind the big red house near the bridge when the storm came over the hills and "
+    "everyone ran back to the cars with their bags",
+    "my brother says the new game is much better than the old one because the maps are bigger and the "
+    "players can build their own towers",
+    "after the meeting we walked along the river to the little market and bought fresh bread and cheese "
+    "for the long drive home",
+    "the teacher asked every student to read one page out loud and then write a short story about "
+    "their favourite summer holiday",
+    "on saturday morning the whole team met at the station and took the early train to the coast to "
+    "watch the final match of the season",
+    "if you turn left at the second corner you will see a small blue door next to the bakery where my "
+    "aunt has lived for twenty years",
+    "the old radio in the kitchen still plays music every evening while my grandmother cooks soup and "
+    "tells us stories about the war",
+    "nobody expected the quiet boy from the back row to win the chess tournament but he beat every "
+    "player in less than an hour",
+]
+"""Continuous speech without a pause long enough to end a segment: each is 10-12 s at espeak-ng's
+140 words a minute, longer than the default maximum segment (5 s), so it is cut."""
 DIALOGUE_WAV = REPO_ROOT / "loadtest" / "audio" / "dialogue_en.wav"
 """DIALOGUE as a committed 16 kHz mono 16-bit WAV, with its sidecar JSON."""
 

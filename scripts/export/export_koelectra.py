@@ -31,6 +31,7 @@ from pathlib import Path
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
 from scripts.export import triton_config
 from scripts.export.onnx_parity import ParityError, check_parity, export_onnx
+from scripts.export.triton_config import QUEUE_SAFE_INSTANCES
 from scripts.train import TRAINING_MARKER, marked_trained, read_training_marker
 from scripts.train.ngram_blend import BLEND_FILE, NGRAM_FILE
 
@@ -107,7 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".cache")
     p.add_argument("--max-batch-size", type=int, default=64)
     p.add_argument("--max-queue-delay-us", type=int, default=2000, help="negative turns dynamic batching off")
-    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--instance-count", type=int, default=QUEUE_SAFE_INSTANCES,
+                   help="model instances; the default 2 keeps Triton 2.51's batcher from stalling requests 500 ms "
+                        "(scripts/export/triton_config.py, QUEUE_SAFE_INSTANCES)")
     p.add_argument("--instance-kind", choices=("CPU", "GPU"), default="CPU")
     p.add_argument("--max-length", type=int, default=MAX_LENGTH)
     p.add_argument("--cpu-threads", type=int, default=0, help="ONNX Runtime intra-op threads; 0 = its default")

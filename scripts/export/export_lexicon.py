@@ -29,6 +29,7 @@ from types import ModuleType
 
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
 from scripts.export import triton_config
+from scripts.export.triton_config import QUEUE_SAFE_INSTANCES
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model-name", default="lexicon")
     p.add_argument("--max-batch-size", type=int, default=64)
     p.add_argument("--max-queue-delay-us", type=int, default=1000, help="negative turns dynamic batching off")
-    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--instance-count", type=int, default=QUEUE_SAFE_INSTANCES,
+                   help="model instances; the default 2 keeps Triton 2.51's batcher from stalling requests 500 ms "
+                        "(scripts/export/triton_config.py, QUEUE_SAFE_INSTANCES)")
     p.add_argument("--instance-kind", choices=("CPU", "GPU"), default="CPU",
                    help="where Triton places the instance; the matching itself always runs on the CPU")
     return p.parse_args(argv)

@@ -28,6 +28,15 @@ VALUES_NAME = "config.values.json"
 CONFIG_NAME = "config.pbtxt"
 
 
+QUEUE_SAFE_INSTANCES = 2
+"""Instances of the cheap python models (lexicon, koelectra). With priority levels or a queue
+policy, Triton 2.51's dynamic batcher wakes up for a new request only if an instance is already
+waiting for work; one that arrives while the only instance is finishing the previous request
+waits out the batcher's 500 ms idle sleep (1 request in 12 to 25 sent back to back, measured in
+docs/PERFORMANCE.md). A second instance is always waiting. Whisper keeps one: a second would
+split the CPU between two decodes (measure before raising it there)."""
+
+
 class ModelValues(BaseModel):
     """Values of one model's template; ``kind`` names the template directory."""
 

@@ -1,6 +1,7 @@
 """`make run`'s supervisor against a real Triton crash: tritonserver killed with SIGKILL is
-restarted, the edge takes traffic again within a few health intervals of Triton being ready, and
-SIGTERM leaves no tritonserver, no python backend stub and no /dev/shm region behind."""
+restarted, the edge takes traffic again within a few health intervals of Triton being ready, the
+segments of a live stream that found it down are answered late instead of lost, and SIGTERM
+leaves no tritonserver, no python backend stub and no /dev/shm region behind."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from edge.protocol import ErrorEvent, SegmentEvent
 from scripts.cli import REPO_ROOT
 from scripts.service.launch import free_port, http_get, wait_http
 from scripts.service.serve_triton import READY_TIMEOUT_S, STOP_TIMEOUT_S, Ports
-from scripts.speech import ENGLISH_SENTENCE, wer
+from scripts.speech import DIALOGUE, ENGLISH_SENTENCE, wer, write_dialogue
 
 HEALTH_INTERVAL_S = 2.0
 """The edge's default EDGE_TRITON_HEALTH_INTERVAL_S."""
@@ -29,6 +30,8 @@ RECOVERY_LIMIT_S = 2 * HEALTH_INTERVAL_S + 2.0
 RESTART_LIMIT_S = READY_TIMEOUT_S + 30
 """Killed Triton is back: first backoff plus model loading."""
 MAX_WER = 0.3
+OUTAGE_WAIT_S = 120
+"""EDGE_OUTAGE_WAIT_S of the service here: a slow CI machine's restart must fit in it."""
 STUB = "triton_python_b"
 """triton_python_backend_stub as /proc/<pid>/comm shows it (15 characters)."""
 SHM_MARK = "triton_python_backend_shm_region_"
@@ -114,7 +117,8 @@ def service(model_repository, tmp_path):
     ports, edge_port = Ports(free_port(), free_port(), free_port()), free_port()
     # The whole `make run` stack, Redis and the job worker included, on ports and folders of its own.
     env = dict(os.environ, EDGE_PORT=str(edge_port), EDGE_HOST="127.0.0.1", EDGE_TRITON_TIMEOUT_S="60",
-               EDGE_TRITON_HEALTH_INTERVAL_S=str(HEALTH_INTERVAL_S), REDIS_PORT=str(free_port()),
+               EDGE_TRITON_HEALTH_INTERVAL_S=str(HEALTH_INTERVAL_S), EDGE_OUTAGE_WAIT_S=str(OUTAGE_WAIT_S),
+               REDIS_PORT=str(free_port()),
                REDIS_DATA_DIR=str(tmp_path / "redis"), JOBS_DATA_DIR=str(tmp_path / "jobs"),
                JOBS_METRICS_PORT=str(free_port()))
     env.pop("REDIS_URL", None)
@@ -171,6 +175,35 @@ def test_killed_triton_is_restarted_and_nothing_outlives_the_service(service, en
             if pid in (first, second, *stubs) or info[2] in (first, second)}
     assert not left, f"processes of the service remain: {left}"
     assert not [p for shm in stubs.values() for p in shm if p.exists()], "shm regions of the service remain"
+
+
+def test_a_live_streams_segments_are_answered_late_not_lost_while_triton_restarts(service, tmp_path, capsys):
+    process, _, edge = service
+    triton = tritonserver_of(process.pid)
+    sentences = DIALOGUE * 2
+    wav = write_dialogue(sentences, tmp_path / "dialogue_twice.wav")
+    killed: list[float] = []
+
+    def kill_at_first_result(event) -> None:  # the rest of the stream meets the outage
+        if isinstance(event, SegmentEvent) and not killed:
+            os.kill(triton, signal.SIGKILL)
+            killed.append(time.monotonic())
+
+    result = asyncio.run(asyncio.wait_for(stream(wav, f"ws://{edge}/ws/audio", realtime=True, language="en",
+                                                 on_event=kill_at_first_result), 300))
+    assert killed and tritonserver_of(process.pid) not in (None, triton), "Triton was not killed and restarted"
+    assert not result.of_type(ErrorEvent), result.of_type(ErrorEvent)
+    segments = result.of_type(SegmentEvent)
+    assert [s.seq for s in segments] == list(range(len(sentences))), segments
+    assert segments[0].late is None and any(s.late for s in segments), [(s.seq, s.late) for s in segments]
+    for segment, sentence in zip(segments, sentences, strict=True):
+        assert wer(sentence, segment.text) <= MAX_WER, (sentence, segment.text)
+        if segment.late:  # its latency counts the wait for the restarted server
+            assert segment.latency_ms > 1000, segment
+    late = [f"{s.latency_ms / 1000:.1f}" for s in segments if s.late]
+    with capsys.disabled():
+        print(f"\nkill -9 at the first result: {len(late)} of {len(segments)} segments late (latency "
+              f"{', '.join(late)} s), none lost", flush=True)
 
 
 def http_get_ok(url: str) -> bool:

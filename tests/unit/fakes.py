@@ -78,6 +78,10 @@ class FakePool:
     async def refresh(self) -> set[str]:
         return set(self.servers) if self.up else set()
 
+    async def wait_ready(self, timeout_s: float) -> bool:
+        """No probing here: ready is whatever ``up`` says now."""
+        return self.up
+
     async def moderate(self, audio: np.ndarray, language: str | None, word_timestamps: bool = False,
                        priority: Priority = Priority.REALTIME) -> Moderation:
         return await self._running.run(self._answer(audio, language, word_timestamps, priority))

@@ -8,7 +8,7 @@ import pytest
 from edge.audio import PcmDecoder
 from edge.protocol import ClientConfig
 from moderation.vad import Segmenter, SegmenterLimits
-from scripts.speech import DIALOGUE_WAV, SAMPLE_RATE, read_wav, speech_times
+from scripts.speech import DIALOGUE_WAV, SAMPLE_RATE, read_wav, speech_times, trim_silence
 
 
 def tone(seconds: float, rate: int = SAMPLE_RATE, freq: float = 440.0) -> np.ndarray:
@@ -65,6 +65,44 @@ def test_long_speech_is_cut_at_the_maximum_without_losing_audio():
     # consecutive cuts of one utterance are contiguous: no gap, no overlap
     touching = [b.start_s - a.end_s for a, b in zip(segments, segments[1:], strict=False) if b.start_s - a.end_s < 0.3]
     assert touching and all(abs(gap) < 1e-9 for gap in touching)
+
+
+PIECE_S, GAP_S = 0.6, 0.15
+"""Speech in pieces of 0.6 s with 150 ms pauses: a pause in every second, none long enough (400 ms)
+to end a segment."""
+
+
+def paused_utterance() -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """The committed dialogue's speech, cut into PIECE_S pieces with GAP_S of silence between them:
+    one utterance of about 12 s, and the (start, end) of each pause."""
+    audio = read_wav(DIALOGUE_WAV)
+    speech = np.concatenate([trim_silence(audio[int(a * SAMPLE_RATE):int(b * SAMPLE_RATE)])
+                             for a, b in speech_times(DIALOGUE_WAV)])
+    piece, gap = int(PIECE_S * SAMPLE_RATE), np.zeros(int(GAP_S * SAMPLE_RATE), np.float32)
+    parts, pauses, cursor = [np.zeros(SAMPLE_RATE // 2, np.float32)], [], 0.5
+    for start in range(0, len(speech) - piece, piece):
+        parts += [speech[start:start + piece], gap]
+        pauses.append((cursor + PIECE_S, cursor + PIECE_S + GAP_S))
+        cursor += PIECE_S + GAP_S
+    return np.concatenate([*parts, np.zeros(SAMPLE_RATE, np.float32)]), pauses
+
+
+@pytest.mark.parametrize("search_ms", [1000, 0])
+def test_long_speech_is_cut_in_a_pause_and_the_rest_carried_into_the_next_segment(search_ms):
+    audio, pauses = paused_utterance()
+    segments = segment_all(audio, SegmenterLimits(max_segment_s=2.0, cut_search_ms=search_ms))
+    assert len(segments) >= 5 and all(s.end_s - s.start_s <= 2.0 + 1e-9 for s in segments)
+    # nothing lost: the segments tile the utterance, sample for sample
+    for a, b in zip(segments, segments[1:], strict=False):
+        assert b.start_s == pytest.approx(a.end_s, abs=1e-9)
+    joined = np.concatenate([s.audio for s in segments])
+    start = round(segments[0].start_s * SAMPLE_RATE)
+    np.testing.assert_array_equal(joined, audio[start:start + len(joined)])
+    in_pause = [any(a < s.end_s < b for a, b in pauses) for s in segments[:-1]]
+    if search_ms:
+        assert all(in_pause), in_pause  # a pause lies in every last second: every cut falls in one
+    else:
+        assert not all(in_pause)  # at the exact limit, cuts fall inside speech
 
 
 def test_short_blips_and_silence_give_no_segment():
