@@ -213,3 +213,27 @@ def normalize(text: str) -> str:
 
 def wer(reference: str, hypothesis: str) -> float:
     return jiwer.wer(normalize(reference), normalize(hypothesis))
+
+
+NOISES = ("white_-20dBFS", "white_-10dBFS", "pink_modulated", "mains_hum")
+"""Loud non-speech that passes the VAD: white noise at two levels, pink noise whose loudness
+swells and fades at a syllable's rate (3 Hz), and 50 Hz mains hum with its harmonics."""
+
+
+def noise(kind: str, seconds: float, seed: int = 0) -> np.ndarray:
+    """``seconds`` of one of NOISES as float32 16 kHz samples (the same seed, the same samples)."""
+    rng, n = np.random.default_rng(seed), int(seconds * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    if kind.startswith("white_"):
+        rms = 10 ** (float(kind.split("_")[1].removesuffix("dBFS")) / 20)
+        samples = rng.standard_normal(n) * rms
+    elif kind == "pink_modulated":
+        spectrum = np.fft.rfft(rng.standard_normal(n))
+        spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))  # 1/f power
+        pink = np.fft.irfft(spectrum, n)
+        samples = pink / np.sqrt(np.mean(pink ** 2)) * 0.2 * (0.55 + 0.45 * np.sin(2 * np.pi * 3 * t))
+    elif kind == "mains_hum":
+        samples = sum(0.12 / k * np.sin(2 * np.pi * 50 * k * t + k) for k in range(1, 8))
+    else:
+        raise ValueError(f"unknown noise {kind!r}: one of {', '.join(NOISES)}")
+    return np.clip(samples, -1, 1).astype(np.float32)

@@ -115,10 +115,15 @@ def test_a_replica_killed_mid_stream_loses_no_segment_and_takes_traffic_again_on
     assert calls_after > calls_before  # the restarted replica serves again
 
 
+OUTAGE_WAIT_S = 2.0
+"""The edge's EDGE_OUTAGE_WAIT_S below: how long a segment waits for a replica before its error."""
+
+
 def test_with_every_replica_gone_segments_get_typed_errors_until_one_is_back(replicas, tmp_path):
     url = ",".join(address(server) for server in replicas)
     with open(tmp_path / "edge.log", "wb") as log, running_edge(
-            free_port(), url, log, triton_health_interval_s=HEALTH_INTERVAL_S, triton_timeout_s=15) as edge:
+            free_port(), url, log, triton_health_interval_s=HEALTH_INTERVAL_S, triton_timeout_s=15,
+            outage_wait_s=OUTAGE_WAIT_S) as edge:
         for server in replicas:
             kill(server)
         lost = StreamReport()
@@ -129,5 +134,7 @@ def test_with_every_replica_gone_segments_get_typed_errors_until_one_is_back(rep
         back = StreamReport()
         asyncio.run(stream(f"ws://{edge.address}/ws/audio", dialogue_pcm(STREAM_S), back, realtime=False))
     assert lost.segments == [] and len(lost.errors) == len(DIALOGUE)
-    assert all(e["code"] == "triton_unavailable" and e["latency_ms"] < 15000 for e in lost.errors), lost.errors
+    # each waited its EDGE_OUTAGE_WAIT_S for a replica, then got the typed error naming the limit
+    assert all(e["code"] == "triton_unavailable" and OUTAGE_WAIT_S * 1000 <= e["latency_ms"] < 15000
+               and "EDGE_OUTAGE_WAIT_S" in e["message"] for e in lost.errors), lost.errors
     check_transcripts(back)

@@ -22,9 +22,13 @@ NO_SPEECH_THRESHOLD = 0.6
 """Whisper's own rule: above this no-speech probability, with a low average log-probability ..."""
 LOGPROB_THRESHOLD = -1.0
 """... (below this), the window is treated as silence and the transcript is empty."""
-NO_SPEECH_CERTAIN = 0.8
-"""Above this no-speech probability the transcript is empty whatever the log-probability: on digital
-silence Whisper confidently hallucinates short words ("you") that the rule above lets through."""
+NO_SPEECH_MAX = 0.55
+"""Above this no-speech probability the transcript is empty whatever the log-probability. Whisper
+writes confident phrases for loud non-speech that its own rule lets through: on white noise,
+modulated pink noise and mains hum that passed the VAD, Korean sessions got "이 영상은 영상에서"
+at no-speech 0.75-0.79 and log-probability -0.26 to -0.39, while no segment of real speech
+(English, espeak-ng's Korean, both session languages) went above 0.31 (scripts/bench/noise.py,
+docs/PERFORMANCE.md); on digital silence it writes "you" the same way."""
 REPEAT_MIN_TOKENS, REPEAT_MAX_TOKENS = 2, 32
 """A block of this many tokens produced three times in a row is a decoding loop (Whisper's
 classic failure, common on clipped speech): decoding stops and keeps the first copy."""
@@ -62,9 +66,9 @@ def token_budget(samples: int, max_tokens: int) -> int:
 
 
 def is_silent(no_speech_prob: float, avg_logprob: float) -> bool:
-    """Whisper's no-speech rule, plus the certain-silence bound (see NO_SPEECH_CERTAIN)."""
-    return no_speech_prob > NO_SPEECH_CERTAIN or (no_speech_prob > NO_SPEECH_THRESHOLD
-                                                  and avg_logprob < LOGPROB_THRESHOLD)
+    """Whisper's no-speech rule, plus the bound that catches its confident hallucinations (NO_SPEECH_MAX)."""
+    return no_speech_prob > NO_SPEECH_MAX or (no_speech_prob > NO_SPEECH_THRESHOLD
+                                              and avg_logprob < LOGPROB_THRESHOLD)
 
 
 def loop_cut(tokens: list[int]) -> int | None:
