@@ -20,6 +20,7 @@ from whisper_contract import (  # noqa: E402
     is_silent,
     loop_cut,
     token_budget,
+    transcript,
 )
 
 
@@ -48,9 +49,13 @@ def test_the_after_the_fact_cut_keeps_what_the_torch_engine_keeps(tokens):
 
 def test_silence_rules_and_token_budgets():
     # above NO_SPEECH_MAX, silence whatever the log-probability: the confident hallucinations on noise
-    assert is_silent(0.56, 0.0) and is_silent(0.77, -0.39)
-    assert not is_silent(0.31, -0.4) and not is_silent(0.5, -0.8)  # the most doubtful real speech measured
+    assert is_silent(0.71, 0.0) and is_silent(0.75, -0.39)
+    assert not is_silent(0.56, -0.83) and not is_silent(0.31, -0.4)  # the most doubtful real speech measured
     assert not is_silent(0.5, -3.0)  # Whisper's own rule needs a no-speech probability above 0.6 too
+    # noise's known phrases, where Whisper doubted there was speech; the same words spoken are kept
+    assert transcript("이 영상은 영상에서", 0.65, -0.3) == "" and transcript("I.", 0.6, -0.4) == ""
+    assert transcript("이 노래는 정말 좋아요", 0.55, -0.3) == ""
+    assert transcript("I.", 0.2, -0.4) == "I." and transcript("안녕하세요", 0.56, -0.83) == "안녕하세요"
     assert token_budget(0, 224) == MIN_TOKEN_BUDGET
     assert token_budget(16000 * 4, 224) == MIN_TOKEN_BUDGET + 4 * TOKENS_PER_SECOND
     assert token_budget(16000 * 30, 224) == 224

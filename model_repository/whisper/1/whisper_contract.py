@@ -22,13 +22,26 @@ NO_SPEECH_THRESHOLD = 0.6
 """Whisper's own rule: above this no-speech probability, with a low average log-probability ..."""
 LOGPROB_THRESHOLD = -1.0
 """... (below this), the window is treated as silence and the transcript is empty."""
-NO_SPEECH_MAX = 0.55
+NO_SPEECH_MAX = 0.7
 """Above this no-speech probability the transcript is empty whatever the log-probability. Whisper
 writes confident phrases for loud non-speech that its own rule lets through: on white noise,
 modulated pink noise and mains hum that passed the VAD, Korean sessions got "이 영상은 영상에서"
-at no-speech 0.75-0.79 and log-probability -0.26 to -0.39, while no segment of real speech
-(English, espeak-ng's Korean, both session languages) went above 0.31 (scripts/bench/noise.py,
-docs/PERFORMANCE.md); on digital silence it writes "you" the same way."""
+at no-speech 0.75-0.80 and log-probability -0.26 to -0.39 (scripts/bench/noise.py,
+docs/PERFORMANCE.md), while real speech stayed below: at most 0.31 in that probe, 0.56 for a
+lone espeak-ng "안녕하세요" (tests/integration/test_whisper_words.py). On digital silence it
+writes "you" the same way."""
+HALLUCINATION_NO_SPEECH = 0.5
+"""Above this no-speech probability, a transcript that is one of Whisper's known phrases for
+non-speech is emptied too: the noise probe's "이 영상은 영상에서" and "I" came at 0.6-0.7 through
+the edge, where a lone real word (0.56) can also be; the phrase tells them apart."""
+HALLUCINATED_PHRASES = frozenset({
+    "i", "you", "thank you", "thanks for watching", "thank you for watching", "bye",
+    "시청해주셔서 감사합니다", "구독과 좋아요 부탁드립니다", "이 영상은 영상에서", "이 영상은 영상이",
+})
+"""Whole transcripts Whisper writes for noise and silence (lower-cased, punctuation dropped)."""
+HALLUCINATED_PREFIXES = ("이 영상은 ", "이 노래는 ")
+"""Openings of the Korean ones ("this video is ...", "this song is ..."): video-caption phrases
+learnt from subtitles, not speech in a voice chat."""
 REPEAT_MIN_TOKENS, REPEAT_MAX_TOKENS = 2, 32
 """A block of this many tokens produced three times in a row is a decoding loop (Whisper's
 classic failure, common on clipped speech): decoding stops and keeps the first copy."""
@@ -69,6 +82,22 @@ def is_silent(no_speech_prob: float, avg_logprob: float) -> bool:
     """Whisper's no-speech rule, plus the bound that catches its confident hallucinations (NO_SPEECH_MAX)."""
     return no_speech_prob > NO_SPEECH_MAX or (no_speech_prob > NO_SPEECH_THRESHOLD
                                               and avg_logprob < LOGPROB_THRESHOLD)
+
+
+def is_hallucination(text: str, no_speech_prob: float) -> bool:
+    """A known non-speech phrase (HALLUCINATED_PHRASES, HALLUCINATED_PREFIXES) written where
+    Whisper itself doubted there was speech (HALLUCINATION_NO_SPEECH)."""
+    if no_speech_prob <= HALLUCINATION_NO_SPEECH:
+        return False
+    words = " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
+    return words in HALLUCINATED_PHRASES or any(words.startswith(p) for p in HALLUCINATED_PREFIXES)
+
+
+def transcript(text: str, no_speech_prob: float, avg_logprob: float) -> str:
+    """What an engine returns for a decoded clip: empty for silence and for noise's phrases."""
+    if is_silent(no_speech_prob, avg_logprob) or is_hallucination(text, no_speech_prob):
+        return ""
+    return text
 
 
 def loop_cut(tokens: list[int]) -> int | None:
