@@ -111,9 +111,9 @@ class SegmentEvent(ServerEvent):
     no_speech_prob: float
     harmful_spans: list[HarmfulSpan]
     words: list[WordTime] | None = None
+    """Only for clients whose config asked for ``word_timestamps``."""
     late: bool | None = None
     """True when the segment waited for a Triton server to come back (an outage): its result is
     late, and ``latency_ms`` includes the wait; left out otherwise."""
-    """Only for clients whose config asked for ``word_timestamps``."""
     latency_ms: float = 0.0
     """Set when the event is sent."""

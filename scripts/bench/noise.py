@@ -7,8 +7,8 @@ Each of scripts/speech.py's NOISES (15 s each) and the speech clips (the English
 long English utterances, Korean sentences by espeak-ng's Korean voice) is cut into segments by
 the edge's own VAD (moderation/vad.py, default limits) and each segment transcribed in-process by
 the exported whisper model's engine in Korean and in English, as a session of that language
-would. Every segment's no-speech probability, average log-probability and text are printed, and
-what the engine keeps (its ``is_silent`` rule, whisper_contract.py) of each.
+would. Every segment's no-speech probability, average log-probability and text (as the engine
+returns it, after whisper_contract.transcript's rule) are printed.
 """
 
 from __future__ import annotations
@@ -73,8 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
     args = p.parse_args(argv)
     model = engine(args.repository)
-    from whisper_contract import is_silent
-
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, audio in clips(args.seconds, Path(tmp)).items():
@@ -82,9 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             for language in ("ko", "en"):
                 token = model.language_token(language)
                 for result in model.transcribe(pieces, [token] * len(pieces), [False] * len(pieces)):
-                    kept = not is_silent(result.no_speech_prob, result.avg_logprob)
                     rows.append({"clip": name, "language": language, "no_speech_prob": result.no_speech_prob,
-                                 "avg_logprob": result.avg_logprob, "text": result.text, "kept": kept})
+                                 "avg_logprob": result.avg_logprob, "text": result.text})
     print(f"{machine()}\n")
     print("| clip | session language | segments | with text | max no-speech probability |\n|---|---|---:|---:|---:|")
     for name in dict.fromkeys(r["clip"] for r in rows):

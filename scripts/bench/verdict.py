@@ -29,7 +29,6 @@ from pathlib import Path
 
 from scripts.cli import MODEL_REPOSITORY, machine, parser, setup_logging
 from scripts.export import export_lexicon
-from scripts.export.export_koelectra import MAX_LENGTH
 from scripts.train import ngram_blend, read_training_marker
 from scripts.train.datasets import (
     CATEGORIES,
@@ -41,7 +40,7 @@ from scripts.train.datasets import (
     hold_out_dev,
     read_labelled,
 )
-from scripts.train.finetune_koelectra import METRICS_NAME, score
+from scripts.train.finetune_koelectra import score_checkpoint
 from scripts.train.metrics import Scores, at_threshold, binary_metrics, category_recall
 
 
@@ -51,16 +50,6 @@ def lexicon_flags(texts: list[str]) -> list[int]:
     lexicon = match.load(MODEL_REPOSITORY / "lexicon" / "1" / "lexicon.json",
                          MODEL_REPOSITORY / "lexicon" / "overrides.txt")
     return [int(bool(lexicon.match(text))) for text in texts]
-
-
-def classifier_scores(checkpoint: Path, data: Labelled, max_length: int) -> Scores:
-    """Every head's probability per row from a fine-tuned multi-label checkpoint, texts cut at
-    ``max_length`` tokens as in its training (scored as the fine-tuning tool measures)."""
-    import torch
-    from transformers import AutoTokenizer, ElectraForSequenceClassification
-
-    model = ElectraForSequenceClassification.from_pretrained(checkpoint)
-    return score(model, AutoTokenizer.from_pretrained(checkpoint), data, max_length, torch.device("cpu"))
 
 
 def reference_model(paths: list[Path], fraction: float, calibration_fraction: float):
@@ -78,14 +67,6 @@ def reference_model(paths: list[Path], fraction: float, calibration_fraction: fl
 
 def row(name: str, metrics: dict) -> str:
     return f"| {name} | {metrics['precision']:.2f} | {metrics['recall']:.2f} | {metrics['f1']:.2f} |"
-
-
-def training_max_length(checkpoint: Path) -> int:
-    """The token limit the checkpoint was trained with (its training_metrics.json), else the exporter's."""
-    path = checkpoint / METRICS_NAME
-    if path.is_file():
-        return int(json.loads(path.read_text(encoding="utf-8"))["parameters"]["max_length"])
-    return MAX_LENGTH
 
 
 def blended(scores: Scores, data: Labelled, blend: dict | None) -> tuple[Scores, list[str]]:
@@ -138,7 +119,7 @@ def threshold_table(sets: list[Served], precision: float) -> list[str]:
 def report(data: Labelled, checkpoint: Path, threshold: float, reference=None,
            blend=None) -> tuple[list[str], Served]:
     lexicon = lexicon_flags(data.texts)
-    scores = classifier_scores(checkpoint, data, training_max_length(checkpoint))
+    (scores,) = score_checkpoint(checkpoint, [data])
     scores, parts = blended(scores, data, blend)
     classifier = [int(s >= threshold) for s in scores.harmful]
     both = [max(a, b) for a, b in zip(lexicon, classifier, strict=True)]
@@ -184,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
         settings = json.loads((args.blend / ngram_blend.BLEND_FILE).read_text(encoding="utf-8"))
         blend = {"model": joblib.load(args.blend / ngram_blend.NGRAM_FILE), "weight": settings["weight"],
-                 "category_weight": settings.get("category_weight", settings["weight"])}
+                 "category_weight": settings["category_weight"]}
         calibrated = settings["threshold"]
     threshold = args.threshold if args.threshold is not None else calibrated.get("threshold", 0.5)
     try:

@@ -68,6 +68,7 @@ def read_blend(args: argparse.Namespace) -> dict | None:
     try:
         blend = json.loads(path.read_text(encoding="utf-8"))
         weight, threshold = float(blend["weight"]), float(blend["threshold"]["threshold"])
+        float(blend["category_weight"])  # present and a number, as the Triton model reads it
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"--blend {args.blend}: no readable {BLEND_FILE} of scripts/train/ngram_blend.py "
                          f"({exc})") from exc
@@ -180,7 +181,7 @@ def write_model_info(version_dir: Path, args: argparse.Namespace, name: str, sou
     if blend is not None:
         shutil.copyfile(args.blend / NGRAM_FILE, version_dir / NGRAM_FILE)
         info["blend"] = {"ngram": NGRAM_FILE, "weight": blend["weight"],
-                         "category_weight": blend.get("category_weight", blend["weight"]),
+                         "category_weight": blend["category_weight"],
                          "threshold": blend["threshold"]}
     (version_dir / "model_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
 

@@ -64,6 +64,7 @@ from scripts.train.metrics import (
     Scores,
     at_threshold,
     calibrate,
+    calibration_line,
     category_recall,
 )
 
@@ -183,6 +184,24 @@ def score(model, tokenizer, data: Labelled, max_length: int, device: torch.devic
     return Scores([h[0] for h in heads], [h[1:] for h in heads])
 
 
+def trained_max_length(checkpoint: Path) -> int:
+    """The token limit a checkpoint of this tool was trained with (its METRICS_NAME), else the exporter's."""
+    path = checkpoint / METRICS_NAME
+    if path.is_file():
+        return int(json.loads(path.read_text(encoding="utf-8"))["parameters"]["max_length"])
+    return MAX_LENGTH
+
+
+def score_checkpoint(checkpoint: Path, sets: list[Labelled]) -> list[Scores]:
+    """A fine-tuned checkpoint's scores on each set, on the CPU, texts cut as in its training."""
+    from transformers import AutoTokenizer, ElectraForSequenceClassification
+
+    model = ElectraForSequenceClassification.from_pretrained(checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    max_length = trained_max_length(checkpoint)
+    return [score(model, tokenizer, data, max_length, torch.device("cpu")) for data in sets]
+
+
 def measure(data: Labelled, scores: Scores, threshold: float) -> dict:
     """Harmful at the default and at the calibrated threshold, and the categories' heads."""
     report = {"default": at_threshold(data.harmful, scores.harmful, DEFAULT_THRESHOLD),
@@ -291,8 +310,7 @@ def print_summary(report: dict, out: Path) -> None:
         print(f"  before training: {format_metrics(evaluated['before']['default'])}")
         print(f"  after training:  {format_metrics(evaluated['after']['default'])}")
         print(f"  at threshold {threshold['threshold']:.3f}: {format_metrics(evaluated['after']['calibrated'])}")
-    print(f"threshold {threshold['threshold']:.3f} for precision {threshold['target_precision']:.2f} on "
-          f"{threshold['calibrated_on']}{'' if threshold['reached'] else ' (NOT reached: the most precise one)'}")
+    print(calibration_line(threshold))
     print(f"saved to {out} ({METRICS_NAME}, {TRAINING_MARKER})")
 
 

@@ -55,6 +55,12 @@ class Calibration:
         return asdict(self)
 
 
+def calibration_line(calibration: dict) -> str:
+    """A Calibration.as_dict() as the training tools print it."""
+    return (f"threshold {calibration['threshold']:.3f} for precision {calibration['target_precision']:.2f} on "
+            f"{calibration['calibrated_on']}{'' if calibration['reached'] else ' (NOT reached: the most precise one)'}")
+
+
 def calibrate(labels: Sequence[int], scores: Sequence[float], target_precision: float, name: str) -> Calibration:
     """The lowest threshold (the most recall) whose precision on these rows is at least the target;
     the most precise threshold when none is."""

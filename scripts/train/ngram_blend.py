@@ -35,7 +35,14 @@ import numpy as np
 from scripts.cli import parser, setup_logging
 from scripts.train import fraction, loop, read_training_marker, share
 from scripts.train.datasets import CATEGORIES, DEV_FRACTION, FORMATS, Labelled
-from scripts.train.metrics import DEFAULT_TARGET_PRECISION, Scores, at_threshold, calibrate, category_recall
+from scripts.train.metrics import (
+    DEFAULT_TARGET_PRECISION,
+    Scores,
+    at_threshold,
+    calibrate,
+    calibration_line,
+    category_recall,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -130,19 +137,6 @@ class Scored:
     ngram: Scores
 
 
-def classifier_scores(checkpoint: Path, sets: list[Labelled]) -> list[Scores]:
-    """The fine-tuned classifier's scores per row, as its training measured them."""
-    import torch
-    from transformers import AutoTokenizer, ElectraForSequenceClassification
-
-    from scripts.train.finetune_koelectra import METRICS_NAME, score
-
-    max_length = json.loads((checkpoint / METRICS_NAME).read_text(encoding="utf-8"))["parameters"]["max_length"]
-    model = ElectraForSequenceClassification.from_pretrained(checkpoint)
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    return [score(model, tokenizer, data, max_length, torch.device("cpu")) for data in sets]
-
-
 def report(scored: list[Scored], calibration_set: Scored, weight: float, category_weight: float,
            target_precision: float) -> dict:
     """The blend's calibrated threshold and every set's metrics for the three harmful scores at it,
@@ -170,7 +164,7 @@ def report(scored: list[Scored], calibration_set: Scored, weight: float, categor
 def run(args: argparse.Namespace) -> dict:
     import joblib
 
-    from scripts.train.finetune_koelectra import read_data
+    from scripts.train.finetune_koelectra import read_data, score_checkpoint
 
     if read_training_marker(args.classifier) is None:
         raise ValueError(f"{args.classifier} is not a fine-tuned classifier (no training marker)")
@@ -179,7 +173,7 @@ def run(args: argparse.Namespace) -> dict:
     model = fit_ngram(data.train)
     logger.info("n-gram model fitted on %d rows in %.0f s", len(data.train), time.monotonic() - started)
     scored = [Scored(d, c, ngram_scores(model, d.texts))
-              for d, c in zip(data.evals, classifier_scores(args.classifier, data.evals), strict=True)]
+              for d, c in zip(data.evals, score_checkpoint(args.classifier, data.evals), strict=True)]
     result = report(scored, scored[data.evals.index(data.calibration)], args.weight, args.category_weight,
                     args.target_precision)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -194,8 +188,7 @@ def print_summary(result: dict) -> None:
         print(f"{evaluated['name']} ({evaluated['rows']} rows): " + ", ".join(
             f"{kind} P {evaluated[kind]['precision']:.2f} R {evaluated[kind]['recall']:.2f} "
             f"F1 {evaluated[kind]['f1']:.2f}" for kind in ("classifier", "ngram", "blend")))
-    print(f"blend threshold {threshold['threshold']:.3f} for precision {threshold['target_precision']:.2f} on "
-          f"{threshold['calibrated_on']}{'' if threshold['reached'] else ' (NOT reached: the most precise one)'}")
+    print(f"blend {calibration_line(threshold)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,7 +83,7 @@ def test_the_blend_is_calibrated_on_the_calibration_rows():
 
 @pytest.mark.parametrize("blend, error", [
     ({"weight": 0.5}, "no readable blend.json"),
-    ({"weight": 1.5, "threshold": {"threshold": 0.7}}, "a weight in [0, 1)"),
+    ({"weight": 1.5, "category_weight": 1.0, "threshold": {"threshold": 0.7}}, "a weight in [0, 1)"),
 ])
 def test_a_bad_blend_stops_the_export_with_exit_2(tmp_path, blend, error, caplog):
     source = tmp_path / "finetuned"

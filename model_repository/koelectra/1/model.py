@@ -103,7 +103,7 @@ class TritonPythonModel:
         return {"vectorizer": model["vectorizer"], "weights": weights,
                 "bias": np.array([r.intercept_[0] for r in regressions]),
                 "columns": [self.category_names.index(n) for n in names[1:]],
-                "weight": float(blend["weight"]), "category_weight": float(blend.get("category_weight", 1.0))}
+                "weight": float(blend["weight"]), "category_weight": float(blend["category_weight"])}
 
     def _blend_in(self, texts: list[str], probs: np.ndarray, categories: np.ndarray) -> None:
         """Mix the n-gram model's scores into KoELECTRA's, in place, as model_info.json's blend says

@@ -24,7 +24,6 @@ from whisper_contract import (
     Languages,
     Transcription,
     Word,
-    is_silent,
     token_budget,
     transcript,
     vocabulary_languages,
@@ -248,8 +247,7 @@ class WhisperBatch(Engine):
             n = int(decoded.lengths[row])
             avg = float(decoded.logprob_sum[row]) / (n + 1)  # +1 counts the EOT, as whisper does
             prob = float(decoded.no_speech[row])
-            text = "" if is_silent(prob, avg) else self.tokenizer.decode(decoded.tokens[row, :n].tolist()).strip()
-            text = transcript(text, prob, avg)
+            text = transcript(self.tokenizer.decode(decoded.tokens[row, :n].tolist()).strip(), prob, avg)
             out.append(Transcription(text=text, no_speech_prob=prob, avg_logprob=avg,
                                      language=self.languages.code(decoded.language_tokens[row])))
         return out

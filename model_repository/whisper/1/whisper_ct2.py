@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from whisper.audio import HOP_LENGTH, N_FRAMES
 from whisper.tokenizer import Tokenizer
-from whisper_contract import Engine, Languages, Transcription, is_silent, loop_found, token_budget, transcript
+from whisper_contract import Engine, Languages, Transcription, loop_found, token_budget, transcript
 from whisper_mel import LogMel
 from whisper_words import MEDIAN_FILTER_WIDTH, path_words
 
@@ -125,7 +125,7 @@ class WhisperCT2(Engine):
         # included), over the tokens kept plus the EOT.
         avg = generated.scores[0] * decoded / (len(tokens) + 1)
         prob = float(generated.no_speech_prob)
-        text = "" if is_silent(prob, avg) else transcript(self.tokenizer.decode(tokens).strip(), prob, avg)
+        text = transcript(self.tokenizer.decode(tokens).strip(), prob, avg)
         return Transcription(text=text, no_speech_prob=prob, avg_logprob=avg, language=self.languages.code(language))
 
     def _attach_words(self, results, rows, tokens, encoded, clips, languages) -> None:
