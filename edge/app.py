@@ -12,6 +12,7 @@ from edge.auth import authenticator, origin_policy
 from edge.dependencies import Access, EdgeServices, OpsAccessDep
 from edge.drain import Drain
 from edge.fairness import FairShare
+from edge.interim import InterimGate
 from edge.metrics import EdgeMetrics
 from edge.outage import OutageLimits, OutageWait
 from edge.routers import audio, console, health, metrics, moderations
@@ -42,7 +43,8 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
     drain = Drain.from_settings(settings, edge_metrics.registry)  # started by edge/__main__.py on SIGTERM
     outage = OutageWait(OutageLimits(settings.outage_wait_s, settings.outage_max_segments))
     edge_metrics.watch_outage(outage)
-    services = EdgeServices(settings, pool, edge_metrics, admission, access, fair_share, drain, outage, jobs)
+    services = EdgeServices(settings, pool, edge_metrics, admission, access, fair_share, drain, outage,
+                            InterimGate(settings.interim_max_calls), jobs)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

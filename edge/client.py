@@ -1,7 +1,7 @@
 """Reference desktop-like client: stream a WAV file in 20 ms frames and print each result.
 
     python -m edge.client FILE.wav --url ws://localhost:8000/ws/audio [--realtime] [--language en]
-        [--words] [--bleep OUT.wav | --duck DB --bleep OUT.wav] [--cafile CA.pem] [--no-reconnect]
+        [--words] [--interim] [--bleep OUT.wav | --duck DB --bleep OUT.wav] [--cafile CA.pem] [--no-reconnect]
 
 An edge with authentication on needs a credential: an API key or a JWT in EDGE_TOKEN (or
 ``--token``; the environment keeps it out of shell history and ``ps``). ``wss://`` URLs use TLS,
@@ -9,6 +9,10 @@ trusting the system's CAs or ``--cafile`` (docs/SECURITY.md).
 
 ``--bleep OUT.wav`` writes the input with a 1 kHz tone over each harmful span (``--duck DB``
 lowers the volume there by DB decibels instead): what a desktop client does to its playback.
+
+``--interim`` asks for interim results: harmful words flagged while their segment is still open,
+printed as ``interim`` events as they come (each final then lists the interim spans it does not
+confirm); with ``--bleep`` an interim span is bleeped too unless its final did not confirm it.
 
 16-bit WAVs are sent as pcm_s16le, 32-bit float WAVs as pcm_f32le; a config frame announces
 the file's rate and channels whenever they differ from the 16 kHz mono s16le default.
@@ -46,6 +50,7 @@ from edge.protocol import (
     ClientConfig,
     ErrorCode,
     ErrorEvent,
+    InterimEvent,
     ReadyEvent,
     SegmentEvent,
     SummaryEvent,
@@ -147,9 +152,27 @@ class StreamResult:
         return [e for e in self.of_type(ErrorEvent) if e.code not in RECONNECT_ERRORS]
 
     def harmful_spans(self) -> list[tuple[float, float]]:
-        """(start_s, end_s) of every harmful span, in stream seconds."""
-        return [(part.offset_s + h.start_s, part.offset_s + h.end_s)
-                for part in self.sessions for s in part.of_type(SegmentEvent) for h in s.harmful_spans]
+        """(start_s, end_s) of every harmful span, in stream seconds: the finals' and the interim
+        spans their finals confirmed (a segment's final lists those it does not)."""
+        spans = []
+        for part in self.sessions:
+            unconfirmed = [h for s in part.of_type(SegmentEvent) for h in s.unconfirmed_interim or []]
+            heard = [h for s in part.of_type(SegmentEvent) for h in s.harmful_spans]
+            heard += [h for e in part.of_type(InterimEvent) for h in e.harmful_spans if h not in unconfirmed]
+            spans += [(part.offset_s + h.start_s, part.offset_s + h.end_s) for h in heard]
+        return merged(spans)
+
+
+def merged(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The union of spans as disjoint ones in order (an interim span and its final's overlap:
+    ducked once, not twice)."""
+    out: list[tuple[float, float]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
 
 
 def read_wav(path: Path) -> WavAudio:
@@ -171,7 +194,8 @@ def read_wav(path: Path) -> WavAudio:
         return WavAudio(w.readframes(w.getnframes()), w.getframerate(), w.getnchannels(), "pcm_s16le")
 
 
-def config_frame(audio: WavAudio, language: str | None, word_timestamps: bool = False) -> str | None:
+def config_frame(audio: WavAudio, language: str | None, word_timestamps: bool = False,
+                 interim: bool = False) -> str | None:
     """The config text frame the file needs, or None when the server's defaults fit it;
     ValidationError for a file or language the protocol does not take."""
     fields: dict = {}
@@ -181,6 +205,8 @@ def config_frame(audio: WavAudio, language: str | None, word_timestamps: bool = 
         fields["language"] = language
     if word_timestamps:
         fields["word_timestamps"] = True
+    if interim:
+        fields["interim"] = True
     if not fields:
         return None
     return json.dumps({"type": "config", **ClientConfig(**fields).model_dump(exclude_unset=True)})
@@ -289,13 +315,14 @@ async def _session(url: str, options: dict, config: str | None, feed: AudioFeed,
 
 async def stream(path: Path, url: str, realtime: bool = False, language: str | None = None,
                  on_event=None, word_timestamps: bool = False, strict: bool = True, token: str | None = None,
-                 cafile: Path | None = None, backoff: Backoff | None = Backoff()) -> StreamResult:
+                 cafile: Path | None = None, backoff: Backoff | None = Backoff(),
+                 interim: bool = False) -> StreamResult:
     """Stream a WAV file through the edge and collect every event until the server closes. After
     close 1012 or 1013, reconnect with ``backoff`` (None: don't) and go on with the audio the edge
     did not read (docs/PROTOCOL.md, Reconnecting). Strict (the tests): every event must match
     this version's protocol models."""
     audio, result = read_wav(path), StreamResult()
-    config, options = config_frame(audio, language, word_timestamps), connect_options(url, token, cafile)
+    config, options = config_frame(audio, language, word_timestamps, interim), connect_options(url, token, cafile)
     feed, failed = AudioFeed(audio, realtime), 0
     while True:
         part = SessionPart(feed.position_s)
@@ -338,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--language", type=whisper_language,
                    help="Whisper language code, e.g. en (default: the model's, ko as exported)")
     p.add_argument("--words", action="store_true", help="ask for each segment's words with their times")
+    p.add_argument("--interim", action="store_true",
+                   help="ask for interim results: harmful words flagged before their segment closes")
     p.add_argument("--bleep", type=Path, metavar="OUT.wav", help="write the input with harmful spans bleeped")
     p.add_argument("--duck", type=float, metavar="DB", help="with --bleep: lower the volume by DB instead")
     p.add_argument("--token", default=os.environ.get("EDGE_TOKEN"),
@@ -352,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(stream(args.wav, args.url, args.realtime, args.language,
                                     on_event=lambda e: print(e.wire(), flush=True), word_timestamps=args.words,
                                     strict=False, token=args.token, cafile=args.cafile,
-                                    backoff=None if args.no_reconnect else Backoff()))
+                                    backoff=None if args.no_reconnect else Backoff(), interim=args.interim))
     except (ValueError, OSError) as exc:  # ValidationError is a ValueError: a WAV the protocol does not take
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from edge.admission import Admission, KeyAdmission
 from edge.auth import Authenticator, AuthError, OriginPolicy, Principal, credential
 from edge.drain import Drain
 from edge.fairness import FairShare
+from edge.interim import InterimGate
 from edge.metrics import EdgeMetrics
 from edge.outage import OutageWait
 from edge.settings import EdgeSettings
@@ -45,6 +46,8 @@ class EdgeServices:
     drain: Drain
     outage: OutageWait
     """Segments waiting for a Triton server through an outage, edge-wide (edge/outage.py)."""
+    interim_gate: InterimGate
+    """Whether an interim call may start, edge-wide (edge/interim.py)."""
     jobs: JobService | None = None
     """The batch job API's store and queue; None when jobs are not served (EDGE_JOBS)."""
 
@@ -87,6 +90,10 @@ def get_outage(services: ServicesDep) -> OutageWait:
     return services.outage
 
 
+def get_interim_gate(services: ServicesDep) -> InterimGate:
+    return services.interim_gate
+
+
 SettingsDep = Annotated[EdgeSettings, Depends(get_settings)]
 PoolDep = Annotated[ModerationPool, Depends(get_pool)]
 MetricsDep = Annotated[EdgeMetrics, Depends(get_metrics)]
@@ -94,6 +101,7 @@ AdmissionDep = Annotated[Admission, Depends(get_admission)]
 FairShareDep = Annotated[FairShare, Depends(get_fair_share)]
 DrainDep = Annotated[Drain, Depends(get_drain)]
 OutageDep = Annotated[OutageWait, Depends(get_outage)]
+InterimGateDep = Annotated[InterimGate, Depends(get_interim_gate)]
 
 
 def get_key_admission(services: ServicesDep) -> KeyAdmission:

@@ -74,6 +74,12 @@ class EdgeMetrics:
                                      registry=self.registry)
         self.client_errors = Counter("edge_client_errors", "Bad client input by error code", ["code"],
                                      registry=self.registry)
+        self.interim_calls = Counter(
+            "edge_interim_calls", "Interim calls by outcome: sent (an interim event followed), silent (no new "
+            "stable span), skipped (the edge had EDGE_INTERIM_MAX_CALLS calls in flight), failed",
+            ["outcome"], registry=self.registry)
+        self.interim_spans = Counter("edge_interim_spans", "Harmful spans sent in interim events, and those their "
+                                     "final result did not confirm", ["outcome"], registry=self.registry)
         self.session_timeouts = Counter(
             "edge_session_timeouts", "Sessions the edge ended by reason: first_frame_timeout, idle_timeout, "
             "max_duration", ["reason"], registry=self.registry)

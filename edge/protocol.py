@@ -11,9 +11,9 @@ import json
 import re
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, field_validator
 
-from moderation.events import SAMPLE_RATE, SegmentEvent, ServerEvent, Signal, error_codes
+from moderation.events import SAMPLE_RATE, HarmfulSpan, SegmentEvent, ServerEvent, Signal, error_codes
 
 Encoding = Literal["pcm_s16le", "pcm_f32le"]
 
@@ -106,6 +106,9 @@ class ClientConfig(BaseModel):
     """A Whisper language code; None leaves the choice to the model's exported default."""
     word_timestamps: bool = False
     """Send each segment's words with their times (``words`` in segment events)."""
+    interim: StrictBool = False
+    """Send ``interim`` events: harmful words flagged while their segment is still open
+    (edge/interim.py). Only ``true`` or ``false``: anything else is ``bad_config``."""
 
     @field_validator("language")
     @classmethod
@@ -144,6 +147,25 @@ class ConfigEvent(ServerEvent):
     channels: int
     language: str | None
     word_timestamps: bool
+    interim: bool
+
+
+class InterimEvent(ServerEvent):
+    """Harmful words found in a segment that is still open (only for clients that asked for
+    ``interim``): the spans are new, each sent once; the segment's final event follows and lists
+    those it does not confirm (``unconfirmed_interim``)."""
+
+    type: Literal["interim"] = "interim"
+    start_s: float
+    """The start of the audio this result heard, in the stream: the open segment's start, or a
+    little before what the previous interim result could judge."""
+    end_s: float
+    """The end of the audio this result heard."""
+    text: str
+    """The transcript of that audio (the final's may differ)."""
+    harmful_spans: list[HarmfulSpan]
+    latency_ms: float = 0.0
+    """From the arrival of the audio that ends at ``end_s`` to this event being sent."""
 
 
 class ErrorEvent(ServerEvent):
@@ -174,7 +196,7 @@ class SummaryEvent(ServerEvent):
     p95_latency_ms: float | None
 
 
-AnyServerEvent = Annotated[ReadyEvent | ConfigEvent | SegmentEvent | ErrorEvent | SummaryEvent,
+AnyServerEvent = Annotated[ReadyEvent | ConfigEvent | SegmentEvent | InterimEvent | ErrorEvent | SummaryEvent,
                            Field(discriminator="type")]
 SERVER_EVENTS: TypeAdapter[AnyServerEvent] = TypeAdapter(AnyServerEvent)
 """Parses any server frame into its event model (clients and tests use it)."""

@@ -14,6 +14,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from edge.audio import PcmDecoder
 from edge.fairness import FairShare, Pace
+from edge.interim import InterimGate, SessionInterim
 from edge.metrics import EdgeMetrics
 from edge.outage import OutageLimits, OutageWait
 from edge.protocol import (
@@ -23,6 +24,7 @@ from edge.protocol import (
     ConfigEvent,
     ErrorCode,
     ErrorEvent,
+    InterimEvent,
     ReadyEvent,
     SegmentEvent,
     ServerEvent,
@@ -85,7 +87,8 @@ SegmentResult = SegmentEvent | ErrorEvent
 
 class Session:
     def __init__(self, websocket: WebSocket, settings: EdgeSettings, pool: ModerationPool, metrics: EdgeMetrics,
-                 fair_share: FairShare, stop: asyncio.Future | None = None, outage: OutageWait | None = None):
+                 fair_share: FairShare, stop: asyncio.Future | None = None, outage: OutageWait | None = None,
+                 interim_gate: InterimGate | None = None):
         self.id = uuid.uuid4().hex
         self._stop = stop if stop is not None else asyncio.get_running_loop().create_future()
         """Resolved when the edge stops the session to shut down (edge/drain.py); never by default."""
@@ -93,6 +96,9 @@ class Session:
         self.fair_share, self._bulk_share = fair_share, fair_share.session_share()
         self.outage = outage or OutageWait(OutageLimits(settings.outage_wait_s, settings.outage_max_segments))
         """Where a segment waits when no Triton server is reachable (edge-wide: the app's)."""
+        self.interim_gate = interim_gate or InterimGate(settings.interim_max_calls)
+        """Whether an interim call may start (edge-wide: the app's; edge/interim.py)."""
+        self.interim = SessionInterim(settings, self.interim_gate, pool, metrics, self._send_interim)
         self.pace = Pace(settings.bulk_lead_s)
         self._realtime_calls = 0
         """This session's real-time segments submitted and not yet answered (see _update_activity)."""
@@ -264,7 +270,7 @@ class Session:
         self.config, self.decoder = config, PcmDecoder(config)
         await self.send(ConfigEvent(sample_rate=config.sample_rate, encoding=config.encoding,
                                     channels=config.channels, language=self.language,
-                                    word_timestamps=config.word_timestamps))
+                                    word_timestamps=config.word_timestamps, interim=config.interim))
 
     async def on_audio(self, data: bytes) -> None:
         received_at = time.perf_counter()
@@ -278,6 +284,17 @@ class Session:
         for segment in self.segmenter.feed(self.decoder.feed(data), received_at):
             await self._submit(segment)
         self._update_activity()
+        self._start_interim(received_at)
+
+    def _start_interim(self, received_at: float) -> None:
+        """An interim call on the open segment, when the client asked for them and one is due
+        (edge/interim.py): interim spans are the lexicon's words, and a bulk session gets none."""
+        if not self.config.interim or "lexicon" not in self.pool.facts.signals:
+            return
+        if self.pace.priority(self.decoder.input_seconds, received_at) is not Priority.REALTIME:
+            return
+        self.interim.maybe_start(self.segmenter.open_speech(received_at), self.segmenter.trailing_silence_s,
+                                 self.config.language)
 
     def _update_activity(self) -> None:
         """Tell the fair share whether this session is a real-time one speaking or awaiting a
@@ -310,6 +327,7 @@ class Session:
         task.add_done_callback(self.in_flight.discard)
         if priority is Priority.REALTIME:  # counted from now, so that no bulk call starts before this one
             self._realtime_calls += 1
+            self.interim_gate.final_started()
             self._update_activity()
             task.add_done_callback(self._realtime_call_done)
         self.pending.put_nowait(task)
@@ -339,6 +357,7 @@ class Session:
 
     def _realtime_call_done(self, _task: asyncio.Task) -> None:
         self._realtime_calls -= 1
+        self.interim_gate.final_done()
         self._update_activity()
 
     def _segment_event(self, result: Moderation, times: dict, segment: Segment) -> SegmentEvent:
@@ -350,9 +369,21 @@ class Session:
         while (task := await self.pending.get()) is not _END:
             event, closed_at = await task
             event.latency_ms = round((time.perf_counter() - closed_at) * 1000, 1)
+            self._resolve_interim(event)
             self._record(event)
             await self.send(event)
             self._slots.release()
+
+    def _resolve_interim(self, event: SegmentResult) -> None:
+        """Tell a client of interim results which of their spans this final does not confirm."""
+        if self.config.interim and event.end_s is not None:
+            self.interim.resolve(event.end_s, event if isinstance(event, SegmentEvent) else None)
+
+    async def _send_interim(self, event: InterimEvent) -> None:
+        try:
+            await self.send(event)
+        except ClientGone:
+            pass  # the receive loop finds out too, and ends the session
 
     def _record(self, event: SegmentResult) -> None:
         if isinstance(event, ErrorEvent):
@@ -373,6 +404,7 @@ class Session:
             await self._submit(segment)
         self.pending.put_nowait(_END)
         await sender
+        await self.interim.finish()
         await self.send(self.summary())
         if ending.after_summary is not None:
             await self.send(ending.after_summary)
@@ -392,6 +424,7 @@ class Session:
         them started runs on to its end in the pool, which never cancels a call (tritonserver 2.51
         can crash on it), and its result is dropped."""
         sender.cancel()
+        self.interim.cancel()
         for task in list(self.in_flight):
             task.cancel()
             self.metrics.segments.labels("cancelled").inc()

@@ -48,6 +48,28 @@ class EdgeSettings(ModerationSettings):
     """Segments this edge process holds for a Triton server at once (each keeps its audio, at most
     30 s of 16 kHz float32, 1.9 MB); more get ``triton_unavailable`` at once. Each session also
     holds at most ``max_pending_segments``, after which it stops reading its socket."""
+    interim_interval_s: float = Field(0.3, gt=0)
+    """Interim results (clients that ask for ``interim``): the open segment is transcribed again
+    once this much new audio has come since its last interim call (and that call has answered),
+    or as soon as its speech pauses for the stable margin. On CPU each call costs about a quarter
+    of a final (docs/OPERATIONS.md, interim results): at 0.3 s the p95 flag lag of one stream on 2
+    cores was 1.27 s, at 0.5 s 1.69 s (docs/PERFORMANCE.md, flag lag)."""
+    interim_stable_margin_s: float = Field(0.3, ge=0)
+    """An interim span is sent only when its words ended at least this long before the end of the
+    audio heard: a word still being spoken at the end may be heard as another one."""
+    interim_context_s: float = Field(2.0, ge=0)
+    """An interim call hears the open segment from this long before the part the previous one
+    could judge (its stable margin) to the end: fewer words to decode than the whole segment, and
+    context for the words that the previous call heard unfinished (1 s lost more words than 2 s
+    in scripts/bench/flag_lag.py)."""
+    interim_encoder_fit: bool = True
+    """Interim calls have Whisper encode just the audio they send (plus 3 s), not its 30 s window:
+    about a third of the compute on CPU, a little less accurate; the final, on the full window,
+    confirms or not. ``false``: interim calls cost what a final does."""
+    interim_max_calls: int = Field(1, ge=1)
+    """An interim call is skipped (never queued) while this edge process has this many Triton calls
+    in flight, real-time finals and interims together. On a CPU one call takes the machine; on a
+    GPU raise it to what one replica batches beside the real-time finals."""
     max_sessions: int = Field(500, gt=0)
     """Concurrent WebSocket sessions per process; more are refused with close code 1013."""
     first_frame_timeout_s: float = Field(10.0, gt=0)

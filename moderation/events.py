@@ -88,7 +88,7 @@ class WordTime(BaseModel):
 class SegmentEvent(ServerEvent):
     """The moderation result of one speech segment."""
 
-    optional_fields: ClassVar[frozenset[str]] = frozenset({"words", "late"})
+    optional_fields: ClassVar[frozenset[str]] = frozenset({"words", "late", "unconfirmed_interim"})
 
     type: Literal["segment"] = "segment"
     seq: int
@@ -112,6 +112,10 @@ class SegmentEvent(ServerEvent):
     harmful_spans: list[HarmfulSpan]
     words: list[WordTime] | None = None
     """Only for clients whose config asked for ``word_timestamps``."""
+    unconfirmed_interim: list[HarmfulSpan] | None = None
+    """Only for live clients that asked for ``interim`` results: the spans of this segment's
+    earlier ``interim`` events that its final result does not confirm (no final span overlaps
+    them); empty when it confirms them all."""
     late: bool | None = None
     """True when the segment waited for a Triton server to come back (an outage): its result is
     late, and ``latency_ms`` includes the wait; left out otherwise."""

@@ -53,10 +53,15 @@ T = TypeVar("T")
 
 
 class Priority(IntEnum):
-    """Triton request priority (1 is served first); the model configs declare two levels."""
+    """Triton request priority (1 is served first); the model configs declare three levels, and a
+    request that names none gets the last."""
 
     REALTIME = 1
-    BULK = 2
+    """Final results of real-time sessions."""
+    INTERIM = 2
+    """Interim results of real-time sessions (edge/interim.py): optional work, after finals."""
+    BULK = 3
+    """Sessions ahead of real time, and batch jobs."""
 
 
 MAX_RETIRED_CLIENTS = 8
@@ -175,19 +180,23 @@ class ModerationPool(Protocol):
         """Probe the servers now; returns the ready ones."""
 
     async def moderate(self, audio: np.ndarray, language: str | None, word_timestamps: bool = False,
-                       priority: Priority = Priority.REALTIME) -> Moderation:
-        """One segment through the model; raises TritonCallError. Cancelling the caller never
-        cancels the call itself (tritonserver 2.51 can crash on it): it runs on, its result dropped."""
+                       priority: Priority = Priority.REALTIME, fit: bool = False) -> Moderation:
+        """One segment through the model; raises TritonCallError. ``fit``: Whisper encodes just the
+        clip, not its 30 s window (cheaper, a little less accurate: interim calls). Cancelling the
+        caller never cancels the call itself (tritonserver 2.51 can crash on it): it runs on, its
+        result dropped."""
 
     async def moderate_texts(self, texts: list[str], priority: Priority = Priority.REALTIME) -> list[Moderation]:
         """Texts through the model's classifier and lexicon (no Whisper): one Moderation per text,
         its ``transcript`` the text; raises TritonCallError, and never cancels either."""
 
 
-def ensemble_inputs(audio: np.ndarray, language: str | None, word_timestamps: bool = False) -> list[InferInput]:
+def ensemble_inputs(audio: np.ndarray, language: str | None, word_timestamps: bool = False,
+                    fit: bool = False) -> list[InferInput]:
     """AUDIO [1, n]; LANGUAGE [1, 1] unless None (the model's default applies), sent as given:
     a Whisper code, or "auto" to have the model detect it (callers validate which they allow);
-    WORD_TIMESTAMPS [1, 1] only when asked for (the model's alignment pass is skipped otherwise)."""
+    WORD_TIMESTAMPS [1, 1] only when asked for (the model's alignment pass is skipped otherwise);
+    ENCODER_FIT [1, 1] only when asked for (Whisper's 30 s window otherwise)."""
     audio = np.asarray(audio, dtype=np.float32).reshape(1, -1)
     inputs = [InferInput("AUDIO", list(audio.shape), "FP32")]
     inputs[0].set_data_from_numpy(audio)
@@ -195,10 +204,11 @@ def ensemble_inputs(audio: np.ndarray, language: str | None, word_timestamps: bo
         lang_in = InferInput("LANGUAGE", [1, 1], "BYTES")
         lang_in.set_data_from_numpy(np.array([[language.encode()]], dtype=np.object_))
         inputs.append(lang_in)
-    if word_timestamps:
-        words_in = InferInput("WORD_TIMESTAMPS", [1, 1], "BOOL")
-        words_in.set_data_from_numpy(np.array([[True]]))
-        inputs.append(words_in)
+    for name, wanted in (("WORD_TIMESTAMPS", word_timestamps), ("ENCODER_FIT", fit)):
+        if wanted:
+            flag = InferInput(name, [1, 1], "BOOL")
+            flag.set_data_from_numpy(np.array([[True]]))
+            inputs.append(flag)
     return inputs
 
 
@@ -504,9 +514,9 @@ class TritonPool:
         return min(candidates[start:] + candidates[:start], key=lambda url: self.in_flight[url])
 
     async def moderate(self, audio: np.ndarray, language: str | None, word_timestamps: bool = False,
-                       priority: Priority = Priority.REALTIME) -> Moderation:
+                       priority: Priority = Priority.REALTIME, fit: bool = False) -> Moderation:
         """Run one segment through the ensemble; raises TritonCallError."""
-        return parse_moderation(await self._infer(self.model, ensemble_inputs(audio, language, word_timestamps),
+        return parse_moderation(await self._infer(self.model, ensemble_inputs(audio, language, word_timestamps, fit),
                                                   priority))
 
     async def moderate_texts(self, texts: list[str], priority: Priority = Priority.REALTIME) -> list[Moderation]:

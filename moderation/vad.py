@@ -92,6 +92,18 @@ class Segmenter:
         """A segment is open: speech has started and not yet been closed by silence."""
         return self._in_speech
 
+    @property
+    def trailing_silence_s(self) -> float:
+        """How long the open segment's speech has paused (non-speech frames at its end); 0 when none is open."""
+        return self._silence_frames * self.limits.frame_ms / 1000 if self._in_speech else 0.0
+
+    def open_speech(self, received_at: float) -> Segment | None:
+        """A copy of the open segment's audio so far (interim results), or None when none is open."""
+        if not self._in_speech:
+            return None
+        return Segment(audio=self._buffer[:self._length].copy(), start_s=self._start / SAMPLE_RATE,
+                       end_s=(self._start + self._length) / SAMPLE_RATE, closed_at=received_at)
+
     def feed(self, samples: np.ndarray, received_at: float | None = None) -> list[Segment]:
         """Consume 16 kHz samples; returns the segments they completed."""
         received_at = time.perf_counter() if received_at is None else received_at

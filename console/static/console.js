@@ -8,6 +8,8 @@
 //     no_device, bad_language, server_error, or the server's error code), empty when fine
 //   #segments > tr.segment[data-seq][data-harmful] > td.time td.text td.verdict td.confidence
 //     td.latency, harmful words as <mark class="harmful">
+//   #segments > tr.interim[data-start][data-end][data-confirmed] (an interim flag, before its
+//     segment's row; data-confirmed "pending", then "true" or "false" once its final came)
 //   #meter (data-level 0..1), #p50, #p95 (ms), #reconnects, #summary (hidden until a summary)
 
 import { clearMessage as clearAlert, showMessage as showAlert } from './alert.js';
@@ -31,6 +33,7 @@ import {
   highlightParts,
   isBadLanguage,
   messageCode,
+  notYetBleeped,
   parseEvent,
   percentile,
   resumeSample,
@@ -63,6 +66,7 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   form: $('controls'), source: $('source'), language: $('language'), words: $('word-timestamps'),
   token: $('token'), start: $('start'), stop: $('stop'), bleep: $('bleep'), bleepDelay: $('bleep-delay'),
+  interim: $('interim'),
   bleepStatus: $('bleep-status'), state: $('state'), note: $('connection-note'), message: $('message'),
   reconnects: $('reconnects'), p50: $('p50'), p95: $('p95'), segments: $('segments'), summary: $('summary'),
   summaryStream: $('summary-stream'),
@@ -105,7 +109,9 @@ function clearMessage() {
 
 /** Controls a session fixes (its config) are locked while it runs; the bleep toggle is not. */
 function setRunning(running) {
-  for (const control of [ui.source, ui.language, ui.words, ui.token, ui.bleepDelay]) control.disabled = running;
+  for (const control of [ui.source, ui.language, ui.words, ui.interim, ui.token, ui.bleepDelay]) {
+    control.disabled = running;
+  }
   ui.start.disabled = running;
   ui.stop.disabled = !running;
   if (running) ui.stop.focus();
@@ -336,11 +342,11 @@ async function prepare(attempt) {
 function newRun({ context, stream, graph, token, source }) {
   const current = {
     context, stream, graph, token, source,
-    options: { language: chosenLanguage(), wordTimestamps: ui.words.checked },
+    options: { language: chosenLanguage(), wordTimestamps: ui.words.checked, interim: ui.interim.checked },
     ledger: new AudioLedger(MAX_KEPT_AUDIO_S * SAMPLE_RATE),
     sessions: [], session: null, failed: 0, reconnects: 0, timer: null,
     captureStart: null, stopping: false, finished: false, onFinalFrame: null, lastServerError: null,
-    latencies: [], lateBleeps: 0,
+    latencies: [], lateBleeps: 0, bleeped: [],
   };
   graph.worklet.port.onmessage = (message) => onWorkletMessage(current, message.data);
   for (const track of stream.getAudioTracks()) {
@@ -416,6 +422,9 @@ function onEvent(current, session, event) {
       break;
     case 'segment':
       addSegment(current, session, event);
+      break;
+    case 'interim':
+      addInterim(current, session, event);
       break;
     case 'error':
       onError(current, session, event);
@@ -650,7 +659,38 @@ function addSegment(current, session, event) {
   current.latencies.push(event.latency_ms);
   ui.p50.textContent = String(Math.round(percentile(current.latencies, 50)));
   ui.p95.textContent = String(Math.round(percentile(current.latencies, 95)));
+  if (event.unconfirmed_interim) settleInterims(session, event, offsetS);
   if (event.harmful_spans.length) scheduleBleeps(current, event.harmful_spans, offsetS);
+}
+
+/** An interim flag: harmful words heard while their segment is still open; bleeped at once. */
+function addInterim(current, session, event) {
+  const offsetS = session.startSample / SAMPLE_RATE;
+  for (const span of event.harmful_spans) {
+    const row = document.createElement('tr');
+    row.className = 'interim';
+    row.dataset.session = String(session.index);
+    row.dataset.start = (offsetS + span.start_s).toFixed(3);
+    row.dataset.end = (offsetS + span.end_s).toFixed(3);
+    row.dataset.confirmed = 'pending';
+    row.append(cell('time', `${formatStreamTime(offsetS + span.start_s)}–${formatStreamTime(offsetS + span.end_s)}`),
+      textCell({ text: span.text, harmful_spans: [span] }), cell('verdict', `flagged early (${span.category})`),
+      cell('confidence', '–'), cell('latency', `${Math.round(event.latency_ms)} ms`));
+    ui.segments.append(row);
+  }
+  scheduleBleeps(current, event.harmful_spans, offsetS);
+}
+
+/** A final came: its interim flags are confirmed, but those it lists as unconfirmed. */
+function settleInterims(session, event, offsetS) {
+  const unconfirmed = new Set(event.unconfirmed_interim.map((s) => (offsetS + s.start_s).toFixed(3)));
+  const selector = `tr.interim[data-session="${session.index}"][data-confirmed="pending"]`;
+  for (const row of ui.segments.querySelectorAll(selector)) {
+    const middle = (Number(row.dataset.start) + Number(row.dataset.end)) / 2;
+    if (middle >= offsetS + event.end_s) continue; // after this segment's end: a later one's
+    row.dataset.confirmed = unconfirmed.has(row.dataset.start) ? 'false' : 'true';
+    if (row.dataset.confirmed === 'false') row.querySelector('td.verdict').textContent += ', not confirmed';
+  }
 }
 
 /** An error event in a segment's place: the row says the segment could not be moderated. */
@@ -671,7 +711,9 @@ function addFailedSegment(current, session, event) {
 function scheduleBleeps(current, spans, offsetS) {
   const { context, graph, captureStart } = current;
   if (captureStart === null || context.state === 'closed') return;
-  for (const [startS, endS] of bleepIntervals(spans, offsetS)) {
+  const intervals = notYetBleeped(bleepIntervals(spans, offsetS), current.bleeped);
+  current.bleeped.push(...intervals);
+  for (const [startS, endS] of intervals) {
     const from = captureStart + startS + graph.delayS;
     const to = captureStart + endS + graph.delayS;
     const now = context.currentTime;

@@ -25,7 +25,7 @@ export const RECONNECT_MAX_DELAY_S = 10.0;
 export const RECONNECT_JITTER = 0.5;
 export const RECONNECT_MAX_ATTEMPTS = 8;
 
-export const EVENT_TYPES = new Set(['ready', 'config', 'segment', 'error', 'summary']);
+export const EVENT_TYPES = new Set(['ready', 'config', 'segment', 'interim', 'error', 'summary']);
 export const END_FRAME = JSON.stringify({ type: 'end' });
 
 /** Close codes the page explains; the others are shown as their number. */
@@ -71,15 +71,16 @@ export function authHeaders(token) {
 }
 
 /** The config text frame: 16 kHz mono PCM16 (what the worklet sends), the language (omitted
- *  for the model's default) and whether to send word times. */
-export function configFrame({ language = '', wordTimestamps = false } = {}) {
+ *  for the model's default), whether to send word times and whether to send interim results. */
+export function configFrame({ language = '', wordTimestamps = false, interim = false } = {}) {
   const frame = { type: 'config', sample_rate: SAMPLE_RATE, encoding: ENCODING, channels: CHANNELS };
   if (language) frame.language = language;
   frame.word_timestamps = Boolean(wordTimestamps);
+  frame.interim = Boolean(interim);
   return JSON.stringify(frame);
 }
 
-/** A server text frame as an event object; Error for anything that is not one of the five. */
+/** A server text frame as an event object; Error for anything that is not one of the six. */
 export function parseEvent(text) {
   const event = JSON.parse(text);
   if (event === null || typeof event !== 'object' || !EVENT_TYPES.has(event.type)) {
@@ -208,6 +209,13 @@ export function bleepIntervals(spans, offsetS = 0) {
     else merged.push([start, end]);
   }
   return merged;
+}
+
+/** The [start, end] intervals not already inside one of `done` (bleeped from an interim event:
+ *  its final's span over the same word is no new bleep, and no late one). */
+export function notYetBleeped(intervals, done) {
+  const inside = ([start, end]) => done.some(([a, b]) => a - SPAN_TOLERANCE_S <= start && end <= b + SPAN_TOLERANCE_S);
+  return intervals.filter((interval) => !inside(interval));
 }
 
 /** Stream seconds as m:ss.s. */

@@ -11,6 +11,7 @@ from edge.dependencies import (
     AdmissionDep,
     DrainDep,
     FairShareDep,
+    InterimGateDep,
     KeyAdmissionDep,
     MetricsDep,
     OutageDep,
@@ -32,12 +33,13 @@ TRY_AGAIN_LATER = 1013
 @router.websocket("/ws/audio")
 async def audio_socket(websocket: WebSocket, settings: SettingsDep, pool: PoolDep, metrics: MetricsDep,
                        admission: AdmissionDep, key_admission: KeyAdmissionDep, principal: PrincipalDep,
-                       fair_share: FairShareDep, drain: DrainDep, outage: OutageDep) -> None:
+                       fair_share: FairShareDep, drain: DrainDep, outage: OutageDep,
+                       interim_gate: InterimGateDep) -> None:
     # ``principal`` is resolved before this runs: a refused client never gets here (1008, HTTP 403).
     await websocket.accept()
     try:
         with drain.admit() as stop, key_admission.admit(principal.key if principal else None), admission.admit():
-            session = Session(websocket, settings, pool, metrics, fair_share, stop, outage)
+            session = Session(websocket, settings, pool, metrics, fair_share, stop, outage, interim_gate)
             logger.info("session %s opened", session.id)
             try:
                 await session.run()

@@ -3,8 +3,9 @@
     python -m scripts.bench.engines [--repeats 3] [--batch 1 4 8]
 
 Each engine variant (torch: fp32 / dynamic int8 / ``fit`` context; CTranslate2: int8 / float32 /
-int8_float32) transcribes the same espeak-ng English segments (VAD-segment lengths), and so does
-faster-whisper int8 (the engine a user would run in-process, as a reference). Reported: ms of
+int8_float32, and int8 with the ``fit`` context interim calls ask for) transcribes the same
+espeak-ng English segments (VAD-segment lengths), and so does faster-whisper int8 (the engine a
+user would run in-process, as a reference). Reported: ms of
 compute per segment at each batch size (mean of --repeats after a warm-up; a batch of n is n
 different segments) and the mean WER at batch 1. With --threads it also times the CTranslate2
 batch split over ``inter_threads`` workers against one worker with all the threads.
@@ -43,12 +44,12 @@ def engine_variants(ct2_dir: Path, checkpoint: Path) -> dict[str, Callable[[], T
             return lambda clips: [r.text for r in model.transcribe(clips, [en] * len(clips))]
         return load
 
-    def ct2_engine(compute_type: str, intra: int = 0) -> Callable[[], Transcribe]:
+    def ct2_engine(compute_type: str, intra: int = 0, fit: bool = False) -> Callable[[], Transcribe]:
         def load() -> Transcribe:
             from whisper_ct2 import WhisperCT2
             model = WhisperCT2(str(ct2_dir), compute_type=compute_type, intra_threads=intra)
             en = model.language_token("en")
-            return lambda clips: [r.text for r in model.transcribe(clips, [en] * len(clips))]
+            return lambda clips: [r.text for r in model.transcribe(clips, [en] * len(clips), fit=fit)]
         return load
 
     return {
@@ -57,6 +58,7 @@ def engine_variants(ct2_dir: Path, checkpoint: Path) -> dict[str, Callable[[], T
         "torch fp32, fit context": torch_engine(encoder_context="fit"),
         "torch dynamic int8, fit context (compare's (f))": torch_engine(encoder_context="fit", cpu_int8=True),
         "ctranslate2 int8": ct2_engine("int8"),
+        "ctranslate2 int8, fit context (interim calls)": ct2_engine("int8", fit=True),
         "ctranslate2 int8_float32": ct2_engine("int8_float32"),
         "ctranslate2 float32": ct2_engine("float32"),
         "faster-whisper int8 (reference, in-process)": lambda: faster_whisper(ct2_dir),

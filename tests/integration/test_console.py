@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from scripts.service.launch import free_port, http_get, running_edge
-from scripts.speech import SAMPLE_RATE, read_wav, speech_times, wer, write_dialogue, write_wav
+from scripts.speech import SAMPLE_RATE, join_words, read_wav, speech_times, wer, write_dialogue, write_wav
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -165,13 +165,52 @@ def test_keyboard_alone_reaches_every_control_and_an_unknown_language_is_explain
     try:
         page = browser.new_page()
         page.goto(f"http://{edge}/console?language=xx")
-        order = focus_order(page, 12)
+        order = focus_order(page, 13)
         page.focus("#start")
         page.keyboard.press("Enter")
         page.wait_for_selector("#message[data-code='bad_language']", timeout=UI_TIMEOUT_MS)
         text = page.text_content("#message")
     finally:
         browser.close()
-    controls = ["source", "language", "word-timestamps", "token", "bleep", "bleep-delay", "start"]
+    controls = ["source", "language", "word-timestamps", "interim", "token", "bleep", "bleep-delay", "start"]
     assert [c for c in order if c in controls] == controls, order
     assert "xx" in text, text
+
+
+LONG_SENTENCE = ["fuck", "this map is way too big for a team of four players and nobody ever comes back to defend"]
+
+
+@pytest.fixture(scope="module")
+def long_sentence(tmp_path_factory) -> Path:
+    """A profane word at the start of a sentence far longer than its word, as the fake microphone."""
+    samples, _ = join_words(LONG_SENTENCE, [0.08, TAIL_SILENCE_S])
+    return write_wav(tmp_path_factory.mktemp("console_interim") / "microphone.wav", samples)
+
+
+def interim_rows(page) -> list[dict]:
+    return page.eval_on_selector_all("#segments tr", """rows => rows.map(r => ({
+        kind: r.className, confirmed: r.dataset.confirmed, marks: [...r.querySelectorAll('mark.harmful')]
+        .map(m => m.innerText.toLowerCase().replace(/[.,!?]/g, ''))}))""")
+
+
+def test_interim_results_flag_a_word_before_its_sentence_ends_and_the_final_confirms_it(chromium, edge,
+                                                                                        long_sentence):
+    browser = launch(chromium, long_sentence)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"http://{edge}/console")
+        page.select_option("#language", "en")
+        assert page.is_checked("#interim")  # on by default
+        page.click("#start")
+        page.wait_for_selector("#state[data-state='live']", timeout=UI_TIMEOUT_MS)
+        page.wait_for_selector("#segments tr.interim", timeout=UI_TIMEOUT_MS)
+        flagged_while_open = page.eval_on_selector_all("#segments tr.segment", "rows => rows.length") == 0
+        page.wait_for_selector("#segments tr.interim[data-confirmed='true']", timeout=UI_TIMEOUT_MS)
+        page.click("#stop")
+        page.wait_for_selector("#summary:not([hidden])", timeout=UI_TIMEOUT_MS)
+        found = interim_rows(page)
+    finally:
+        browser.close()
+    assert flagged_while_open, found  # the interim row came while the sentence was still going on
+    assert found[0] == {"kind": "interim", "confirmed": "true", "marks": ["fuck"]}, found
+    assert any(r["kind"] == "segment" and "fuck" in r["marks"] for r in found[1:]), found

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from edge.client import stream
-from edge.protocol import ErrorEvent, SegmentEvent
+from edge.protocol import ErrorEvent, InterimEvent, SegmentEvent
 from scripts.speech import NOISES, SAMPLE_RATE, noise, write_wav
+from tests.integration.test_edge_bad_input import metric
 
 NOISE_S = 15.0
 """Seconds of each noise: a minute in all."""
@@ -33,3 +34,14 @@ def test_loud_noise_gives_no_text(edge, noise_wav, language):
     texts = [(s.start_s, s.text) for s in segments if s.text.strip()]
     assert not texts, texts
     assert not any(s.is_harmful for s in segments)
+
+
+def test_loud_noise_streamed_live_gives_no_interim_flag(edge, noise_wav):
+    # In real time, so that interim calls run (a session ahead of real time gets none), on the
+    # cheaper short encoder context they use.
+    heard_before = metric(edge, "edge_interim_calls_total", '{outcome="silent"}')
+    result = asyncio.run(stream(noise_wav, f"ws://{edge}/ws/audio", realtime=True, language="ko", interim=True))
+    assert metric(edge, "edge_interim_calls_total", '{outcome="silent"}') > heard_before  # they ran, found nothing
+    assert not result.of_type(ErrorEvent), result.of_type(ErrorEvent)
+    assert not result.of_type(InterimEvent), result.of_type(InterimEvent)
+    assert not any(s.text.strip() or s.is_harmful for s in result.of_type(SegmentEvent))

@@ -19,6 +19,7 @@ class Call:
     language: str | None
     word_timestamps: bool
     priority: Priority
+    fit: bool = False
 
 
 def numbered(index: int, audio: np.ndarray) -> Moderation:
@@ -83,13 +84,13 @@ class FakePool:
         return self.up
 
     async def moderate(self, audio: np.ndarray, language: str | None, word_timestamps: bool = False,
-                       priority: Priority = Priority.REALTIME) -> Moderation:
-        return await self._running.run(self._answer(audio, language, word_timestamps, priority))
+                       priority: Priority = Priority.REALTIME, fit: bool = False) -> Moderation:
+        return await self._running.run(self._answer(audio, language, word_timestamps, priority, fit))
 
     async def _answer(self, audio: np.ndarray, language: str | None, word_timestamps: bool,
-                      priority: Priority) -> Moderation:
+                      priority: Priority, fit: bool = False) -> Moderation:
         index = len(self.calls)
-        self.calls.append(Call(len(audio), language, word_timestamps, priority))
+        self.calls.append(Call(len(audio), language, word_timestamps, priority, fit))
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         bulk = priority is Priority.BULK

@@ -30,7 +30,7 @@ BAD_LANGUAGE = {"type": "error", "code": "bad_config",
                            "'en' or 'ja'"}
 CASES = {
     "delays": [[attempt, r] for attempt in range(1, 9) for r in (0.0, 0.999999)],
-    "configs": [{}, {"language": "en"}, {"language": "ja", "wordTimestamps": True}, {"language": ""}],
+    "configs": [{}, {"language": "en"}, {"language": "ja", "wordTimestamps": True}, {"language": "", "interim": True}],
     "events": [json.dumps(e) for e in documented_examples()] + ['{"type": "partial"}', "[1]", "null"],
     "errors": [BAD_LANGUAGE, {"type": "error", "code": "bad_config", "message": "sample_rate: too high"},
                {"type": "error", "code": "idle_timeout", "message": "no frame for 60 s"}],
@@ -62,6 +62,8 @@ CASES = {
         {"maxSamples": 10_000, "frameSamples": 320, "frames": 5, "since": 640},
     ],
     "bleeps": [[[{"start_s": 1.0, "end_s": 1.5}, {"start_s": 1.4, "end_s": 2.0}, {"start_s": 3, "end_s": 3.2}], 10.0]],
+    # an interim span bleeped [11.0, 11.5]: its final's [11.002, 11.5] is not bleeped again, [11.4, 12.0] is
+    "not_yet_bleeped": [[[[11.002, 11.5], [11.4, 12.0]], [[11.0, 11.5]]], [[[1.0, 2.0]], []]],
     "levels": [[0, 320], [32767, 320], [328, 320]],
 }
 
@@ -91,6 +93,7 @@ def test_the_frames_and_the_backoff_are_the_reference_clients(answers, monkeypat
 def test_config_frames_are_what_the_edge_accepts(answers):
     configs = [ClientConfig.model_validate_json(frame) for frame in answers["configs"]]
     assert all((c.sample_rate, c.encoding, c.channels) == (16000, "pcm_s16le", 1) for c in configs)
+    assert [c.interim for c in configs] == [False, False, False, True]
     assert [(c.language, c.word_timestamps) for c in configs] == [(None, False), ("en", False), ("ja", True),
                                                                    (None, False)]
     assert json.loads(answers["end_frame"]) == {"type": "end"}
@@ -145,6 +148,7 @@ def test_the_ledger_keeps_recent_audio_and_cuts_from_any_sample(answers):
 
 def test_overlapping_spans_make_one_bleep_in_stream_time(answers):
     assert answers["bleeps"] == [[[11.0, 12.0], [13.0, 13.2]]]
+    assert answers["not_yet_bleeped"] == [[[11.4, 12.0]], [[1.0, 2.0]]]
 
 
 def test_the_meter_maps_silence_to_zero_and_full_scale_to_one(answers):

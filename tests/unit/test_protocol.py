@@ -36,7 +36,7 @@ def table_column(heading: str) -> list[str]:
 
 def test_every_documented_example_is_a_model_with_the_same_fields_in_the_same_order():
     examples = documented_examples()
-    assert {e["type"] for e in examples} == {"ready", "config", "segment", "error", "summary"}
+    assert {e["type"] for e in examples} == {"ready", "config", "segment", "interim", "error", "summary"}
     for example in examples:
         event = SERVER_EVENTS.validate_python(example)
         on_the_wire = json.loads(event.wire())

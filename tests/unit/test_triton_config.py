@@ -34,8 +34,10 @@ def test_the_exporters_defaults_render_the_documented_configs(whisper, koelectra
     w, k = parse(triton_config.render(whisper)), parse(triton_config.render(koelectra))
     assert (w.name, w.backend, w.max_batch_size) == ("whisper", "python", 16)
     assert w.dynamic_batching.max_queue_delay_microseconds == 10000
-    assert [i.name for i in w.input] == ["AUDIO", "LANGUAGE", "WORD_TIMESTAMPS"] and w.input[0].allow_ragged_batch
-    assert w.input[1].optional and w.input[2].optional
+    # finals, interims, bulk (moderation.triton.Priority); requests that name none are bulk
+    assert (w.dynamic_batching.priority_levels, w.dynamic_batching.default_priority_level) == (3, 3)
+    assert [i.name for i in w.input] == ["AUDIO", "LANGUAGE", "WORD_TIMESTAMPS", "ENCODER_FIT"]
+    assert w.input[0].allow_ragged_batch and all(i.optional for i in w.input[1:])
     assert [o.name for o in w.output] == ["TRANSCRIPT", "NO_SPEECH_PROB", "WORDS", "LANGUAGE_CODE"]
     assert parameters(w) == {"checkpoint": "ctranslate2", "default_language": "ko", "fp16": "false",
                              "cpu_threads": "0", "encoder_context": "full", "cpu_int8": "false",
@@ -55,6 +57,7 @@ def test_the_ensemble_takes_its_batch_size_and_language_from_its_members(whisper
     assert [o.name for o in config.output] == ["TRANSCRIPT", "HARMFUL_PROB", "NO_SPEECH_PROB", "WORDS",
                                                "LANGUAGE_CODE"]
     assert config.ensemble_scheduling.step[0].output_map["LANGUAGE_CODE"] == "LANGUAGE_CODE"
+    assert config.ensemble_scheduling.step[0].input_map["ENCODER_FIT"] == "ENCODER_FIT"
 
 
 def test_an_ensemble_with_a_lexicon_runs_it_on_the_transcript_and_publishes_its_signals(whisper, koelectra):

@@ -40,6 +40,8 @@ class Request:
     """None: LANGUAGE was "auto", the language is detected from the audio."""
     word_timestamps: bool
     """WORD_TIMESTAMPS was sent and true: only then does the request pay for the alignment pass."""
+    fit: bool = False
+    """ENCODER_FIT was sent and true: the request is encoded with its own length, not 30 s."""
 
 
 def _words_json(words) -> bytes:
@@ -123,7 +125,8 @@ class TritonPythonModel:
             if raw.size and raw[0]:
                 language = raw[0].decode("utf-8", errors="replace") if isinstance(raw[0], bytes) else str(raw[0])
         try:
-            return Request(audio, self.model.requested_language(language), _flag(request, "WORD_TIMESTAMPS"))
+            return Request(audio, self.model.requested_language(language), _flag(request, "WORD_TIMESTAMPS"),
+                           _flag(request, "ENCODER_FIT"))
         except ValueError as exc:
             raise RequestError(str(exc)) from exc
 
@@ -136,14 +139,16 @@ class TritonPythonModel:
                 slots.append(i)
             except RequestError as exc:
                 responses[i] = pb_utils.InferenceResponse(error=_error(str(exc), invalid_argument=True))
-        if batch:
-            self._run(batch, slots, responses)
+        for fit in (False, True):  # one encoder pass per context length
+            group = [(request, slot) for request, slot in zip(batch, slots, strict=True) if request.fit is fit]
+            if group:
+                self._run([r for r, _ in group], [s for _, s in group], responses)
         return responses
 
     def _run(self, batch, slots, responses) -> None:
         try:
             results = self.model.transcribe([r.audio for r in batch], [r.language_token for r in batch],
-                                            [r.word_timestamps for r in batch])
+                                            [r.word_timestamps for r in batch], fit=batch[0].fit)
         except Exception as exc:  # noqa: BLE001 - reported per request, the server keeps serving
             logger.exception("whisper batch of %d failed", len(batch))
             for i in slots:

@@ -121,22 +121,23 @@ class WhisperBatch(Engine):
         mask[list(self.tokenizer.non_speech_tokens)] = True
         return mask
 
-    def context_frames(self, clips: list[np.ndarray]) -> int:
-        """Mel frames the encoder sees: 30 s ('full', as Whisper was trained) or just enough ('fit')."""
+    def context_frames(self, clips: list[np.ndarray], fit: bool = False) -> int:
+        """Mel frames the encoder sees: 30 s ('full', as Whisper was trained) or just enough ('fit',
+        exported so, or asked for by the batch)."""
         full = self.model.dims.n_audio_ctx * 2
-        if not self.fit_context:
+        if not (self.fit_context or fit):
             return full
         needed = max(len(c) for c in clips) // HOP_LENGTH + CONTEXT_MARGIN_FRAMES
         return min(full, -(-needed // CONTEXT_GRANULARITY_FRAMES) * CONTEXT_GRANULARITY_FRAMES)
 
     @torch.inference_mode()
     def transcribe(self, clips: list[np.ndarray], language_tokens: list[int | None],
-                   word_timestamps: list[bool] | None = None) -> list[Transcription]:
+                   word_timestamps: list[bool] | None = None, fit: bool = False) -> list[Transcription]:
         """Transcribe float32 16 kHz clips (each ≤ 30 s) in one encoder pass and one decode loop; a
         None language token means: detect the clip's language first (see ``_prompt_logits``). The
         clips whose ``word_timestamps`` flag is set and that have text also get their words timed,
-        together in one alignment pass."""
-        audio_features = self.encode(self.log_mel(clips, self.context_frames(clips)))
+        together in one alignment pass. ``fit``: as the 'fit' context, for this batch."""
+        audio_features = self.encode(self.log_mel(clips, self.context_frames(clips, fit)))
         decoded = self._greedy(audio_features, language_tokens, self.budgets(clips))
         results = self._results(decoded)
         rows = [row for row, result in enumerate(results) if word_timestamps and word_timestamps[row] and result.text]

@@ -174,9 +174,10 @@ class Engine:
         return self.languages.requested(language)
 
     def transcribe(self, clips: list, language_tokens: list[int | None],
-                   word_timestamps: list[bool] | None = None) -> list[Transcription]:
+                   word_timestamps: list[bool] | None = None, fit: bool = False) -> list[Transcription]:
         """One result per float32 16 kHz clip (each ≤ 30 s), in order; a None language token
-        means: detect that clip's language. Clips flagged in ``word_timestamps`` also get words."""
+        means: detect that clip's language. Clips flagged in ``word_timestamps`` also get words.
+        ``fit``: the encoder sees the longest clip plus a margin, not Whisper's 30 s window."""
         raise NotImplementedError
 
     def close(self) -> None:

@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 COMPUTE_TYPES = {"cpu": ("int8", "int8_float32", "float32"), "cuda": ("float16", "int8_float16", "int8", "float32")}
 """Compute types this engine accepts per device (CTranslate2 converts the stored weights at load)."""
+FIT_MARGIN_FRAMES = 300
+"""With ``fit``, the encoder sees the longest clip of the batch plus this many mel frames (3 s):
+on espeak-ng speech a 1 s margin lost short final words that 3 s kept, at about a third of the
+30 s window's cost on CPU (docs/PERFORMANCE.md, interim results)."""
 MAX_DECODE_TOKENS = 224
 """Whisper's text context is 448 tokens; a request decodes at most half, as openai-whisper does."""
 TIMESTAMP_TOKENS = 1501
@@ -65,13 +69,13 @@ class WhisperCT2(Engine):
         logger.info("word alignment heads: %s", alignment_heads(Path(model_dir)))
 
     def transcribe(self, clips: list[np.ndarray], language_tokens: list[int | None],
-                   word_timestamps: list[bool] | None = None) -> list[Transcription]:
+                   word_timestamps: list[bool] | None = None, fit: bool = False) -> list[Transcription]:
         if self._parts is None or len(clips) == 1:
-            return self._transcribe(clips, language_tokens, word_timestamps)
+            return self._transcribe(clips, language_tokens, word_timestamps, fit)
         flags = word_timestamps or [False] * len(clips)
         parts = [list(range(i, len(clips), self.inter_threads)) for i in range(min(self.inter_threads, len(clips)))]
         futures = [self._parts.submit(self._transcribe, [clips[r] for r in part],
-                                      [language_tokens[r] for r in part], [flags[r] for r in part])
+                                      [language_tokens[r] for r in part], [flags[r] for r in part], fit)
                    for part in parts]
         results: list = [None] * len(clips)
         for part, future in zip(parts, futures, strict=True):
@@ -84,8 +88,9 @@ class WhisperCT2(Engine):
             self._parts.shutdown(wait=True)
 
     def _transcribe(self, clips: list[np.ndarray], language_tokens: list[int | None],
-                    word_timestamps: list[bool] | None) -> list[Transcription]:
-        encoded = self.model.encode(self._features(clips))
+                    word_timestamps: list[bool] | None, fit: bool = False) -> list[Transcription]:
+        frames = min(N_FRAMES, max(len(c) for c in clips) // HOP_LENGTH + FIT_MARGIN_FRAMES) if fit else N_FRAMES
+        encoded = self.model.encode(self._features(clips, frames))
         languages = self._languages(encoded, language_tokens)
         budgets = [token_budget(len(c), MAX_DECODE_TOKENS) for c in clips]
         # Whisper in CTranslate2 decodes at most max_length / 2 tokens: twice the largest budget.
@@ -99,12 +104,13 @@ class WhisperCT2(Engine):
                    for g, (row_tokens, decoded), language in zip(generated, kept, languages, strict=True)]
         rows = [row for row, result in enumerate(results) if word_timestamps and word_timestamps[row] and result.text]
         if rows:
-            self._attach_words(results, rows, tokens, encoded, clips, languages)
+            self._attach_words(results, rows, tokens, encoded, clips, languages, frames)
         return results
 
-    def _features(self, clips: list[np.ndarray]) -> ctranslate2.StorageView:
-        """The batch's log-mel over Whisper's full 30 s window (CTranslate2 encodes 3000 frames)."""
-        return ctranslate2.StorageView.from_array(np.ascontiguousarray(self.log_mel(clips, N_FRAMES).numpy()))
+    def _features(self, clips: list[np.ndarray], frames: int) -> ctranslate2.StorageView:
+        """The batch's log-mel over ``frames`` mel frames: Whisper's 30 s window (3000) as it was
+        trained, or fewer with ``fit`` (CTranslate2 encodes any length up to 3000)."""
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(self.log_mel(clips, frames).numpy()))
 
     def _languages(self, encoded, language_tokens: list[int | None]) -> list[int]:
         """Each row's language token: requested, or detected (one batched pass, only if a row asks)."""
@@ -128,7 +134,7 @@ class WhisperCT2(Engine):
         text = transcript(self.tokenizer.decode(tokens).strip(), prob, avg)
         return Transcription(text=text, no_speech_prob=prob, avg_logprob=avg, language=self.languages.code(language))
 
-    def _attach_words(self, results, rows, tokens, encoded, clips, languages) -> None:
+    def _attach_words(self, results, rows, tokens, encoded, clips, languages, frames: int) -> None:
         """Time the words of ``rows`` (one ``align`` per language among them); a failure is reported
         to those rows only, their transcripts stand."""
         try:
@@ -138,7 +144,7 @@ class WhisperCT2(Engine):
                 # align appends <|notimestamps|> to the start sequence itself.
                 aligned = self.model.align(
                     _rows(encoded, group), self._prompt(language)[:-1], [tokens[r] for r in group],
-                    [min(len(clips[r]) // HOP_LENGTH, N_FRAMES) for r in group],
+                    [min(len(clips[r]) // HOP_LENGTH, frames) for r in group],
                     median_filter_width=MEDIAN_FILTER_WIDTH)
                 tokenizer = self.languages.word_tokenizer(language)
                 for row, alignment in zip(group, aligned, strict=True):

@@ -53,6 +53,7 @@ const answers = {
     protocol.edgeBase(new URL('console/static/console.js', page)), token)),
   ledgers: cases.ledgers.map(ledgerCase),
   bleeps: cases.bleeps.map(([spans, offset]) => protocol.bleepIntervals(spans, offset)),
+  not_yet_bleeped: cases.not_yet_bleeped.map(([intervals, done]) => protocol.notYetBleeped(intervals, done)),
   levels: cases.levels.map(([amplitude, count]) => [frameDbfs(pcmOf(amplitude, count)),
     meterLevel(frameDbfs(pcmOf(amplitude, count)))]),
 };
