@@ -213,4 +213,5 @@ def test_interim_results_flag_a_word_before_its_sentence_ends_and_the_final_conf
         browser.close()
     assert flagged_while_open, found  # the interim row came while the sentence was still going on
     assert found[0] == {"kind": "interim", "confirmed": "true", "marks": ["fuck"]}, found
-    assert any(r["kind"] == "segment" and "fuck" in r["marks"] for r in found[1:]), found
+    # the final marks the word (or, when the classifier also flags it, its whole transcript)
+    assert any(r["kind"] == "segment" and any("fuck" in m for m in r["marks"]) for r in found[1:]), found
