@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 from prometheus_client import Gauge
 
-from edge.protocol import ErrorCode
+from moderation.protocol import ErrorCode
 
 
 class SessionRefused(Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.protocol import SAMPLE_RATE, ClientConfig
+from moderation.protocol import SAMPLE_RATE, ClientConfig
 
 _EMPTY = np.zeros(0, dtype=np.float32)
 

@@ -30,8 +30,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
-import ssl
 import sys
 import time
 import wave
@@ -42,40 +40,30 @@ from typing import TypeVar
 import websockets
 from pydantic import ValidationError
 
-from edge.bleep import WAVE_FORMAT_IEEE_FLOAT, censor, write_wav
-from edge.protocol import (
+from moderation.bleep import WAVE_FORMAT_IEEE_FLOAT, censor, write_wav
+from moderation.client import (
+    DEFAULT_BACKOFF,
+    FRAME_MS,
+    NORMAL_CLOSURE,
+    RECONNECT_CLOSE_CODES,
+    RECONNECT_ERRORS,
+    Backoff,
+    connect_options,
+    merged,
+    retryable,
+    session_spans,
+)
+from moderation.protocol import (
     SERVER_EVENTS,
     WHISPER_LANGUAGES,
     AnyServerEvent,
     ClientConfig,
-    ErrorCode,
     ErrorEvent,
-    InterimEvent,
     ReadyEvent,
-    SegmentEvent,
     SummaryEvent,
     sample_bytes,
 )
 
-FRAME_MS = 20
-"""Frame length a desktop capture loop typically sends."""
-NORMAL_CLOSURE = 1000
-RECONNECT_CLOSE_CODES = frozenset({1012, 1013})
-"""Close codes after which the client reconnects and goes on: Service Restart (the edge shut
-down) and Try Again Later (it was busy, or draining)."""
-RECONNECT_ERRORS = frozenset({ErrorCode.SERVER_SHUTDOWN, ErrorCode.SERVER_DRAINING, ErrorCode.SERVER_BUSY})
-"""Error events that come with those close codes: no failure of a stream that goes on elsewhere."""
-RECONNECT_INITIAL_DELAY_S = 0.5
-"""Wait before the first reconnection attempt."""
-RECONNECT_FACTOR = 2.0
-"""Each further attempt waits this many times longer than the one before..."""
-RECONNECT_MAX_DELAY_S = 10.0
-"""...up to this."""
-RECONNECT_JITTER = 0.5
-"""Up to this share of each wait is taken off at random, so that the clients of one drained edge
-do not all come back in the same instant."""
-RECONNECT_MAX_ATTEMPTS = 8
-"""Attempts in a row without a ``ready`` event (refused connections, 1013s) before giving up."""
 EventT = TypeVar("EventT")
 
 
@@ -98,22 +86,6 @@ class WavAudio:
     @property
     def frame_bytes(self) -> int:
         return self.sample_rate * FRAME_MS // 1000 * self.sample_frame_bytes
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Waits between reconnection attempts: exponential, capped, with jitter."""
-
-    initial_s: float = RECONNECT_INITIAL_DELAY_S
-    factor: float = RECONNECT_FACTOR
-    max_s: float = RECONNECT_MAX_DELAY_S
-    jitter: float = RECONNECT_JITTER
-    max_attempts: int = RECONNECT_MAX_ATTEMPTS
-
-    def delay_s(self, attempt: int) -> float:
-        """The wait before attempt ``attempt`` (1, 2, …) of a row."""
-        step = min(self.max_s, self.initial_s * self.factor ** (attempt - 1))
-        return step * (1 - self.jitter * random.random())
 
 
 @dataclass
@@ -154,25 +126,7 @@ class StreamResult:
     def harmful_spans(self) -> list[tuple[float, float]]:
         """(start_s, end_s) of every harmful span, in stream seconds: the finals' and the interim
         spans their finals confirmed (a segment's final lists those it does not)."""
-        spans = []
-        for part in self.sessions:
-            unconfirmed = [h for s in part.of_type(SegmentEvent) for h in s.unconfirmed_interim or []]
-            heard = [h for s in part.of_type(SegmentEvent) for h in s.harmful_spans]
-            heard += [h for e in part.of_type(InterimEvent) for h in e.harmful_spans if h not in unconfirmed]
-            spans += [(part.offset_s + h.start_s, part.offset_s + h.end_s) for h in heard]
-        return merged(spans)
-
-
-def merged(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The union of spans as disjoint ones in order (an interim span and its final's overlap:
-    ducked once, not twice)."""
-    out: list[tuple[float, float]] = []
-    for start, end in sorted(spans):
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out
+        return merged([span for part in self.sessions for span in session_spans(part.events, part.offset_s)])
 
 
 def read_wav(path: Path) -> WavAudio:
@@ -265,25 +219,6 @@ def _parse(message: str, strict: bool) -> AnyServerEvent | None:
         return None
 
 
-def connect_options(url: str, token: str | None = None, cafile: Path | None = None) -> dict:
-    """websockets.connect options: the bearer credential, and for wss:// a TLS context trusting
-    ``cafile`` (else the system's CAs)."""
-    options: dict = {"max_size": None}
-    if token:
-        options["additional_headers"] = {"Authorization": f"Bearer {token}"}
-    if url.startswith("wss://"):
-        options["ssl"] = ssl.create_default_context(cafile=str(cafile) if cafile else None)
-    return options
-
-
-def _retryable(exc: Exception) -> bool:
-    """A failed connection that a later attempt may get: nothing listening (an edge restarting), a
-    handshake cut off, or a 5xx answer (an edge shutting down); not a refused credential."""
-    if isinstance(exc, websockets.InvalidStatus):
-        return exc.response.status_code >= 500
-    return isinstance(exc, OSError | websockets.InvalidMessage)
-
-
 async def _stop(sender: asyncio.Task) -> None:
     """Stop sending audio; a send that failed because the server closed is no error."""
     sender.cancel()
@@ -315,7 +250,7 @@ async def _session(url: str, options: dict, config: str | None, feed: AudioFeed,
 
 async def stream(path: Path, url: str, realtime: bool = False, language: str | None = None,
                  on_event=None, word_timestamps: bool = False, strict: bool = True, token: str | None = None,
-                 cafile: Path | None = None, backoff: Backoff | None = Backoff(),
+                 cafile: Path | None = None, backoff: Backoff | None = DEFAULT_BACKOFF,
                  interim: bool = False) -> StreamResult:
     """Stream a WAV file through the edge and collect every event until the server closes. After
     close 1012 or 1013, reconnect with ``backoff`` (None: don't) and go on with the audio the edge
@@ -329,7 +264,7 @@ async def stream(path: Path, url: str, realtime: bool = False, language: str | N
         try:
             await _session(url, options, config, feed, part, on_event, strict)
         except (OSError, websockets.InvalidHandshake) as exc:
-            if not result.sessions or backoff is None or failed + 1 >= backoff.max_attempts or not _retryable(exc):
+            if not result.sessions or backoff is None or failed + 1 >= backoff.max_attempts or not retryable(exc):
                 raise  # the first connection is not retried: a wrong URL fails at once
             failed, why = failed + 1, f"connection failed: {exc}"
         else:

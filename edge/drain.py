@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from edge.admission import SessionRefused
-from edge.protocol import ErrorCode
 from edge.settings import EdgeSettings
+from moderation.protocol import ErrorCode
 from moderation.triton import longest_call_s
 
 logger = logging.getLogger(__name__)

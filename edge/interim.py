@@ -28,9 +28,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from edge.metrics import EdgeMetrics
-from edge.protocol import InterimEvent
 from edge.settings import EdgeSettings
 from moderation.events import SAMPLE_RATE, HarmfulSpan, SegmentEvent
+from moderation.protocol import InterimEvent
 from moderation.triton import ModerationPool, Priority
 from moderation.vad import Segment
 from moderation.verdict import lexicon_spans

@@ -17,7 +17,8 @@ from edge.fairness import FairShare, Pace
 from edge.interim import InterimGate, SessionInterim
 from edge.metrics import EdgeMetrics
 from edge.outage import OutageLimits, OutageWait
-from edge.protocol import (
+from edge.settings import EdgeSettings
+from moderation.protocol import (
     SAMPLE_RATE,
     BadJson,
     ClientConfig,
@@ -31,7 +32,6 @@ from edge.protocol import (
     SummaryEvent,
     parse_text_frame,
 )
-from edge.settings import EdgeSettings
 from moderation.triton import ModerationPool, Priority, TritonCallError
 from moderation.vad import Segment, Segmenter, SegmenterLimits
 from moderation.verdict import Moderation, segment_event, wants_word_times

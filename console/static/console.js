@@ -53,7 +53,7 @@ const FLUSH_TIMEOUT_MS = 500;
 const MIC_CONSTRAINTS = { channelCount: { ideal: 1 }, echoCancellation: false, noiseSuppression: false,
   autoGainControl: false };
 const TAB_AUDIO_CONSTRAINTS = { echoCancellation: false, noiseSuppression: false, autoGainControl: false };
-/** The bleep: edge/bleep.py's 1 kHz tone, at a level that does not startle through headphones. */
+/** The bleep: moderation/bleep.py's 1 kHz tone, at a level that does not startle through headphones. */
 const BLEEP_FREQUENCY_HZ = 1000;
 const BLEEP_LEVEL = 0.2;
 /** Longest playback delay offered (the DelayNode's buffer is allocated for it). */
@@ -157,7 +157,7 @@ function languageName(code, names) {
   }
 }
 
-/** The language options, from the edge's list (edge.protocol.WHISPER_LANGUAGES). */
+/** The language options, from the edge's list (moderation.protocol.WHISPER_LANGUAGES). */
 async function loadLanguages() {
   let body = { languages: [], default: null };
   try {

@@ -1,13 +1,13 @@
-// The /ws/audio protocol as the console speaks it (docs/PROTOCOL.md; edge/protocol.py is the
+// The /ws/audio protocol as the console speaks it (docs/PROTOCOL.md; moderation/protocol.py is the
 // definition): frames built and parsed, the reconnection policy of the reference client
-// (edge/client.py), and the pure logic the page renders with. No DOM here, so Node tests it.
+// (moderation/client.py), and the pure logic the page renders with. No DOM here, so Node tests it.
 
 import { OUTPUT_SAMPLE_RATE } from './resampler.js';
 
 export const SAMPLE_RATE = OUTPUT_SAMPLE_RATE;
 export const ENCODING = 'pcm_s16le';
 export const CHANNELS = 1;
-/** 20 ms frames, what a desktop capture loop sends (edge/client.py's FRAME_MS). */
+/** 20 ms frames, what a desktop capture loop sends (moderation/client.py's FRAME_MS). */
 export const FRAME_MS = 20;
 export const FRAME_SAMPLES = (SAMPLE_RATE * FRAME_MS) / 1000;
 export const BYTES_PER_SAMPLE = 2;
@@ -17,7 +17,7 @@ export const NORMAL_CLOSURE = 1000;
 export const RECONNECT_CLOSE_CODES = new Set([1012, 1013]);
 /** Error events that come with those close codes: no failure of a stream that goes on elsewhere. */
 export const RECONNECT_ERRORS = new Set(['server_shutdown', 'server_draining', 'server_busy']);
-// Backoff, the same as edge/client.py's: 0.5 s, 1 s, 2 s ... up to 10 s, each less up to half
+// Backoff, the same as moderation/client.py's: 0.5 s, 1 s, 2 s ... up to 10 s, each less up to half
 // at random, giving up after 8 attempts in a row without a `ready` event.
 export const RECONNECT_INITIAL_DELAY_S = 0.5;
 export const RECONNECT_FACTOR = 2.0;

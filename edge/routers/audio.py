@@ -19,8 +19,8 @@ from edge.dependencies import (
     PrincipalDep,
     SettingsDep,
 )
-from edge.protocol import ErrorEvent
 from edge.session import Session
+from moderation.protocol import ErrorEvent
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from starlette.types import Scope
 from console import STATIC_DIR
 from edge.dependencies import DrainDep, MetricsDep, OpsAccessDep, PoolDep
 from edge.metrics import EdgeMetrics, bucket_quantile, histogram_buckets, labelled_totals
-from edge.protocol import WHISPER_LANGUAGES, Signal
+from moderation.protocol import WHISPER_LANGUAGES, Signal
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class ConsoleLanguages(BaseModel):
     """What the console's language selector offers."""
 
     languages: list[str]
-    """Whisper's language codes, sorted (edge.protocol.WHISPER_LANGUAGES)."""
+    """Whisper's language codes, sorted (moderation.protocol.WHISPER_LANGUAGES)."""
     default: str | None
     """The model's default language, or null while no Triton server has reported it."""
 

@@ -20,13 +20,13 @@ from starlette.formparsers import MultiPartException
 from edge.auth import Principal
 from edge.dependencies import HttpPrincipalDep, ServicesDep
 from edge.problems import problem
-from edge.protocol import WHISPER_LANGUAGES
 from jobs import files
 from jobs.models import FINAL_EVENTS, TERMINAL_STATES, FinalSummary, JobEvent, JobInfo, JobOptions, JobState
 from jobs.service import JobService
 from jobs.store import now
 from jobs.transcripts import TranscriptFormat, render
 from moderation.events import SegmentEvent
+from moderation.protocol import WHISPER_LANGUAGES
 
 logger = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import websockets
 
-from edge.protocol import SERVER_EVENTS, InterimEvent, SegmentEvent, SummaryEvent
 from moderation.events import HarmfulSpan
+from moderation.protocol import SERVER_EVENTS, InterimEvent, SegmentEvent, SummaryEvent
 from scripts.cli import MODEL_REPOSITORY, machine, parser, setup_logging
 from scripts.service.launch import free_port, running_edge
 from scripts.service.serve_triton import Ports, TritonServer

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from edge.client import stream
-from edge.protocol import SegmentEvent
+from moderation.protocol import SegmentEvent
 from scripts.cli import MODEL_REPOSITORY, machine, parser, setup_logging
 from scripts.service.launch import free_port, running_edge
 from scripts.service.serve_triton import Ports, TritonServer

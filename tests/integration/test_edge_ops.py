@@ -8,7 +8,7 @@ import json
 import pytest
 
 from edge.client import stream
-from edge.protocol import ErrorEvent, SegmentEvent, SummaryEvent
+from moderation.protocol import ErrorEvent, SegmentEvent, SummaryEvent
 from scripts.service.launch import free_port, http_get, running_edge
 from scripts.speech import DIALOGUE
 

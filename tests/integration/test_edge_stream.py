@@ -10,7 +10,7 @@ import pytest
 import websockets
 
 from edge.client import stream
-from edge.protocol import ConfigEvent, ErrorEvent, ReadyEvent, SegmentEvent, SummaryEvent
+from moderation.protocol import ConfigEvent, ErrorEvent, ReadyEvent, SegmentEvent, SummaryEvent
 from scripts.speech import DIALOGUE, read_wav, speech_times, synthesize, wer
 
 MAX_WER = 0.3

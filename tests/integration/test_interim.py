@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from edge.client import stream
-from edge.protocol import ErrorEvent, InterimEvent, SegmentEvent
+from moderation.protocol import ErrorEvent, InterimEvent, SegmentEvent
 from scripts.speech import PAUSE_S, join_words, write_wav
 
 PIECES = ["fuck", "this map is way too big for a team of four players and nobody ever comes back to defend"]

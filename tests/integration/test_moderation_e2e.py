@@ -10,7 +10,7 @@ import pytest
 
 from edge.client import main as client_main
 from edge.client import read_wav, stream
-from edge.protocol import ReadyEvent, SegmentEvent
+from moderation.protocol import ReadyEvent, SegmentEvent
 from scripts.speech import write_words
 
 SPAN_TOLERANCE_S = 0.3

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge.client import stream
-from edge.protocol import ErrorEvent, InterimEvent, SegmentEvent
+from moderation.protocol import ErrorEvent, InterimEvent, SegmentEvent
 from scripts.speech import NOISES, SAMPLE_RATE, noise, write_wav
 from tests.integration.test_edge_bad_input import metric
 

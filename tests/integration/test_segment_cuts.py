@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from edge.client import stream
-from edge.protocol import ErrorEvent, SegmentEvent
+from moderation.protocol import ErrorEvent, SegmentEvent
 from scripts.service.launch import free_port, running_edge
 from scripts.speech import LONG_UTTERANCES, synthesize, wer
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from edge.client import stream
-from edge.protocol import ErrorEvent, SegmentEvent
+from moderation.protocol import ErrorEvent, SegmentEvent
 from scripts.cli import REPO_ROOT
 from scripts.service.launch import free_port, http_get, wait_http
 from scripts.service.serve_triton import READY_TIMEOUT_S, STOP_TIMEOUT_S, Ports

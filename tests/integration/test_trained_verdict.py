@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from edge.client import stream
-from edge.protocol import ReadyEvent, SegmentEvent
+from moderation.protocol import ReadyEvent, SegmentEvent
 from scripts.cli import REPO_ROOT
 from scripts.export import export_ensemble, export_koelectra, triton_config
 from scripts.export.triton_config import LexiconValues, WhisperValues

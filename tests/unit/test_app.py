@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 
 from edge.__main__ import OneLineClientErrors, transport_max_bytes
 from edge.app import create_app
-from edge.protocol import (
+from edge.settings import EdgeSettings
+from moderation.protocol import (
     MAX_JSON_DEPTH,
     MAX_TEXT_FRAME_BYTES,
     SERVER_EVENTS,
@@ -24,7 +25,6 @@ from edge.protocol import (
     SegmentEvent,
     SummaryEvent,
 )
-from edge.settings import EdgeSettings
 from moderation.triton import TritonCallError
 from moderation.verdict import LexiconMatch, ModelFacts, ModelWord, Moderation
 from scripts.speech import DIALOGUE, DIALOGUE_WAV, pcm16, read_wav

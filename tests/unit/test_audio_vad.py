@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge.audio import PcmDecoder
-from edge.protocol import ClientConfig
+from moderation.protocol import ClientConfig
 from moderation.vad import Segmenter, SegmenterLimits
 from scripts.speech import DIALOGUE_WAV, SAMPLE_RATE, read_wav, speech_times, trim_silence
 

@@ -14,8 +14,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from edge.app import create_app
 from edge.auth import EdgeConfigError, key_line, new_api_key, serving_options
-from edge.protocol import ErrorCode, SummaryEvent
 from edge.settings import EdgeSettings
+from moderation.protocol import ErrorCode, SummaryEvent
 from scripts.service import make_api_key
 from tests.unit.fakes import FakePool
 from tests.unit.test_app import end, ready, send_audio, until_close

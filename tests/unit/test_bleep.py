@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.bleep import censor, write_wav
 from edge.client import read_wav
+from moderation.bleep import censor, write_wav
 
 RATE = 16000
 

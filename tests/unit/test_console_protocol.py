@@ -1,6 +1,6 @@
 """The console's protocol module (console/static/protocol.js) in Node, against the Python
-definitions it mirrors: config frames edge/protocol.py accepts, docs/PROTOCOL.md's examples,
-the reference client's backoff (edge/client.py), resumption after a reconnection (§7), and the
+definitions it mirrors: config frames moderation/protocol.py accepts, docs/PROTOCOL.md's examples,
+the reference client's backoff (moderation/client.py), resumption after a reconnection (§7), and the
 harmful-word highlighting from spans."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import client as reference
-from edge.protocol import ClientConfig
+from moderation import client as reference
+from moderation.protocol import ClientConfig
 from tests.unit.test_protocol import documented_examples
 
 CHECK_SCRIPT = Path(__file__).parent / "node" / "protocol_check.mjs"

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from console import STATIC_DIR
 from edge.app import create_app
 from edge.metrics import bucket_quantile
-from edge.protocol import WHISPER_LANGUAGES
 from edge.routers.console import OpsStatus
 from edge.settings import EdgeSettings
+from moderation.protocol import WHISPER_LANGUAGES
 from tests.unit.fakes import FakePool
 from tests.unit.test_app import end, next_event, ready, send_audio
 from tests.unit.test_auth import KEY, bearer, secured

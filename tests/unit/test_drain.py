@@ -19,14 +19,14 @@ from edge.__main__ import DrainingServer
 from edge.app import create_app
 from edge.client import AudioFeed, Backoff, SessionPart, WavAudio, stream
 from edge.drain import Drain
-from edge.protocol import (
+from edge.settings import EdgeSettings
+from moderation.protocol import (
     ErrorCode,
     ErrorEvent,
     ReadyEvent,
     SegmentEvent,
     SummaryEvent,
 )
-from edge.settings import EdgeSettings
 from scripts.service.launch import free_port
 from scripts.speech import DIALOGUE, DIALOGUE_WAV, SAMPLE_RATE, speech_times
 from tests.unit.fakes import FakePool

@@ -10,8 +10,8 @@ from tritonclient.utils import InferenceServerException
 
 from edge.app import create_app
 from edge.fairness import FairShare, Pace
-from edge.protocol import SERVER_EVENTS, ErrorCode, SegmentEvent
 from edge.settings import EdgeSettings
+from moderation.protocol import SERVER_EVENTS, ErrorCode, SegmentEvent
 from moderation.triton import Priority, _classify
 from tests.unit.fakes import FakePool
 from tests.unit.test_app import DIALOGUE_PCM, REALTIME_LEAD_S, end, ready, send_audio, until_close

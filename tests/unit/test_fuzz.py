@@ -10,7 +10,7 @@ import logging
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.protocol import MAX_TEXT_FRAME_BYTES, SERVER_EVENTS
+from moderation.protocol import MAX_TEXT_FRAME_BYTES, SERVER_EVENTS
 from tests.unit.fakes import FakePool
 from tests.unit.test_app import client
 

@@ -13,10 +13,10 @@ import pytest
 from edge.fairness import FairShare
 from edge.interim import InterimGate, InterimSpans, interim_window
 from edge.metrics import EdgeMetrics
-from edge.protocol import ConfigEvent, ErrorEvent, InterimEvent, SegmentEvent
 from edge.session import Session
 from edge.settings import EdgeSettings
 from moderation.events import HarmfulSpan
+from moderation.protocol import ConfigEvent, ErrorEvent, InterimEvent, SegmentEvent
 from moderation.triton import Priority
 from moderation.vad import Segment
 from moderation.verdict import LexiconMatch, ModelFacts, ModelWord, Moderation

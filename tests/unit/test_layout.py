@@ -20,7 +20,7 @@ def importers(packages: tuple[str, ...], imported: str) -> list[str]:
             if re.search(rf"^\s*(from|import) {imported}\b", path.read_text(), re.M)]
 
 
-DEPLOYABLE = ("moderation", "edge", "jobs")
+DEPLOYABLE = ("moderation", "edge", "jobs", "desktop")
 """The shared core and the parts deployed from it."""
 
 
@@ -32,9 +32,16 @@ def test_the_edge_and_the_workers_depend_on_no_tool():
     assert importers(DEPLOYABLE, "scripts") == [] and importers(DEPLOYABLE, "loadtest") == []
 
 
-def test_the_shared_core_imports_neither_deployable_part():
+def test_the_shared_core_imports_no_deployable_part():
     assert importers(("moderation",), "edge") == []
     assert importers(("moderation",), "jobs") == []
+    assert importers(("moderation",), "desktop") == []
+
+
+def test_the_desktop_client_speaks_only_the_shared_protocol():
+    # It is installed on users' machines: the edge's server code and the workers are not its.
+    assert importers(("desktop",), "edge") == [] and importers(("desktop",), "jobs") == []
+    assert importers(("edge", "jobs"), "desktop") == []
 
 
 def test_the_batch_workers_never_import_the_edge():

@@ -12,8 +12,8 @@ from prometheus_client import generate_latest
 from tritonclient.utils import InferenceServerException
 
 from edge.metrics import EdgeMetrics
-from edge.protocol import ErrorCode
 from moderation.discovery import Discovery, Target, replica_address
+from moderation.protocol import ErrorCode
 from moderation.triton import TritonCallError, TritonPool
 from moderation.verdict import ModelFacts
 

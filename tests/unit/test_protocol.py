@@ -8,7 +8,7 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from edge.protocol import (
+from moderation.protocol import (
     SERVER_EVENTS,
     WHISPER_LANGUAGES,
     ClientConfig,
