@@ -18,7 +18,8 @@ command -v pulseaudio >/dev/null || missing_lean+=(pulseaudio)
 command -v paplay >/dev/null || missing_lean+=(pulseaudio-utils)
 command -v Xvfb >/dev/null || missing_lean+=(xvfb)
 for lib in libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1 \
-           libdbus-1-3 libxcb-image0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1 libxcb-randr0; do
+           libdbus-1-3 libxcb-image0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1 libxcb-randr0 libxcb-sync1 \
+           libxcb-xfixes0 libx11-xcb1 libglib2.0-0; do
   dpkg -s "$lib" >/dev/null 2>&1 || missing_lean+=("$lib")
 done
 [ -d /usr/share/fonts/opentype/noto ] || missing_lean+=(fonts-noto-cjk)
