@@ -6,6 +6,7 @@ those threads."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -117,7 +118,8 @@ class DesktopClient:
         self._stop_capture = threading.Event()
         """The user stopped: capture no more; the stream sends what was captured, then ``end``."""
         self._loop = asyncio.new_event_loop()
-        self._stop: asyncio.Event | None = None
+        self._stop = asyncio.Event()
+        """Set on the stream's loop: end the session (it binds to that loop when first awaited)."""
         self._threads: list[threading.Thread] = []
         self._output: Output | None = None
         self._out_queue: queue.Queue[np.ndarray | None] = queue.Queue(OUTPUT_QUEUE_BLOCKS)
@@ -130,7 +132,19 @@ class DesktopClient:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Open what the mode needs and start streaming; VolumeError or DeviceLost if it cannot."""
+        """Open what the mode needs and start streaming; VolumeError or DeviceLost if it cannot
+        (what was opened is closed again)."""
+        try:
+            self._open_actions()
+        except (VolumeError, DeviceLost):
+            self.stop()
+            raise
+        self.stream = LiveStream(StreamConfig(self.settings.url, self.settings.language, self.settings.interim,
+                                              self.token), self.backlog, _StreamEvents(self))
+        self._spawn(self._capture_loop, "capture")
+        self._spawn(self._run_stream, "stream")
+
+    def _open_actions(self) -> None:
         mode = self.settings.mode
         if mode is Mode.DUCK:
             self._volume = self.volume_factory(self.settings.duck_target, self.settings.device, self.settings.output)
@@ -139,14 +153,10 @@ class DesktopClient:
             self._output = self.audio.output(self.settings.output)
             self._spawn(self._play_loop, "output")
         if mode is Mode.BLEEP:
-            # The output's own buffer is part of the delay: the line holds the sound back by the rest.
+            # The output's own latency is part of the delay: the line holds the sound back by the rest.
             self.delay_line = DelayLine(self.settings.bleep_delay_s - OUTPUT_LATENCY_S, CAPTURE_RATE, CHANNELS,
-                                        self.settings.bleep_pad_s,
-                                        self.settings.bleep_sound is BleepSound.MUTE, self._queue_output)
-        self.stream = LiveStream(StreamConfig(self.settings.url, self.settings.language, self.settings.interim,
-                                              self.token), self.backlog, _StreamEvents(self))
-        self._spawn(self._capture_loop, "capture")
-        self._spawn(self._run_stream, "stream")
+                                        self.settings.bleep_pad_s, self.settings.bleep_sound is BleepSound.MUTE,
+                                        self._queue_output)
 
     def _spawn(self, target, name: str) -> None:
         thread = threading.Thread(target=target, name=f"desktop-{name}", daemon=True)
@@ -155,7 +165,6 @@ class DesktopClient:
 
     def _run_stream(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._stop = asyncio.Event()
         try:
             self.outcome = self._loop.run_until_complete(self.stream.run(self._stop))
         finally:
@@ -170,10 +179,9 @@ class DesktopClient:
         timer.start()
 
     def _stop_stream(self) -> None:
-        if self._stop is not None and not self._loop.is_closed():
+        """Queued on the stream's loop, so it works before the loop runs too."""
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing left to stop
             self._loop.call_soon_threadsafe(self._stop.set)
-        elif self._stop is None:
-            self._halt.set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Until the stream ended (stopped, or failed for good)."""
@@ -186,7 +194,8 @@ class DesktopClient:
             if thread.name == "desktop-stream":
                 thread.join(STOP_WAIT_S)
         self._halt.set()
-        self._out_queue.put(None)
+        with contextlib.suppress(queue.Full):  # an output thread that died no longer drains its queue
+            self._out_queue.put(None, timeout=1.0)
         for thread in self._threads:
             thread.join(STOP_WAIT_S)
         if self.ducker is not None:

@@ -15,7 +15,7 @@ from edge.fairness import FairShare
 from edge.interim import InterimGate
 from edge.metrics import EdgeMetrics
 from edge.outage import OutageLimits, OutageWait
-from edge.routers import audio, console, health, metrics, moderations
+from edge.routers import audio, console, health, metrics, moderations, transcriptions
 from edge.routers import jobs as job_routes
 from edge.settings import EdgeSettings
 from jobs.service import JobService, celery_job_service
@@ -60,7 +60,8 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
     app = FastAPI(title="Speech moderation edge", lifespan=lifespan)
     app.state.services = services
     # /ops/status is guarded in its router
-    for router in (audio.router, health.router, job_routes.router, moderations.router, console.router):
+    for router in (audio.router, health.router, job_routes.router, transcriptions.router, moderations.router,
+                   console.router):
         app.include_router(router)
     app.include_router(metrics.router, dependencies=[OpsAccessDep])  # /readyz is guarded in its router
     return app

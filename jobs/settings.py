@@ -25,6 +25,12 @@ class JobSettings(ModerationSettings):
     max_duration_s: float = Field(4 * 3600.0, gt=0)
     """Longest recording accepted; a longer one gets 413 at upload (or fails ``too_long`` when its
     container does not say its duration)."""
+    sync_max_duration_s: float = Field(600.0, gt=0)
+    """Longest recording ``POST /v1/audio/transcriptions`` (the OpenAI-compatible endpoint, which
+    answers when the transcript is done) takes; a longer one gets 413 and a pointer to ``/v1/jobs``."""
+    sync_timeout_s: float = Field(600.0, gt=0)
+    """How long that endpoint waits for its job before it answers 504 (the job goes on and its
+    result stays at ``/v1/jobs/{id}``): OpenAI's Python client gives up after 600 s by default."""
     retention_s: int = Field(7 * 24 * 3600, gt=0)
     """A finished job (its state, events and file) is removed this long after it ended."""
     concurrency: int = Field(4, gt=0)

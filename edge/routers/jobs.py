@@ -167,37 +167,43 @@ async def store_upload(upload: UploadFile, jobs: JobService, job_id: str) -> tup
     return str(path), size
 
 
-async def declared_duration(path: str, jobs: JobService) -> float | None:
-    """The recording's duration from its header (else FFmpeg's estimate, for progress only); 413
-    when a header that counts the frames says it is over the limit. A file FFmpeg cannot read is
-    accepted here and fails in the worker with a typed error event."""
+def recording_too_long(duration_s: float, limit_s: float) -> HTTPException:
+    return problem(status.HTTP_413_CONTENT_TOO_LARGE, "recording_too_long",
+                   f"the recording lasts {duration_s:.0f} s; the limit is {limit_s:.0f} s")
+
+
+async def declared_duration(path: str, limit_s: float, too_long=recording_too_long,
+                            must_decode: bool = False) -> float | None:
+    """The recording's duration from its header (else FFmpeg's estimate, for progress only);
+    ``too_long`` (413) when a header that counts the frames says it is over ``limit_s``. A file
+    FFmpeg cannot read is accepted here and fails in the worker with a typed error event, unless
+    ``must_decode`` (400 ``not_audio`` at once)."""
     # PyAV (FFmpeg) is loaded with the first upload, not with the edge: most edges serve no jobs.
     from jobs.decode import DecodeError, probe
 
     try:
         found = await anyio.to_thread.run_sync(probe, path)
-    except DecodeError:
+    except DecodeError as exc:
+        if must_decode:
+            raise problem(status.HTTP_400_BAD_REQUEST, "not_audio", f"the file is not audio FFmpeg decodes: {exc}") \
+                from exc
         return None
     duration = found.declared_duration_s  # FFmpeg's own figure can be a (wild) bitrate estimate
-    if duration is not None and duration > jobs.settings.max_duration_s:
-        raise problem(status.HTTP_413_CONTENT_TOO_LARGE, "recording_too_long",
-                      f"the recording lasts {duration:.0f} s; the limit is {jobs.settings.max_duration_s:.0f} s")
+    if duration is not None and duration > limit_s:
+        raise too_long(duration, limit_s)
     return duration if duration is not None else found.duration_s
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobView)
-async def create_job(request: Request, jobs: JobsDep, principal: HttpPrincipalDep) -> JobView:
-    """Multipart form: ``file`` (any audio or video FFmpeg decodes), optional ``language`` (a
-    Whisper code or ``auto``), ``word_timestamps`` (true/false), ``callback_url``."""
-    form = await read_form(request, jobs)
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise problem(status.HTTP_422_UNPROCESSABLE_CONTENT, "no_file", "send the recording as the form field 'file'")
-    options = parse_options(form)
+async def submit_job(jobs: JobService, principal: Principal | None, upload: UploadFile, options: JobOptions,
+                     max_duration_s: float | None = None, too_long=recording_too_long,
+                     must_decode: bool = False) -> JobInfo:
+    """Store the upload, check its duration against ``max_duration_s`` (the job limit by
+    default) and queue it; the queued job. Typed HTTPExceptions for what is refused."""
     job_id = uuid.uuid4().hex
     try:
         path, size = await store_upload(upload, jobs, job_id)
-        duration = await declared_duration(path, jobs)
+        duration = await declared_duration(path, max_duration_s or jobs.settings.max_duration_s, too_long,
+                                           must_decode)
     except HTTPException:
         files.remove(jobs.settings.data_dir, job_id)
         raise
@@ -213,7 +219,19 @@ async def create_job(request: Request, jobs: JobsDep, principal: HttpPrincipalDe
         raise problem(status.HTTP_503_SERVICE_UNAVAILABLE, "queue_unavailable",
                       "the job queue is unreachable; try again later") from exc
     logger.info("job %s queued: %s, %d bytes", job_id, info.filename, size)
-    return JobView(**info.model_dump(), links=links(job_id))
+    return info
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobView)
+async def create_job(request: Request, jobs: JobsDep, principal: HttpPrincipalDep) -> JobView:
+    """Multipart form: ``file`` (any audio or video FFmpeg decodes), optional ``language`` (a
+    Whisper code or ``auto``), ``word_timestamps`` (true/false), ``callback_url``."""
+    form = await read_form(request, jobs)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise problem(status.HTTP_422_UNPROCESSABLE_CONTENT, "no_file", "send the recording as the form field 'file'")
+    info = await submit_job(jobs, principal, upload, parse_options(form))
+    return JobView(**info.model_dump(), links=links(info.id))
 
 
 async def final_result(jobs: JobService, info: JobInfo) -> FinalSummary | None:

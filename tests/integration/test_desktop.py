@@ -247,6 +247,37 @@ def level_changes(out: np.ndarray, source: np.ndarray) -> list[float]:
     return gains
 
 
+# -- beep -------------------------------------------------------------------------------------------
+
+def tone_times(samples: np.ndarray, hz: float = 1000.0) -> np.ndarray:
+    """Starts (s) of the 20 ms frames whose energy is mostly at ``hz``."""
+    size, starts = round(0.02 * PULSE_RATE), []
+    for at in range(0, len(samples) - size, size):
+        spectrum = np.abs(np.fft.rfft(samples[at:at + size] * np.hanning(size)))
+        band = spectrum[round(hz * size / PULSE_RATE) - 2:round(hz * size / PULSE_RATE) + 3].sum()
+        if spectrum.sum() > 1.0 and band > 0.6 * spectrum.sum():
+            starts.append(at / PULSE_RATE)
+    return np.array(starts)
+
+
+def test_beep_plays_a_tone_on_the_output_soon_after_the_profane_word(edge, pulse, profane, tmp_path):
+    wav, (_, word_end) = profane
+    client = Desktop(pulse, tmp_path, "--url", f"ws://{edge}/ws/audio", "--language", "en", "--device", "game",
+                     "--output", "speakers", "--mode", "beep")
+    client.live()
+    with pulse.recording("speakers.monitor", tmp_path / "speakers.raw") as speakers_raw, \
+            pulse.recording("game.monitor", tmp_path / "game.raw") as game_raw:
+        played(pulse, wav)
+        client.wait_for(lambda line: line["type"] == "line" and line["kind"] == "segment" and "bridge" in line["text"])
+    code, summary = client.stop()
+    speakers, game = recorded(speakers_raw), recorded(game_raw)
+    tones = tone_times(speakers)
+    assert code == 0 and summary["actions"] == 1 and len(tones) >= 7, tones  # one beep, at least 0.15 s long
+    heard_end = lag_s(game, input_at_pulse_rate(wav)) + word_end
+    assert 0 < tones[0] - heard_end < 2.5  # the flag lag plus the output's latency
+    assert not tone_times(game).size  # the beep is not in what the client captures
+
+
 # -- bleep (the delay line) -------------------------------------------------------------------------
 
 def bleeped(pulse: Pulse, edge: str, tmp_path: Path, wav: Path, wait_for: str) -> tuple[np.ndarray, np.ndarray, dict]:

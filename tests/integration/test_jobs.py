@@ -330,3 +330,29 @@ def test_delete_cancels_a_running_job_and_removes_its_data(stack, client, record
     assert job["id"] not in {j["id"] for j in listed} and listed, listed
     after = client.submit(encoded(recording, tmp_path, "wav"), language="en")  # the worker is free again
     assert list(client.follow(after["id"]))[-1].event == "final_summary"
+
+
+def test_the_openai_client_transcribes_through_the_edge_in_each_format(stack, tmp_path):
+    import openai
+
+    wav = write_dialogue(RECORDING_SENTENCES[:2], tmp_path / "two.wav")
+    client = openai.OpenAI(api_key="unused", base_url=f"{stack.url}/v1", max_retries=0, timeout=120)
+
+    def create(**options):
+        with open(wav, "rb") as f:
+            return client.audio.transcriptions.create(model="whisper-1", file=f, language="en", **options)
+
+    plain, text, srt = create(), create(response_format="text"), create(response_format="srt")
+    verbose = create(response_format="verbose_json", timestamp_granularities=["word"])
+    reference = " ".join(RECORDING_SENTENCES[:2])
+    assert wer(reference, plain.text) <= MAX_WER and text.strip() == plain.text, plain.text
+    assert len(srt_times(srt)) == len(verbose.segments) == 2
+    sentences = speech_times(wav)
+    assert all(abs(s.start - start) < TIME_TOLERANCE_S for s, (start, _) in zip(verbose.segments, sentences,
+                                                                                strict=True))
+    assert verbose.words and all(w.start <= w.end for w in verbose.words) and verbose.language == "en"
+    assert "is_harmful" in verbose.segments[0].model_extra
+    with open(tmp_path / "notes.txt", "w") as notes:
+        notes.write("not audio\n" * 50)
+    with open(tmp_path / "notes.txt", "rb") as f, pytest.raises(openai.BadRequestError):
+        client.audio.transcriptions.create(model="whisper-1", file=f)
