@@ -41,7 +41,7 @@ class PulseVolume:
 
         self._errors = (pulsectl.PulseError, pulsectl.PulseOperationFailed)
         self.pulse = pulsectl.Pulse(client_name)
-        self.target, self.module = target, None
+        self.target, self.output, self.module = target, output, None
         try:
             if target == "loopback":
                 self.module = self._load_loopback(source, output)
@@ -68,7 +68,7 @@ class PulseVolume:
         if self.target == "loopback":
             found = [s for s in self.pulse.sink_input_list() if s.owner_module == self.module]
         elif self.target == "device":
-            found = [self.pulse.get_sink_by_name(self.pulse.server_info().default_sink_name)]
+            found = [self.pulse.get_sink_by_name(self.output or self.pulse.server_info().default_sink_name)]
         else:
             name = self.target.removeprefix("app:")
             found = [s for s in self.pulse.sink_input_list() if s.proplist.get("application.name") == name]

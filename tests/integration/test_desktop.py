@@ -229,6 +229,37 @@ def test_duck_lowers_only_what_the_speakers_play_by_the_chosen_db_and_restores_i
     control.close()
 
 
+def test_the_device_and_application_duck_targets_read_back_what_they_set(pulse, clean):
+    from desktop.volume import PulseVolume, VolumeError
+
+    os.environ["PULSE_SERVER"] = pulse.env["PULSE_SERVER"]  # pulsectl in this process reaches the test's daemon
+    try:
+        device = PulseVolume("device", None, "speakers")
+        device.set(device.lowered(device.get(), 12))
+        assert device.get() == pytest.approx(10 ** (-12 / 60), rel=0.01)
+        assert pulse.pulsectl().get_sink_by_name("speakers").volume.value_flat == pytest.approx(device.get())
+        device.set(1.0)
+        device.close()
+        player = pulse.play(clean, "game")
+        app = PulseVolume("app:paplay", None, None)
+        deadline = time.monotonic() + 10
+        while True:  # until paplay's stream exists, with a deadline
+            try:
+                app.set(app.lowered(app.get(), 30))
+                break
+            except VolumeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        assert app.get() == pytest.approx(10 ** (-30 / 60), rel=0.01)
+        app.close()
+        player.wait(WAIT_S)
+        with pytest.raises(VolumeError, match="into itself"):
+            PulseVolume("loopback", "speakers", "speakers")
+    finally:
+        os.environ.pop("PULSE_SERVER", None)
+
+
 def level_changes(out: np.ndarray, source: np.ndarray) -> list[float]:
     """dB of ``out`` over ``source`` per 100 ms window of speech, each window aligned on its own
     (the loopback's latency wanders by a few ms)."""
