@@ -34,6 +34,9 @@ WAIT_S = 60.0
 WORD_TOLERANCE_S = 0.15
 """Whisper's word times against the synthesised word's (the issue's ± 0.15 s)."""
 FRAME_S = 0.05
+BLEEP_DELAY_S = 4.0
+"""The delay line's delay here: above the worst flag lag seen on 2 busy cores (3.3 s; the 2.5 s
+default missed a flag once in CI), so these tests judge the delay line, not the flag lag."""
 
 
 @pytest.fixture(scope="module")
@@ -305,7 +308,7 @@ def test_beep_plays_a_tone_on_the_output_soon_after_the_profane_word(edge, pulse
     tones = tone_times(speakers)
     assert code == 0 and summary["actions"] == 1 and len(tones) >= 7, tones  # one beep, at least 0.15 s long
     heard_end = lag_s(game, input_at_pulse_rate(wav)) + word_end
-    assert 0 < tones[0] - heard_end < 2.5  # the flag lag plus the output's latency
+    assert 0 < tones[0] - heard_end < BLEEP_DELAY_S  # the flag lag (its worst on busy cores) plus the output's
     assert not tone_times(game).size  # the beep is not in what the client captures
 
 
@@ -313,13 +316,14 @@ def test_beep_plays_a_tone_on_the_output_soon_after_the_profane_word(edge, pulse
 
 def bleeped(pulse: Pulse, edge: str, tmp_path: Path, wav: Path, wait_for: str) -> tuple[np.ndarray, np.ndarray, dict]:
     client = Desktop(pulse, tmp_path, "--url", f"ws://{edge}/ws/audio", "--language", "en", "--device", "game",
-                     "--output", "speakers", "--mode", "bleep", "--bleep-delay", "2.5", "--bleep-sound", "mute")
+                     "--output", "speakers", "--mode", "bleep", "--bleep-delay", str(BLEEP_DELAY_S),
+                     "--bleep-sound", "mute")
     client.live()
     with pulse.recording("speakers.monitor", tmp_path / "speakers.raw") as speakers_raw, \
             pulse.recording("game.monitor", tmp_path / "game.raw") as game_raw:
         played(pulse, wav)
         client.wait_for(lambda line: line["type"] == "line" and line["kind"] == "segment" and wait_for in line["text"])
-        time.sleep(3.0)  # the delay line plays the last 2.5 s out: what is measured, not a race fix
+        time.sleep(BLEEP_DELAY_S + 0.5)  # the delay line plays its last seconds out: measured, not a race fix
     code, summary = client.stop()
     assert code == 0, client.lines[-5:]
     return recorded(speakers_raw), recorded(game_raw), summary
@@ -331,7 +335,7 @@ def test_bleep_plays_the_input_late_by_the_delay_muted_over_the_profane_word_onl
     source = input_at_pulse_rate(wav)
     in_game = lag_s(game, source)  # where the file starts in the capture
     delay = lag_s(speakers, frames(game, in_game, in_game + 2.0)) - in_game
-    assert delay == pytest.approx(2.5, abs=0.1)
+    assert delay == pytest.approx(BLEEP_DELAY_S, abs=0.1)
     start, end = in_game + word_start, in_game + word_end
     word_out = frames(speakers, start + delay + WORD_TOLERANCE_S, end + delay - WORD_TOLERANCE_S)
     assert rms(word_out) < 1e-3 < rms(frames(game, start, end)) and summary["late_flags"] == 0
@@ -347,7 +351,7 @@ def test_a_clean_recording_passes_the_delay_line_unchanged(edge, pulse, clean, t
     in_game = lag_s(game, source)
     delay = lag_s(speakers, frames(game, in_game, in_game + 2.0)) - in_game
     scores = similarity(speakers, game, in_game, in_game + len(source) / PULSE_RATE, delay)
-    assert delay == pytest.approx(2.5, abs=0.1) and unchanged(scores), (delay, scores)
+    assert delay == pytest.approx(BLEEP_DELAY_S, abs=0.1) and unchanged(scores), (delay, scores)
     assert summary["actions"] == 0
 
 
