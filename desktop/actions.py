@@ -4,7 +4,6 @@ capture's first sample is 0, the same clock as the edge's span times."""
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
@@ -15,8 +14,6 @@ import numpy as np
 
 from desktop.volume import Volume
 from moderation.bleep import BLEEP_HZ, BLEEP_LEVEL
-
-logger = logging.getLogger(__name__)
 
 BEEP_MIN_S = 0.15
 """Shortest beep: a span of one short word still gets an audible tone."""
@@ -128,7 +125,7 @@ class DelayLine:
 
     def add_span(self, start_s: float, end_s: float, count_late: bool = True) -> bool:
         """A harmful span in stream seconds; False when part of it had already played (late,
-        counted and warned of unless ``count_late`` is false: a final's span over an interim one)."""
+        counted unless ``count_late`` is false: a final's span over an interim one)."""
         start = max(0, round((start_s - self.pad_s) * self.rate))
         end = round((end_s + self.pad_s) * self.rate)
         with self._lock:
@@ -137,9 +134,6 @@ class DelayLine:
                 self._spans.append((max(start, self._played), end))
             if late and count_late:
                 self.late += 1
-        if late and count_late:
-            logger.warning("a harmful span at %.2f-%.2f s came after its sound had played: the delay "
-                           "(%.1f s) is too short for this flag's lag", start_s, end_s, self.delay_frames / self.rate)
         return not late
 
     def _censored(self, block: _Block) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 import soxr
 
 from desktop.settings import Source
+from moderation.protocol import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +21,6 @@ CAPTURE_RATE = 48000
 CHANNELS = 2
 BLOCK_FRAMES = 960
 """20 ms a block: what the capture hands on at once, and the grain of the delay line."""
-EDGE_RATE = 16000
 OUTPUT_BUFFER_FRAMES = 4800
 """What the output device holds ahead (100 ms): a 20 ms buffer underruns whenever the client's
 threads wait for the CPU, and each underrun shifts the delay line's sound a little later."""
@@ -71,7 +71,7 @@ class ToEdge:
     resampler keeps the output aligned with the input: sample k is at k / 16000 s)."""
 
     def __init__(self) -> None:
-        self._resampler = soxr.ResampleStream(CAPTURE_RATE, EDGE_RATE, 1, dtype="float32")
+        self._resampler = soxr.ResampleStream(CAPTURE_RATE, SAMPLE_RATE, 1, dtype="float32")
 
     def convert(self, block: np.ndarray) -> bytes:
         mono = block.mean(axis=1, dtype=np.float32) if block.ndim == 2 else block.astype(np.float32)
@@ -85,6 +85,23 @@ def level_dbfs(block: np.ndarray) -> float:
     return max(-90.0, 20 * np.log10(rms)) if rms > 0 else -90.0
 
 
+def _opened(make, name: str):
+    """A soundcard recorder or player, entered (they are context managers); DeviceLost if it cannot open."""
+    try:
+        stream = make()
+        stream.__enter__()
+    except Exception as exc:  # soundcard raises RuntimeError, or its backend's own errors
+        raise DeviceLost(f"cannot open {name!r}: {exc}") from exc
+    return stream
+
+
+def _close(stream, name: str) -> None:
+    try:
+        stream.__exit__(None, None, None)
+    except Exception as exc:  # a device already gone cannot be closed cleanly: nothing left to do
+        logger.debug("closing %s: %s", name, exc)
+
+
 DEVICE_CHECK_BLOCKS = 50
 """The capture checks every 50 blocks (1 s) that its device still exists: a PulseAudio recorder
 whose source was removed goes on returning silence instead of failing."""
@@ -95,11 +112,8 @@ class SoundcardCapture:
 
     def __init__(self, microphone, present=None):
         self.name, self.id, self._present, self._blocks = microphone.name, microphone.id, present, 0
-        try:
-            self._recorder = microphone.recorder(samplerate=CAPTURE_RATE, channels=CHANNELS, blocksize=BLOCK_FRAMES)
-            self._recorder.__enter__()
-        except Exception as exc:  # soundcard raises RuntimeError, or its backend's own errors
-            raise DeviceLost(f"cannot open {self.name!r}: {exc}") from exc
+        self._recorder = _opened(lambda: microphone.recorder(samplerate=CAPTURE_RATE, channels=CHANNELS,
+                                                             blocksize=BLOCK_FRAMES), self.name)
 
     def read(self) -> np.ndarray:
         try:
@@ -112,20 +126,14 @@ class SoundcardCapture:
         return np.ascontiguousarray(block, dtype=np.float32).reshape(-1, CHANNELS)
 
     def close(self) -> None:
-        try:
-            self._recorder.__exit__(None, None, None)
-        except Exception as exc:
-            logger.debug("closing %s: %s", self.name, exc)
+        _close(self._recorder, self.name)
 
 
 class SoundcardOutput:
     def __init__(self, speaker):
         self.name = speaker.name
-        try:
-            self._player = speaker.player(samplerate=CAPTURE_RATE, channels=CHANNELS, blocksize=OUTPUT_BUFFER_FRAMES)
-            self._player.__enter__()
-        except Exception as exc:
-            raise DeviceLost(f"cannot open {self.name!r}: {exc}") from exc
+        self._player = _opened(lambda: speaker.player(samplerate=CAPTURE_RATE, channels=CHANNELS,
+                                                      blocksize=OUTPUT_BUFFER_FRAMES), self.name)
 
     def play(self, samples: np.ndarray) -> None:
         try:
@@ -134,10 +142,7 @@ class SoundcardOutput:
             raise DeviceLost(f"{self.name!r} stopped: {exc}") from exc
 
     def close(self) -> None:
-        try:
-            self._player.__exit__(None, None, None)
-        except Exception as exc:
-            logger.debug("closing %s: %s", self.name, exc)
+        _close(self._player, self.name)
 
 
 class SoundcardSystem:

@@ -84,8 +84,6 @@ class Counters:
     late_flags: int = 0
     """Bleep mode: flags that came after their sound had played (the delay is too short)."""
     device_lost: int = 0
-    dropped_s: float = 0.0
-    """Captured audio dropped because the backlog overflowed while the edge was unreachable."""
     sessions: int = 0
 
 
@@ -204,7 +202,6 @@ class DesktopClient:
             self._volume.close()
         if self._output is not None:
             self._output.close()
-        self.counters.dropped_s = self.backlog.dropped / BYTES_PER_S
         if not self._loop.is_closed() and not self._loop.is_running():
             self._loop.close()
 
@@ -299,7 +296,7 @@ class DesktopClient:
         mode = self.settings.mode
         if mode is Mode.BLEEP and self.delay_line is not None:
             if not self.delay_line.add_span(span.start_s, span.end_s, count_late=not seen) and not seen:
-                self.counters.late_flags += 1
+                self.counters.late_flags = self.delay_line.late
                 self.view.warning("late_flag", f"the flag for {span.text!r} came after its sound had played: "
                                                f"raise the bleep delay ({self.settings.bleep_delay_s} s)")
         if seen:
@@ -336,6 +333,7 @@ class DesktopClient:
 
     def summary(self) -> dict:
         counters = asdict(self.counters)
+        # captured audio dropped because the backlog overflowed while the edge was unreachable
         counters["dropped_s"] = round(self.backlog.dropped / BYTES_PER_S, 3)
         counters["captured_s"] = round(self.backlog.total / BYTES_PER_S, 3)
         counters["sessions_read_s"] = [round(s.summary.audio_seconds, 3) if s.summary else None

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from moderation.client import DEFAULT_BACKOFF, FRAME_MS, Backoff, connect_options, retryable
 from moderation.protocol import (
+    SAMPLE_RATE,
     SERVER_EVENTS,
     AnyServerEvent,
     ClientConfig,
@@ -35,9 +36,8 @@ from moderation.protocol import (
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-"""What the client sends: the edge's default format, 16 kHz mono pcm_s16le (no format config)."""
 BYTES_PER_S = 2 * SAMPLE_RATE
+"""What the client sends: the edge's default format, 16 kHz mono pcm_s16le (no format config)."""
 FRAME_BYTES = BYTES_PER_S * FRAME_MS // 1000
 MAX_BACKLOG_S = 300.0
 """Captured audio kept while it cannot be sent (the edge unreachable): 5 minutes, 9.6 MB. Beyond
@@ -152,8 +152,6 @@ class SessionLog:
     summary: SummaryEvent | None = None
     close_code: int | None = None
     error: ErrorEvent | None = None
-    segments: int = 0
-    events: list[AnyServerEvent] = field(default_factory=list)
 
     @property
     def offset_s(self) -> float:
@@ -286,13 +284,11 @@ class LiveStream:
             log.ready = True
             self.listener.link(LinkState.LIVE, event.session_id)
         elif isinstance(event, SegmentEvent):
-            log.segments += 1
             log.confirmed = max(log.confirmed, log.offset + round(event.end_s * SAMPLE_RATE) * 2)
         elif isinstance(event, SummaryEvent):
             log.summary = event
         elif isinstance(event, ErrorEvent) and log.error is None:
             log.error = event
-        log.events.append(event)
         self.listener.event(event, log.offset_s)
 
     @staticmethod

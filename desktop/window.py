@@ -155,6 +155,7 @@ class MainWindow(QMainWindow):
         layout.addLayout(status)
         transcript_label = QLabel("&Transcript")
         self.transcript = QTextBrowser()
+        self.transcript.document().setMaximumBlockCount(MAX_LINES)  # the oldest lines go first
         self.transcript.setAccessibleName("transcript")
         transcript_label.setBuddy(self.transcript)
         layout.addWidget(transcript_label)
@@ -342,8 +343,9 @@ class MainWindow(QMainWindow):
         self._echo(type="warning", code=code, message=message)
 
     def _update_counters(self, client: DesktopClient | None = None) -> None:
-        c = (client or self.client).counters if (client or self.client) else None
-        if c is not None:
+        shown = client or self.client
+        if shown is not None:
+            c = shown.counters
             self.counters.setText(f"segments {c.segments} · harmful {c.harmful_segments} · "
                                   f"actions {c.actions} · late flags {c.late_flags}")
 

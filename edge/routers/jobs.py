@@ -167,15 +167,10 @@ async def store_upload(upload: UploadFile, jobs: JobService, job_id: str) -> tup
     return str(path), size
 
 
-def recording_too_long(duration_s: float, limit_s: float) -> HTTPException:
-    return problem(status.HTTP_413_CONTENT_TOO_LARGE, "recording_too_long",
-                   f"the recording lasts {duration_s:.0f} s; the limit is {limit_s:.0f} s")
-
-
-async def declared_duration(path: str, limit_s: float, too_long=recording_too_long,
-                            must_decode: bool = False) -> float | None:
-    """The recording's duration from its header (else FFmpeg's estimate, for progress only);
-    ``too_long`` (413) when a header that counts the frames says it is over ``limit_s``. A file
+async def declared_duration(path: str, limit_s: float, advice: str = "", must_decode: bool = False) -> float | None:
+    """The recording's duration from its header (else FFmpeg's estimate, for progress only); 413
+    (with ``advice`` after its message) when a header that counts the frames says it is over
+    ``limit_s``. A file
     FFmpeg cannot read is accepted here and fails in the worker with a typed error event, unless
     ``must_decode`` (400 ``not_audio`` at once)."""
     # PyAV (FFmpeg) is loaded with the first upload, not with the edge: most edges serve no jobs.
@@ -190,20 +185,19 @@ async def declared_duration(path: str, limit_s: float, too_long=recording_too_lo
         return None
     duration = found.declared_duration_s  # FFmpeg's own figure can be a (wild) bitrate estimate
     if duration is not None and duration > limit_s:
-        raise too_long(duration, limit_s)
+        raise problem(status.HTTP_413_CONTENT_TOO_LARGE, "recording_too_long",
+                      f"the recording lasts {duration:.0f} s; the limit is {limit_s:.0f} s{advice}")
     return duration if duration is not None else found.duration_s
 
 
 async def submit_job(jobs: JobService, principal: Principal | None, upload: UploadFile, options: JobOptions,
-                     max_duration_s: float | None = None, too_long=recording_too_long,
-                     must_decode: bool = False) -> JobInfo:
+                     max_duration_s: float | None = None, advice: str = "", must_decode: bool = False) -> JobInfo:
     """Store the upload, check its duration against ``max_duration_s`` (the job limit by
     default) and queue it; the queued job. Typed HTTPExceptions for what is refused."""
     job_id = uuid.uuid4().hex
     try:
         path, size = await store_upload(upload, jobs, job_id)
-        duration = await declared_duration(path, max_duration_s or jobs.settings.max_duration_s, too_long,
-                                           must_decode)
+        duration = await declared_duration(path, max_duration_s or jobs.settings.max_duration_s, advice, must_decode)
     except HTTPException:
         files.remove(jobs.settings.data_dir, job_id)
         raise

@@ -7,17 +7,15 @@ transcription), answered in OpenAI's shapes with this service's moderation field
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from enum import StrEnum
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from edge.dependencies import HttpPrincipalDep
-from edge.problems import problem
 from edge.routers.jobs import JobsDep, read_form, submit_job
 from jobs.models import FINAL_EVENTS, JobError, JobErrorCode, JobEvent, JobInfo, JobOptions
 from jobs.service import JobService
@@ -29,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/audio", tags=["openai"])
 
+TOO_LONG_ADVICE = " at once here: upload it to POST /v1/jobs instead, which takes recordings up to hours long"
+"""What a 413 for a recording over JOBS_SYNC_MAX_DURATION_S adds to the job API's message."""
 WAIT_BLOCK_MS = 5000
 """One wait for the job's next events; the deadline is looked at between waits."""
 
@@ -120,7 +120,7 @@ async def transcriptions(request: Request, jobs: JobsDep, principal: HttpPrincip
     try:
         form = await read_form(request, jobs)
         upload, options, fmt, granularities = parse_request(form)
-        info = await submit_job(jobs, principal, upload, options, jobs.settings.sync_max_duration_s, too_long,
+        info = await submit_job(jobs, principal, upload, options, jobs.settings.sync_max_duration_s, TOO_LONG_ADVICE,
                                 must_decode=True)
         segments = await finished_segments(jobs, info.id, time.monotonic() + jobs.settings.sync_timeout_s)
     except HTTPException as exc:
@@ -129,12 +129,6 @@ async def transcriptions(request: Request, jobs: JobsDep, principal: HttpPrincip
         return exc.response()
     info = await jobs.store.get(info.id) or info
     return answer(fmt, segments, info, "word" in granularities)
-
-
-def too_long(duration_s: float, limit_s: float) -> HTTPException:
-    return problem(status.HTTP_413_CONTENT_TOO_LARGE, "recording_too_long",
-                   f"the recording lasts {duration_s:.0f} s; this endpoint transcribes up to {limit_s:.0f} s at "
-                   f"once: upload it to POST /v1/jobs instead, which takes recordings up to hours long")
 
 
 def answer(fmt: ResponseFormat, segments: list[SegmentEvent], info: JobInfo, words: bool) -> Response:
@@ -161,7 +155,7 @@ def verbose(segments: list[SegmentEvent], info: JobInfo, text: str, words: bool)
             "temperature": 0.0, "avg_logprob": None, "compression_ratio": None, "no_speech_prob": s.no_speech_prob,
             "is_harmful": s.is_harmful, "harmful_prob": s.harmful_prob, "severity": s.severity,
             "categories": s.categories, "reasons": [str(r) for r in s.reasons],
-            "harmful_spans": [json.loads(h.model_dump_json()) for h in s.harmful_spans],
+            "harmful_spans": [h.model_dump(mode="json") for h in s.harmful_spans],
         } for i, s in enumerate(said)],
     }
     if words:

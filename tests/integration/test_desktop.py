@@ -158,22 +158,31 @@ def frames(samples: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
     return samples[max(0, round(start_s * PULSE_RATE)):max(0, round(end_s * PULSE_RATE))]
 
 
+WINDOW = round(0.1 * PULSE_RATE)
+SEARCH = round(0.02 * PULSE_RATE)
+"""Each 100 ms window is aligned on its own within ± 20 ms: the two sinks' clocks, the output's
+buffer and the loopback's latency wander by a few ms."""
+
+
+def windows(out: np.ndarray, source: np.ndarray, start_s: float, end_s: float, delay_s: float):
+    """(window of speech in ``source`` over [start_s, end_s), the stretch of ``out`` ``delay_s``
+    later where it is looked for, ± SEARCH)."""
+    for at in range(round(start_s * PULSE_RATE), round(end_s * PULSE_RATE) - WINDOW, WINDOW):
+        reference = source[at:at + WINDOW]
+        if rms(reference) >= 0.02:
+            lo = at + round(delay_s * PULSE_RATE) - SEARCH
+            yield reference, out[max(0, lo):lo + WINDOW + 2 * SEARCH]
+
+
 def similarity(out: np.ndarray, heard: np.ndarray, start_s: float, end_s: float, delay_s: float) -> list[float]:
-    """Per 100 ms window of speech in ``heard`` over [start_s, end_s): the best correlation
-    coefficient with ``out`` ``delay_s`` later, within ± 20 ms (the two sinks' clocks and the
-    output's buffer wander by a few ms)."""
-    window, search, scores = round(0.1 * PULSE_RATE), round(0.02 * PULSE_RATE), []
-    for at in range(round(start_s * PULSE_RATE), round(end_s * PULSE_RATE) - window, window):
-        reference = heard[at:at + window]
-        if rms(reference) < 0.02:
-            continue
-        lo = at + round(delay_s * PULSE_RATE) - search
-        seg = out[max(0, lo):lo + window + 2 * search]
-        if len(seg) < window + 2 * search:
+    """Per window of speech in ``heard``: the best correlation coefficient with ``out``."""
+    scores = []
+    for reference, seg in windows(out, heard, start_s, end_s, delay_s):
+        if len(seg) < WINDOW + 2 * SEARCH:
             scores.append(0.0)
             continue
         dots = correlate(seg, reference, mode="valid")
-        energy = np.sqrt(np.convolve(np.square(seg, dtype=np.float64), np.ones(window), mode="valid"))
+        energy = np.sqrt(np.convolve(np.square(seg, dtype=np.float64), np.ones(WINDOW), mode="valid"))
         scores.append(float(np.max(dots / (energy * np.linalg.norm(reference) + 1e-12))))
     return scores
 
@@ -264,20 +273,14 @@ def test_the_device_and_application_duck_targets_read_back_what_they_set(pulse, 
 
 
 def level_changes(out: np.ndarray, source: np.ndarray) -> list[float]:
-    """dB of ``out`` over ``source`` per 100 ms window of speech, each window aligned on its own
-    (the loopback's latency wanders by a few ms)."""
+    """dB of ``out`` over ``source`` per window of speech, each window aligned on its own."""
     speech = np.flatnonzero(np.abs(source) > 0.02)
     start, end = speech[0] / PULSE_RATE, speech[-1] / PULSE_RATE
     shift = lag_s(out, frames(source, start, start + 2.0)) - start
-    window, search, gains = round(0.1 * PULSE_RATE), round(0.02 * PULSE_RATE), []
-    for at in range(round(start * PULSE_RATE), round(end * PULSE_RATE) - window, window):
-        reference = source[at:at + window]
-        if rms(reference) < 0.02:
-            continue
-        lo = max(0, at + round(shift * PULSE_RATE) - search)
-        seg = out[lo:lo + window + 2 * search]
-        best = int(np.argmax(correlate(seg, reference, mode="valid"))) if len(seg) > window else 0
-        gains.append(round(20 * np.log10(max(rms(seg[best:best + window]), 1e-6) / rms(reference)), 1))
+    gains = []
+    for reference, seg in windows(out, source, start, end, shift):
+        best = int(np.argmax(correlate(seg, reference, mode="valid"))) if len(seg) > WINDOW else 0
+        gains.append(round(20 * np.log10(max(rms(seg[best:best + WINDOW]), 1e-6) / rms(reference)), 1))
     return gains
 
 
