@@ -51,6 +51,10 @@ FINAL_EVENTS = frozenset({JobEvent.FINAL_SUMMARY, JobEvent.ERROR})
 """The events that end a job's stream: one of them is its last event."""
 
 
+MAX_PROMPT_CHARS = 1000
+"""Longest ``prompt`` accepted: Whisper reads at most its last 223 tokens anyway."""
+
+
 class JobOptions(BaseModel):
     """Options of ``POST /v1/jobs`` (form fields)."""
 
@@ -62,6 +66,9 @@ class JobOptions(BaseModel):
     """Each transcript segment carries its words with their times."""
     callback_url: str | None = None
     """Receives the final summary as a JSON POST when the job ends."""
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    """Text Whisper is conditioned on before each long-form window (names, spelling, style: the
+    OpenAI endpoint's ``prompt``); only the end of a long one counts (223 tokens)."""
 
 
 class JobError(BaseModel):

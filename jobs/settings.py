@@ -34,8 +34,22 @@ class JobSettings(ModerationSettings):
     retention_s: int = Field(7 * 24 * 3600, gt=0)
     """A finished job (its state, events and file) is removed this long after it ended."""
     concurrency: int = Field(4, gt=0)
-    """Segments of one job in flight to Triton at once; Triton batches them with other jobs' and
-    live streams' segments."""
+    """Windows (or segments) of one job in flight to Triton at once; Triton batches them with other
+    jobs' and live streams' requests."""
+    long_form: bool = True
+    """Send a recording's speech to Whisper in long-form windows of up to ``window_s`` (several
+    utterances each, decoded with timestamps into Whisper's own segments) when the served whisper
+    model can (its CTranslate2 engine); false, or a torch-engine export: one request per speech
+    segment, as a live stream sends."""
+    window_s: float = Field(28.0, ge=5.0, le=30.0)
+    """Most audio in one long-form window (speech plus short pauses). 2 s short of Whisper's 30 s:
+    speech that runs to the end of a full window is often left out (Whisper takes it for speech
+    cut off by the window) and costs a second call; with 28 s no window of the benchmark's
+    English and Korean recordings stopped early, against 1 in 7, 3 in 18 and 2 in 4 with 30 s
+    (docs/PERFORMANCE.md)."""
+    per_segment_languages: tuple[str, ...] = ()
+    """Languages whose recordings keep one request per speech segment even with ``long_form``
+    (a JSON list, e.g. ``["ko"]``), where long-form measured worse (docs/PERFORMANCE.md)."""
     visibility_timeout_s: int = Field(3600, gt=0)
     """Celery/Redis visibility timeout: a job whose worker vanished without a trace is handed to
     another worker after this long (workers that start also take over jobs whose lease expired)."""

@@ -37,20 +37,22 @@ Each open SSE stream holds one while it waits for events."""
 STREAM_MAX_READ = 500
 """Events one XREAD returns at most."""
 
-# KEYS: job hash, events stream, lease; ARGV: worker id, event name, data JSON, info JSON or "",
-# new state or "", retention ms. Appends only while the job exists, is not finished and the caller
-# holds the lease; a job's last event, its final state and its expiry are written in one step.
+# KEYS: job hash, events stream, lease; ARGV: worker id, info JSON or "", new state or "",
+# retention ms, then an event name and its data JSON for each event. Appends only while the job
+# exists, is not finished and the caller holds the lease; the events, the info, and a job's final
+# state and expiry are written in one step (a window's segments are all written or none).
 _APPEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'completed' or state == 'failed' or state == 'cancelled' then return 0 end
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
-local id = redis.call('XADD', KEYS[2], '*', 'event', ARGV[2], 'data', ARGV[3])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'info', ARGV[4]) end
-if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[1], 'state', ARGV[5])
-  redis.call('PEXPIRE', KEYS[1], ARGV[6])
-  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+local id = ''
+for i = 5, #ARGV, 2 do id = redis.call('XADD', KEYS[2], '*', 'event', ARGV[i], 'data', ARGV[i + 1]) end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'info', ARGV[2]) end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], 'state', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
   redis.call('DEL', KEYS[3])
 end
 return id
@@ -196,19 +198,25 @@ class JobStore:
                      info: JobInfo | None = None) -> str:
         """Appends an event (and updates the info with it, atomically); returns its id.
         LeaseLost when this worker may no longer write to the job."""
-        return await self._write(job_id, worker, event, payload, info, "")
+        return await self._write(job_id, worker, [(event, payload)], info, "")
+
+    async def append_many(self, job_id: str, worker: str, events: list[tuple[JobEvent, BaseModel]],
+                          info: JobInfo | None = None) -> str:
+        """Appends ``events`` in order, all or none (and updates the info with them); returns the
+        last one's id ("" for no events). LeaseLost as for append."""
+        return await self._write(job_id, worker, events, info, "")
 
     async def finish(self, info: JobInfo, worker: str, event: JobEvent, payload: BaseModel) -> str:
         """Appends the job's last event and sets its final state ``info.state`` in one step, then
         starts the retention clock. LeaseLost as for append."""
-        return await self._write(info.id, worker, event, payload, info, info.state.value)
+        return await self._write(info.id, worker, [(event, payload)], info, info.state.value)
 
-    async def _write(self, job_id: str, worker: str, event: JobEvent, payload: BaseModel, info: JobInfo | None,
-                     state: str) -> str:
-        data = payload.model_dump_json(exclude_none=False)
+    async def _write(self, job_id: str, worker: str, events: list[tuple[JobEvent, BaseModel]],
+                     info: JobInfo | None, state: str) -> str:
+        pairs = [item for event, payload in events for item in (event, payload.model_dump_json(exclude_none=False))]
         result = await self._append(keys=[job_key(job_id), events_key(job_id), lease_key(job_id)],
-                                    args=[worker, event, data, _info_json(info) if info else "", state,
-                                          self.retention_s * 1000])
+                                    args=[worker, _info_json(info) if info else "", state, self.retention_s * 1000,
+                                          *pairs])
         if result in (0, -1):
             raise LeaseLost(f"job {job_id}: {'lease held by another worker' if result == -1 else 'ended or deleted'}")
         return result

@@ -45,7 +45,7 @@ from tritonclient.utils import InferenceServerException
 from moderation.discovery import Discovery, Resolver, Target, system_resolver
 from moderation.events import Signal, TritonErrorCode
 from moderation.settings import ModerationSettings
-from moderation.verdict import MATCHES, WORDS, ModelFacts, Moderation
+from moderation.verdict import MATCHES, WORDS, LongForm, ModelFacts, Moderation
 
 logger = logging.getLogger(__name__)
 
@@ -190,13 +190,20 @@ class ModerationPool(Protocol):
         """Texts through the model's classifier and lexicon (no Whisper): one Moderation per text,
         its ``transcript`` the text; raises TritonCallError, and never cancels either."""
 
+    async def transcribe_window(self, audio: np.ndarray, language: str | None, prompt: str = "",
+                                word_timestamps: bool = False, priority: Priority = Priority.BULK) -> LongForm:
+        """A recording's window (≤ 30 s) through the whisper model alone, long-form (only when
+        ``facts.long_form``): Whisper's segments with their times; raises TritonCallError, never
+        cancels."""
+
 
 def ensemble_inputs(audio: np.ndarray, language: str | None, word_timestamps: bool = False,
-                    fit: bool = False) -> list[InferInput]:
+                    fit: bool = False, long_form: bool = False, prompt: str = "") -> list[InferInput]:
     """AUDIO [1, n]; LANGUAGE [1, 1] unless None (the model's default applies), sent as given:
     a Whisper code, or "auto" to have the model detect it (callers validate which they allow);
     WORD_TIMESTAMPS [1, 1] only when asked for (the model's alignment pass is skipped otherwise);
-    ENCODER_FIT [1, 1] only when asked for (Whisper's 30 s window otherwise)."""
+    ENCODER_FIT [1, 1] only when asked for (Whisper's 30 s window otherwise); LONG_FORM [1, 1] and
+    PROMPT [1, 1] (the whisper model's own inputs) likewise."""
     audio = np.asarray(audio, dtype=np.float32).reshape(1, -1)
     inputs = [InferInput("AUDIO", list(audio.shape), "FP32")]
     inputs[0].set_data_from_numpy(audio)
@@ -204,11 +211,15 @@ def ensemble_inputs(audio: np.ndarray, language: str | None, word_timestamps: bo
         lang_in = InferInput("LANGUAGE", [1, 1], "BYTES")
         lang_in.set_data_from_numpy(np.array([[language.encode()]], dtype=np.object_))
         inputs.append(lang_in)
-    for name, wanted in (("WORD_TIMESTAMPS", word_timestamps), ("ENCODER_FIT", fit)):
+    for name, wanted in (("WORD_TIMESTAMPS", word_timestamps), ("ENCODER_FIT", fit), ("LONG_FORM", long_form)):
         if wanted:
             flag = InferInput(name, [1, 1], "BOOL")
             flag.set_data_from_numpy(np.array([[True]]))
             inputs.append(flag)
+    if prompt:
+        prompt_in = InferInput("PROMPT", [1, 1], "BYTES")
+        prompt_in.set_data_from_numpy(np.array([[prompt.encode("utf-8")]], dtype=np.object_))
+        inputs.append(prompt_in)
     return inputs
 
 
@@ -294,6 +305,20 @@ def parse_moderation(result) -> Moderation:
     )
 
 
+LONG_FORM = TypeAdapter(LongForm)
+
+
+def parse_window(result) -> LongForm:
+    """A long-form response of the whisper model; TritonCallError when SEGMENTS is missing or malformed."""
+    raw = _output(result, "SEGMENTS")[0]
+    if not raw:
+        raise TritonCallError(TritonErrorCode.TRITON_ERROR, "bad_response",
+                              "Triton's SEGMENTS output is empty: the whisper model did not decode long-form")
+    window = _parse_json(raw, "SEGMENTS", LONG_FORM)
+    return window.model_copy(update={"no_speech_prob": float(_output(result, "NO_SPEECH_PROB")[0]),
+                                     "language": _optional_text(result, "LANGUAGE_CODE")})
+
+
 def facts_from_parameters(parameters: dict) -> ModelFacts:
     """ModelFacts from a model config's ``parameters`` (as tritonclient's JSON gives them)."""
     def value(key: str) -> str:
@@ -306,6 +331,7 @@ def facts_from_parameters(parameters: dict) -> ModelFacts:
         signals.append("classifier")
     return ModelFacts(default_language=value("default_language") or None, signals=tuple(signals),
                       classifier_model=value("classifier") or None, lexicon_model=value("lexicon") or None,
+                      whisper_model=value("whisper") or None, long_form=value("whisper_long_form") == "true",
                       classifier_threshold=_threshold(value("classifier_threshold")),
                       categories=tuple(name for name in value("classifier_categories").split(",") if name))
 
@@ -532,6 +558,16 @@ class TritonPool:
         # A failed call raises here; the other runs on to its end in the pool (never cancelled).
         results = await asyncio.gather(*calls)
         return parse_texts(texts, results[0], results[1] if len(results) > 1 else None)
+
+    async def transcribe_window(self, audio: np.ndarray, language: str | None, prompt: str = "",
+                                word_timestamps: bool = False, priority: Priority = Priority.BULK) -> LongForm:
+        """One long-form window through the ensemble's whisper member; raises TritonCallError."""
+        facts = self.facts
+        if not facts.long_form or facts.whisper_model is None:
+            raise TritonCallError(TritonErrorCode.TRITON_ERROR, "unsupported",
+                                  "the served whisper model does not decode long-form windows")
+        inputs = ensemble_inputs(audio, language, word_timestamps, long_form=True, prompt=prompt)
+        return parse_window(await self._infer(facts.whisper_model, inputs, priority))
 
     async def _infer(self, model: str, inputs: list[InferInput], priority: Priority):
         """One request to ``model``; raises TritonCallError. The deadline goes to Triton too (its

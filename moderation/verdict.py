@@ -36,6 +36,25 @@ class LexiconMatch(BaseModel):
     sources: list[str]
 
 
+class WindowSegment(BaseModel):
+    """One of Whisper's own segments of a long-form window (seconds relative to the window)."""
+
+    start: float
+    end: float
+    text: str
+    words: list[ModelWord] = []
+
+
+class LongForm(BaseModel):
+    """The whisper model's SEGMENTS output for a long-form window."""
+
+    segments: list[WindowSegment]
+    transcribed_to: float
+    """Seconds of the window its segments cover; short of its end when decoding stopped early."""
+    no_speech_prob: float = 0.0
+    language: str | None = None
+
+
 DEFAULT_THRESHOLD = 0.5
 """The classifier's harmful threshold when neither the operator nor its training set one."""
 
@@ -72,6 +91,10 @@ class ModelFacts:
     classifier_model: str | None = None
     lexicon_model: str | None = None
     """The ensemble's text members, which text moderation calls directly (None: unknown or none)."""
+    whisper_model: str | None = None
+    long_form: bool = False
+    """The ensemble's whisper member, and whether it decodes long-form windows (batch jobs send a
+    recording's windows to it directly, then its segments' texts to the text members)."""
 
     def threshold(self, override: float | None) -> float:
         """The classifier's harmful threshold: the operator's ``override`` (EDGE_HARMFUL_THRESHOLD),

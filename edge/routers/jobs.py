@@ -138,7 +138,7 @@ def valid_callback(url: str) -> bool:
 
 
 def parse_options(form) -> JobOptions:
-    fields = {key: form.get(key) for key in ("language", "word_timestamps", "callback_url") if form.get(key)}
+    fields = {key: form.get(key) for key in ("language", "word_timestamps", "callback_url", "prompt") if form.get(key)}
     language = fields.get("language")
     if language is not None and language != "auto" and language not in WHISPER_LANGUAGES:
         raise problem(status.HTTP_422_UNPROCESSABLE_CONTENT, "bad_language",
@@ -219,7 +219,7 @@ async def submit_job(jobs: JobService, principal: Principal | None, upload: Uplo
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobView)
 async def create_job(request: Request, jobs: JobsDep, principal: HttpPrincipalDep) -> JobView:
     """Multipart form: ``file`` (any audio or video FFmpeg decodes), optional ``language`` (a
-    Whisper code or ``auto``), ``word_timestamps`` (true/false), ``callback_url``."""
+    Whisper code or ``auto``), ``word_timestamps`` (true/false), ``callback_url``, ``prompt``."""
     form = await read_form(request, jobs)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):

@@ -17,7 +17,7 @@ from starlette.datastructures import UploadFile
 
 from edge.dependencies import HttpPrincipalDep
 from edge.routers.jobs import JobsDep, read_form, submit_job
-from jobs.models import FINAL_EVENTS, JobError, JobErrorCode, JobEvent, JobInfo, JobOptions
+from jobs.models import FINAL_EVENTS, MAX_PROMPT_CHARS, JobError, JobErrorCode, JobEvent, JobInfo, JobOptions
 from jobs.service import JobService
 from jobs.transcripts import TranscriptFormat, render, spoken
 from moderation.events import SegmentEvent
@@ -86,7 +86,11 @@ def parse_request(form) -> tuple[UploadFile, JobOptions, ResponseFormat, set[str
     language = form.get("language") or None
     if language is not None and language not in WHISPER_LANGUAGES:
         raise OpenAIError(400, f"{language!r} is not an ISO-639-1 code Whisper knows", param="language")
-    options = JobOptions(language=language, word_timestamps="word" in granularities)
+    prompt = form.get("prompt") or None
+    if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+        raise OpenAIError(400, f"prompt is {len(prompt)} characters long; the most is {MAX_PROMPT_CHARS}",
+                          param="prompt")
+    options = JobOptions(language=language, word_timestamps="word" in granularities, prompt=prompt)
     return upload, options, ResponseFormat(fmt), granularities
 
 
@@ -114,7 +118,7 @@ def job_failed(error: JobError) -> OpenAIError:
 
 @router.post("/transcriptions")
 async def transcriptions(request: Request, jobs: JobsDep, principal: HttpPrincipalDep) -> Response:
-    """Multipart: ``file``, ``model``, optional ``language``, ``prompt`` (accepted, not used yet),
+    """Multipart: ``file``, ``model``, optional ``language``, ``prompt`` (conditions each window),
     ``response_format`` (json, text, srt, vtt, verbose_json), ``timestamp_granularities[]``
     (segment, word), ``temperature`` (accepted; decoding is greedy)."""
     try:

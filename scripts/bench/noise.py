@@ -23,11 +23,16 @@ import numpy as np
 from scripts.cli import MODEL_REPOSITORY, machine, parser, setup_logging
 from scripts.export import triton_config
 from scripts.export.triton_config import WhisperValues
-from scripts.speech import DIALOGUE_WAV, LONG_UTTERANCES, NOISES, SAMPLE_RATE, noise, read_wav, synthesize
-
-KOREAN_SPEECH = ("안녕하세요 오늘 날씨가 정말 좋네요", "게임 같이 하실 분 있나요", "저는 서울에 살고 있습니다",
-                 "내일 아침에 다시 만나요")
-"""Plain Korean sentences for espeak-ng's Korean voice (robotic: Whisper base gets about 0.6 CER)."""
+from scripts.speech import (
+    DIALOGUE_WAV,
+    KOREAN_SPEECH,
+    LONG_UTTERANCES,
+    NOISES,
+    SAMPLE_RATE,
+    noise,
+    read_wav,
+    synthesize,
+)
 
 
 def engine(repository: Path):

@@ -23,9 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts.bench.spoken_words import KOREAN_WPM, SPOKEN
+from scripts.bench.spoken_words import SPOKEN
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser
-from scripts.speech import BENCH_SENTENCES, GAME_CHAT_SENTENCES, RECORDING_SENTENCES, read_wav, synthesize, wer
+from scripts.speech import (
+    BENCH_SENTENCES,
+    GAME_CHAT_SENTENCES,
+    KOREAN_WPM,
+    RECORDING_SENTENCES,
+    cer,
+    read_wav,
+    synthesize,
+    wer,
+)
 
 SAMPLE_RATE = 16000
 SECONDS_PER_TIMESTAMP = 0.02
@@ -40,11 +49,6 @@ class Piece:
     text: str
     start: float
     end: float
-
-
-def cer(reference: str, hypothesis: str) -> float:
-    """Character error rate, spaces ignored (Korean words: WER would be all or nothing)."""
-    return wer(" ".join(reference.replace(" ", "")), " ".join(hypothesis.replace(" ", "")))
 
 
 def pack(clips: list[np.ndarray], gap_s: float) -> tuple[np.ndarray, list[tuple[float, float]]]:

@@ -17,13 +17,11 @@ from pathlib import Path
 from scripts.cli import MODEL_REPOSITORY, parser
 from scripts.export import export_lexicon
 from scripts.export.whisper_sources import torch_checkpoint_file
-from scripts.speech import read_wav, synthesize
+from scripts.speech import KOREAN_WPM, read_wav, synthesize
 
 SPOKEN = ["씨발", "시발", "개새끼", "병신", "미친놈", "좆같다", "지랄", "꺼져", "닥쳐", "새끼", "존나", "엿먹어",
           "안녕하세요", "감사합니다"]
 """Swear words a moderator expects caught, then two greetings as the control."""
-KOREAN_WPM = 120
-"""espeak-ng's Korean is clearer a little slower than its default."""
 
 
 def main(argv: list[str] | None = None) -> int:

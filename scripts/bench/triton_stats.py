@@ -20,6 +20,12 @@ async def compute_ns(client: grpcclient.InferenceServerClient, model: str) -> tu
     return int(stats["success"].get("count", 0)), int(stats["compute_infer"].get("ns", 0))
 
 
+async def busy_ns(client: grpcclient.InferenceServerClient, model: str) -> int:
+    """Nanoseconds a model has spent executing batches (each batch once, whatever its size)."""
+    stats = (await client.get_inference_statistics(model, as_json=True))["model_stats"][0]
+    return sum(int(entry["compute_infer"].get("ns", 0)) for entry in stats.get("batch_stats", []))
+
+
 STATS_SETTLE_S = 10.0
 """Triton counts a batch after its execute returns, which can be after the clients got their
 responses: how long ``counts_reaching`` waits for the count to catch up."""

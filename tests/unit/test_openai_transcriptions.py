@@ -103,7 +103,8 @@ def errors(response) -> dict:
 @pytest.mark.parametrize(("fields", "param"), [({"response_format": "xml"}, "response_format"),
                                                ({"language": "xx"}, "language"),
                                                ({"model": ""}, "model"),
-                                               ({"timestamp_granularities[]": "word"}, "timestamp_granularities")])
+                                               ({"timestamp_granularities[]": "word"}, "timestamp_granularities"),
+                                               ({"prompt": "x" * 1001}, "prompt")])
 def test_bad_fields_get_400_with_openais_error_body(service, wav, fields, param):
     with app_client(service) as http, open(wav, "rb") as f:
         response = http.post("/v1/audio/transcriptions", files={"file": ("clip.wav", f)},

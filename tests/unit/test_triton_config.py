@@ -36,9 +36,9 @@ def test_the_exporters_defaults_render_the_documented_configs(whisper, koelectra
     assert w.dynamic_batching.max_queue_delay_microseconds == 10000
     # finals, interims, bulk (moderation.triton.Priority); requests that name none are bulk
     assert (w.dynamic_batching.priority_levels, w.dynamic_batching.default_priority_level) == (3, 3)
-    assert [i.name for i in w.input] == ["AUDIO", "LANGUAGE", "WORD_TIMESTAMPS", "ENCODER_FIT"]
+    assert [i.name for i in w.input] == ["AUDIO", "LANGUAGE", "WORD_TIMESTAMPS", "ENCODER_FIT", "LONG_FORM", "PROMPT"]
     assert w.input[0].allow_ragged_batch and all(i.optional for i in w.input[1:])
-    assert [o.name for o in w.output] == ["TRANSCRIPT", "NO_SPEECH_PROB", "WORDS", "LANGUAGE_CODE"]
+    assert [o.name for o in w.output] == ["TRANSCRIPT", "NO_SPEECH_PROB", "WORDS", "LANGUAGE_CODE", "SEGMENTS"]
     assert parameters(w) == {"checkpoint": "ctranslate2", "default_language": "ko", "fp16": "false",
                              "cpu_threads": "0", "encoder_context": "full", "cpu_int8": "false",
                              "engine": "ctranslate2", "compute_type": "int8", "inter_threads": "2"}
@@ -52,7 +52,7 @@ def test_the_ensemble_takes_its_batch_size_and_language_from_its_members(whisper
     assert (config.platform, config.max_batch_size) == ("ensemble", 4)
     assert [step.model_name for step in config.ensemble_scheduling.step] == ["whisper", "koelectra"]
     assert parameters(config) == {"default_language": "en", "lexicon": "", "classifier": "koelectra",
-                                  "classifier_trained": "false",
+                                  "classifier_trained": "false", "whisper": "whisper", "whisper_long_form": "true",
                                   "classifier_threshold": "", "classifier_categories": ""}
     assert [o.name for o in config.output] == ["TRANSCRIPT", "HARMFUL_PROB", "NO_SPEECH_PROB", "WORDS",
                                                "LANGUAGE_CODE"]
@@ -70,8 +70,11 @@ def test_an_ensemble_with_a_lexicon_runs_it_on_the_transcript_and_publishes_its_
     assert dict(steps["lexicon"].output_map) == {"MATCHES": "MATCHES"}
     assert "MATCHES" in [o.name for o in config.output]
     assert parameters(config) == {"default_language": "ko", "lexicon": "lexicon", "classifier": "koelectra",
-                                  "classifier_trained": "true",
+                                  "classifier_trained": "true", "whisper": "whisper", "whisper_long_form": "true",
                                   "classifier_threshold": "", "classifier_categories": ""}
+    torch_engine = whisper.model_copy(update={"engine": "torch"})
+    config = parse(triton_config.render(EnsembleValues.of("ensemble", torch_engine, trained, lexicon)))
+    assert parameters(config)["whisper_long_form"] == "false"  # batch jobs send it segments
 
 
 def test_flags_change_the_rendered_values(koelectra):

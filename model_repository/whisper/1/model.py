@@ -1,5 +1,9 @@
 """Triton python-backend model: batched Whisper speech-to-text, with optional word timestamps.
 
+LONG_FORM (CTranslate2 engine only) decodes a window of up to 30 s of a recording with timestamps,
+after PROMPT (the text before it), and returns Whisper's own segments in SEGMENTS: the batch jobs'
+path, where one window holds several utterances.
+
 Every request of a batch goes through one encoder pass and one greedy decoding loop, on the engine
 the export chose (the ``engine`` parameter): ``whisper_batch.WhisperBatch`` (openai-whisper on
 torch) or ``whisper_ct2.WhisperCT2`` (CTranslate2); both keep whisper_contract's promises. The
@@ -21,7 +25,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(__file__))
-from whisper_contract import MAX_AUDIO_SECONDS, Engine  # noqa: E402
+from whisper_contract import MAX_AUDIO_SECONDS, Engine, LongTranscription  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +46,40 @@ class Request:
     """WORD_TIMESTAMPS was sent and true: only then does the request pay for the alignment pass."""
     fit: bool = False
     """ENCODER_FIT was sent and true: the request is encoded with its own length, not 30 s."""
+    long_form: bool = False
+    """LONG_FORM was sent and true: timestamped decoding, Whisper's segments in SEGMENTS."""
+    prompt: str = ""
+    """PROMPT: the text before the window (long-form only)."""
+
+    @property
+    def group(self) -> tuple[bool, bool]:
+        """Requests of one group share an encoder pass and a decoding mode."""
+        return self.long_form, self.fit
 
 
 def _words_json(words) -> bytes:
     """The WORDS output: a UTF-8 JSON array of {word, start, end, probability}."""
     return json.dumps([asdict(w) for w in words], ensure_ascii=False).encode("utf-8")
+
+
+def _segments_json(result) -> bytes:
+    """The SEGMENTS output of a long-form request: a UTF-8 JSON object {"segments": [{start, end,
+    text, words}], "transcribed_to"}; empty for other requests."""
+    if result is None:
+        return b""
+    return json.dumps({"segments": [asdict(p) for p in result.pieces], "transcribed_to": result.transcribed_to},
+                      ensure_ascii=False).encode("utf-8")
+
+
+def _text(request, name: str) -> str | None:
+    """An optional TYPE_STRING [1] input; None when absent or empty."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return None
+    raw = tensor.as_numpy().reshape(-1)
+    if not raw.size or not raw[0]:
+        return None
+    return raw[0].decode("utf-8", errors="replace") if isinstance(raw[0], bytes) else str(raw[0])
 
 
 def _flag(request, name: str) -> bool:
@@ -118,15 +151,14 @@ class TritonPythonModel:
             )
         if not np.isfinite(audio).all():
             raise RequestError("AUDIO contains NaN or infinite samples")
-        language = self.default_language
-        lang_tensor = pb_utils.get_input_tensor_by_name(request, "LANGUAGE")
-        if lang_tensor is not None:
-            raw = lang_tensor.as_numpy().reshape(-1)
-            if raw.size and raw[0]:
-                language = raw[0].decode("utf-8", errors="replace") if isinstance(raw[0], bytes) else str(raw[0])
+        language = _text(request, "LANGUAGE") or self.default_language
+        long_form = _flag(request, "LONG_FORM")
+        if long_form and not self.model.long_form:
+            raise RequestError("LONG_FORM needs the ctranslate2 engine; this model runs another: "
+                               "send segments without it")
         try:
             return Request(audio, self.model.requested_language(language), _flag(request, "WORD_TIMESTAMPS"),
-                           _flag(request, "ENCODER_FIT"))
+                           _flag(request, "ENCODER_FIT") and not long_form, long_form, _text(request, "PROMPT") or "")
         except ValueError as exc:
             raise RequestError(str(exc)) from exc
 
@@ -139,16 +171,21 @@ class TritonPythonModel:
                 slots.append(i)
             except RequestError as exc:
                 responses[i] = pb_utils.InferenceResponse(error=_error(str(exc), invalid_argument=True))
-        for fit in (False, True):  # one encoder pass per context length
-            group = [(request, slot) for request, slot in zip(batch, slots, strict=True) if request.fit is fit]
-            if group:
-                self._run([r for r, _ in group], [s for _, s in group], responses)
+        for kind in dict.fromkeys(request.group for request in batch):  # one pass per context length and mode
+            group = [(request, slot) for request, slot in zip(batch, slots, strict=True) if request.group == kind]
+            self._run([r for r, _ in group], [s for _, s in group], responses)
         return responses
+
+    def _transcribe(self, batch: list[Request]) -> list:
+        audio, languages, words = [r.audio for r in batch], [r.language_token for r in batch], \
+            [r.word_timestamps for r in batch]
+        if batch[0].long_form:
+            return self.model.transcribe_long(audio, languages, [r.prompt for r in batch], words)
+        return self.model.transcribe(audio, languages, words, fit=batch[0].fit)
 
     def _run(self, batch, slots, responses) -> None:
         try:
-            results = self.model.transcribe([r.audio for r in batch], [r.language_token for r in batch],
-                                            [r.word_timestamps for r in batch], fit=batch[0].fit)
+            results = self._transcribe(batch)
         except Exception as exc:  # noqa: BLE001 - reported per request, the server keeps serving
             logger.exception("whisper batch of %d failed", len(batch))
             for i in slots:
@@ -158,11 +195,15 @@ class TritonPythonModel:
             if result.words_error:  # only requests that asked for words get it
                 responses[i] = pb_utils.InferenceResponse(error=_error(result.words_error))
                 continue
+            long_form = result if isinstance(result, LongTranscription) else None
+            text = " ".join(p.text for p in long_form.pieces) if long_form else result.text
+            words = [w for p in long_form.pieces for w in p.words] if long_form else result.words
             responses[i] = pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("TRANSCRIPT", np.array([[result.text.encode("utf-8")]], dtype=np.object_)),
+                pb_utils.Tensor("TRANSCRIPT", np.array([[text.encode("utf-8")]], dtype=np.object_)),
                 pb_utils.Tensor("NO_SPEECH_PROB", np.array([[result.no_speech_prob]], dtype=np.float32)),
-                pb_utils.Tensor("WORDS", np.array([[_words_json(result.words)]], dtype=np.object_)),
+                pb_utils.Tensor("WORDS", np.array([[_words_json(words)]], dtype=np.object_)),
                 pb_utils.Tensor("LANGUAGE_CODE", np.array([[result.language.encode("utf-8")]], dtype=np.object_)),
+                pb_utils.Tensor("SEGMENTS", np.array([[_segments_json(long_form)]], dtype=np.object_)),
             ])
 
     def finalize(self):

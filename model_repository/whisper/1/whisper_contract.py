@@ -162,10 +162,37 @@ class Languages:
                              task="transcribe")
 
 
+@dataclass
+class Piece:
+    """One of Whisper's own segments of a long-form window, between two of its timestamps;
+    seconds from the start of the request's audio."""
+
+    start: float
+    end: float
+    text: str
+    words: list[Word] = field(default_factory=list)
+
+
+@dataclass
+class LongTranscription:
+    """A long-form window: Whisper's segments, in order, with their times and words."""
+
+    pieces: list[Piece]
+    transcribed_to: float
+    """Seconds of the window the pieces cover: all of it, or up to the last complete segment when
+    decoding stopped early (the token limit, a loop): the caller sends the rest again."""
+    no_speech_prob: float
+    avg_logprob: float
+    language: str = ""
+    words_error: str | None = None
+
+
 class Engine:
     """What model.py calls, whichever engine it loaded: the languages, and ``transcribe``."""
 
     languages: Languages
+    long_form: bool = False
+    """Whether the engine has ``transcribe_long`` (timestamped decoding of 30 s windows)."""
 
     def language_token(self, language: str) -> int:
         return self.languages.token(language)
@@ -178,6 +205,12 @@ class Engine:
         """One result per float32 16 kHz clip (each ≤ 30 s), in order; a None language token
         means: detect that clip's language. Clips flagged in ``word_timestamps`` also get words.
         ``fit``: the encoder sees the longest clip plus a margin, not Whisper's 30 s window."""
+        raise NotImplementedError
+
+    def transcribe_long(self, clips: list, language_tokens: list[int | None], prompts: list[str],
+                        word_timestamps: list[bool]) -> list[LongTranscription]:
+        """One long-form result per clip (each ≤ 30 s): timestamped decoding, each clip conditioned
+        on its prompt (the text before it; "" for none)."""
         raise NotImplementedError
 
     def close(self) -> None:

@@ -8,6 +8,12 @@ With ``inter_threads`` > 1 the batch is split into that many parts, run at once 
 workers, each with ``intra_threads`` threads (all the cores by default): on 2 CPU cores a batch of
 4 costs 702 ms a segment as one call, 553 as two overlapping calls of 2 threads each, and a batch
 of 8 665 against 600 (docs/PERFORMANCE.md).
+
+Long-form windows (``transcribe_long``, the batch jobs' path) decode with timestamps after an
+optional prompt and are split into Whisper's own segments; their words come from one alignment
+of the whole window. On CPU a batch of windows runs on a second copy of the weights with one
+thread per core (the window runner), which long windows prefer to the live path's oversubscribed
+parts.
 Kept free of Triton imports so it can be tested and benchmarked on its own.
 """
 
@@ -23,9 +29,20 @@ from pathlib import Path
 import ctranslate2
 import numpy as np
 import torch
-from whisper.audio import HOP_LENGTH, N_FRAMES
+from whisper.audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
 from whisper.tokenizer import Tokenizer
-from whisper_contract import Engine, Languages, Transcription, loop_found, token_budget, transcript
+from whisper_contract import (
+    Engine,
+    Languages,
+    LongTranscription,
+    Piece,
+    Transcription,
+    is_hallucination,
+    is_silent,
+    loop_found,
+    token_budget,
+    transcript,
+)
 from whisper_mel import LogMel
 from whisper_words import MEDIAN_FILTER_WIDTH, path_words
 
@@ -41,13 +58,19 @@ MAX_DECODE_TOKENS = 224
 """Whisper's text context is 448 tokens; a request decodes at most half, as openai-whisper does."""
 TIMESTAMP_TOKENS = 1501
 """<|0.00|> ... <|30.00|>: the last tokens of every Whisper vocabulary."""
+SECONDS_PER_TIMESTAMP = 0.02
+LONG_FORM_MAX_LENGTH = 448
+"""max_length of a long-form window's generate, as faster-whisper passes it (Whisper's text context)."""
+PROMPT_MAX_TOKENS = 223
+"""Tokens of previous text a long-form prompt keeps (its end): half the text context, less
+<|startofprev|>, as openai-whisper and faster-whisper do."""
 
 
 class WhisperCT2(Engine):
     """Holds one CTranslate2 Whisper model on one device and transcribes batches of 16 kHz clips."""
 
     def __init__(self, model_dir: str, device: str = "cpu", device_index: int = 0, compute_type: str = "int8",
-                 intra_threads: int = 0, inter_threads: int = 1):
+                 intra_threads: int = 0, inter_threads: int = 1, window_runner: bool = True):
         if compute_type not in COMPUTE_TYPES.get(device, ()):
             raise ValueError(f"compute type {compute_type!r} is not one of {COMPUTE_TYPES.get(device)} on {device}")
         if intra_threads == 0 and device == "cpu":  # every part may use every core (measured best on 2)
@@ -57,6 +80,8 @@ class WhisperCT2(Engine):
                                                 inter_threads=inter_threads)
         self.inter_threads = inter_threads
         self._parts = ThreadPoolExecutor(inter_threads, "whisper-part") if inter_threads > 1 else None
+        self._windows = self._window_runner(model_dir, device, compute_type, intra_threads, inter_threads) \
+            if window_runner else None
         self.languages = Languages(self.model.is_multilingual, self.model.num_languages)
         self.tokenizer = self.languages.tokenizer
         self.log_mel = LogMel(self.model.n_mels, torch.device("cpu"), pad_in_mel=True)  # as faster-whisper
@@ -64,18 +89,41 @@ class WhisperCT2(Engine):
         # As the torch engine: no special token after EOT (timestamps included), no non-speech symbol.
         self._suppress = sorted(set(self.tokenizer.non_speech_tokens)
                                 | set(range(eot + 1, self.tokenizer.timestamp_begin + TIMESTAMP_TOKENS)))
+        # Long-form decoding keeps the timestamps (CTranslate2 applies Whisper's timestamp rules
+        # when the prompt lacks <|notimestamps|>).
+        self._suppress_long = sorted(set(self.tokenizer.non_speech_tokens)
+                                     | set(range(eot + 1, self.tokenizer.timestamp_begin)))
         logger.info("loaded CTranslate2 whisper %s on %s:%d (%s; intra %d, inter %d threads)", model_dir, device,
                     device_index, compute_type, intra_threads, inter_threads)
         logger.info("word alignment heads: %s", alignment_heads(Path(model_dir)))
 
+    @staticmethod
+    def _window_runner(model_dir: str, device: str, compute_type: str, intra_threads: int,
+                       inter_threads: int) -> tuple[ctranslate2.models.Whisper, ThreadPoolExecutor] | None:
+        """On CPU, a second copy of the weights for batches of long-form windows: one thread per
+        part, a part per core, where the live path's parts (``intra`` threads each, best for a
+        segment alone) oversubscribe the cores. Through the job API, 4 recordings at once ran at
+        RTF 0.022 with it against 0.024 without (2 cores; in-process the two were even:
+        docs/PERFORMANCE.md). A batch smaller than the cores keeps the live model."""
+        threads = len(os.sched_getaffinity(0))
+        if device != "cpu" or threads < 2 or intra_threads * inter_threads <= threads:
+            return None
+        model = ctranslate2.models.Whisper(model_dir, device=device, compute_type=compute_type, intra_threads=1,
+                                           inter_threads=threads)
+        return model, ThreadPoolExecutor(threads, "whisper-window")
+
     def transcribe(self, clips: list[np.ndarray], language_tokens: list[int | None],
                    word_timestamps: list[bool] | None = None, fit: bool = False) -> list[Transcription]:
-        if self._parts is None or len(clips) == 1:
-            return self._transcribe(clips, language_tokens, word_timestamps, fit)
         flags = word_timestamps or [False] * len(clips)
-        parts = [list(range(i, len(clips), self.inter_threads)) for i in range(min(self.inter_threads, len(clips)))]
-        futures = [self._parts.submit(self._transcribe, [clips[r] for r in part],
-                                      [language_tokens[r] for r in part], [flags[r] for r in part], fit)
+        return self._in_parts(lambda *columns: self._transcribe(*columns, fit=fit), self._parts, self.inter_threads,
+                              clips, language_tokens, flags)
+
+    def _in_parts(self, run, executor: ThreadPoolExecutor | None, count: int, clips: list, *columns: list) -> list:
+        """``run(clips, *columns)`` on the batch, split into ``count`` parts run at once on ``executor``."""
+        if executor is None or len(clips) == 1:
+            return run(clips, *columns)
+        parts = [list(range(i, len(clips), count)) for i in range(min(count, len(clips)))]
+        futures = [executor.submit(run, *[[column[r] for r in part] for column in (clips, *columns)])
                    for part in parts]
         results: list = [None] * len(clips)
         for part, future in zip(parts, futures, strict=True):
@@ -84,8 +132,90 @@ class WhisperCT2(Engine):
         return results
 
     def close(self) -> None:
-        if self._parts is not None:
-            self._parts.shutdown(wait=True)
+        for executor in (self._parts, self._windows[1] if self._windows else None):
+            if executor is not None:
+                executor.shutdown(wait=True)
+
+    long_form = True
+
+    def transcribe_long(self, clips: list[np.ndarray], language_tokens: list[int | None], prompts: list[str],
+                        word_timestamps: list[bool]) -> list[LongTranscription]:
+        """Each clip as one 30 s window, decoded with timestamps after its prompt (the text before
+        it), split into Whisper's segments at its timestamps; one batched encode, generate and
+        align per part of the batch (``inter_threads``)."""
+        model, executor, count = self.model, self._parts, self.inter_threads
+        if self._windows is not None and len(clips) >= self._windows[0].num_workers:
+            model, executor = self._windows
+            count = model.num_workers
+        return self._in_parts(lambda *columns: self._transcribe_long(model, *columns), executor, count, clips,
+                              language_tokens, prompts, word_timestamps)
+
+    def _transcribe_long(self, model: ctranslate2.models.Whisper, clips: list[np.ndarray],
+                         language_tokens: list[int | None], prompts: list[str],
+                         word_timestamps: list[bool]) -> list[LongTranscription]:
+        encoded = model.encode(self._features(clips, N_FRAMES))
+        languages = self._languages(encoded, language_tokens, model)
+        generated = model.generate(
+            encoded, [self._long_prompt(language, prompt) for language, prompt in zip(languages, prompts, strict=True)],
+            beam_size=1, max_length=LONG_FORM_MAX_LENGTH, return_scores=True, return_no_speech_prob=True,
+            suppress_blank=True, suppress_tokens=self._suppress_long)
+        rows = [self._long_result(g, clip, language) for g, clip, language in zip(generated, clips, languages,
+                                                                                  strict=True)]
+        results = [result for result, _ in rows]
+        wanted = [r for r, result in enumerate(results) if word_timestamps[r] and result.pieces]
+        if wanted:
+            self._attach_long_words(model, results, [rows[r][1] for r in wanted], wanted, encoded, clips, languages)
+        return results
+
+    def _long_prompt(self, language: int, prompt: str) -> list[int]:
+        t = self.tokenizer
+        previous = t.encode(" " + prompt.strip())[-PROMPT_MAX_TOKENS:] if prompt.strip() else []
+        return ([t.sot_prev, *previous] if previous else []) + [t.sot, language, t.transcribe]
+
+    def _long_result(self, generated, clip: np.ndarray, language: int) -> tuple[LongTranscription, list[list[int]]]:
+        """The window's pieces, and each piece's text tokens (for the alignment)."""
+        sequence = list(generated.sequences_ids[0])
+        begin = self.tokenizer.timestamp_begin
+        text_positions = [i for i, token in enumerate(sequence) if token < begin]
+        found = loop_found([sequence[i] for i in text_positions])
+        looped = found is not None
+        if looped:  # keep up to the end of the loop's first copy
+            sequence = sequence[:text_positions[found[0] - 1] + 1] if found[0] else []
+        prob = float(generated.no_speech_prob)
+        avg = float(generated.scores[0])
+        duration = len(clip) / SAMPLE_RATE
+        pieces, tokens, transcribed_to = split_timestamps(sequence, begin, self.tokenizer.eot, duration,
+                                                          stopped=looped or len(sequence) >= MAX_DECODE_TOKENS - 1)
+        kept_pieces, kept_tokens = [], []
+        if not is_silent(prob, avg):
+            for (start, end), piece_tokens in zip(pieces, tokens, strict=True):
+                text = self.tokenizer.decode(piece_tokens).strip()
+                if text and not is_hallucination(text, prob):
+                    kept_pieces.append(Piece(start=start, end=end, text=text))
+                    kept_tokens.append(piece_tokens)
+        return LongTranscription(pieces=kept_pieces, transcribed_to=transcribed_to, no_speech_prob=prob,
+                                 avg_logprob=avg, language=self.languages.code(language)), kept_tokens
+
+    def _attach_long_words(self, model, results: list[LongTranscription], tokens: list[list[list[int]]],
+                           rows: list[int], encoded, clips, languages) -> None:
+        """Times the words of each wanted window in one alignment of all its pieces' text (as
+        openai-whisper does per window), then gives each word to the piece its text lies in."""
+        flat = [[token for piece in row for token in piece] for row in tokens]
+        try:
+            for language, group in itertools.groupby(sorted(range(len(rows)), key=lambda i: languages[rows[i]]),
+                                                     key=lambda i: languages[rows[i]]):
+                group = list(group)
+                aligned = model.align(
+                    _rows(encoded, [rows[i] for i in group]), self._prompt(language)[:-1], [flat[i] for i in group],
+                    [len(clips[rows[i]]) // HOP_LENGTH for i in group], median_filter_width=MEDIAN_FILTER_WIDTH)
+                tokenizer = self.languages.word_tokenizer(language)
+                for i, alignment in zip(group, aligned, strict=True):
+                    words = _row_words(alignment, flat[i], clips[rows[i]], tokenizer)
+                    assign_words(results[rows[i]].pieces, words)
+        except Exception as exc:  # noqa: BLE001 - a word-timing bug must not cost the transcripts
+            logger.exception("word alignment of %d long-form windows failed", len(rows))
+            for row in rows:
+                results[row].words_error = f"word timestamps failed: {exc}"
 
     def _transcribe(self, clips: list[np.ndarray], language_tokens: list[int | None],
                     word_timestamps: list[bool] | None, fit: bool = False) -> list[Transcription]:
@@ -112,11 +242,11 @@ class WhisperCT2(Engine):
         trained, or fewer with ``fit`` (CTranslate2 encodes any length up to 3000)."""
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(self.log_mel(clips, frames).numpy()))
 
-    def _languages(self, encoded, language_tokens: list[int | None]) -> list[int]:
+    def _languages(self, encoded, language_tokens: list[int | None], model=None) -> list[int]:
         """Each row's language token: requested, or detected (one batched pass, only if a row asks)."""
         if all(token is not None for token in language_tokens):
             return list(language_tokens)
-        detected = self.model.detect_language(encoded)
+        detected = (model or self.model).detect_language(encoded)
         special = self.tokenizer.special_tokens
         return [special[ranked[0][0]] if token is None else token
                 for token, ranked in zip(language_tokens, detected, strict=True)]
@@ -153,6 +283,49 @@ class WhisperCT2(Engine):
             logger.exception("word alignment of %d rows failed", len(rows))
             for row in rows:
                 results[row].words_error = f"word timestamps failed: {exc}"
+
+
+def split_timestamps(sequence: list[int], timestamp_begin: int, eot: int, duration: float,
+                     stopped: bool) -> tuple[list[tuple[float, float]], list[list[int]], float]:
+    """Whisper's segments in a timestamped token sequence: (start, end) of each, their text tokens,
+    and how far the window is transcribed. Text after the last timestamp is a segment to the end of
+    the window when decoding ended by itself; when it was ``stopped`` (token limit, loop), that
+    text is dropped and the window counts as transcribed to its last timestamp."""
+    spans, tokens, text, start, last = [], [], [], 0.0, 0.0
+    for token in sequence:
+        if token >= timestamp_begin:
+            time = min(duration, (token - timestamp_begin) * SECONDS_PER_TIMESTAMP)
+            if text:
+                spans.append((start, max(start, time)))
+                tokens.append(text)
+                text = []
+            start = last = time
+        elif token < eot:
+            text.append(token)
+    if not text or stopped:
+        return spans, tokens, last if stopped else duration
+    spans.append((start, duration))
+    tokens.append(text)
+    return spans, tokens, duration
+
+
+def assign_words(pieces: list[Piece], words) -> None:
+    """Gives each word (in order) to the piece whose text it is found in, reading on from the
+    previous word (a word found in none goes to the piece of the word before it), and times each
+    piece by its words, as openai-whisper does: its timestamps are coarser than the words'."""
+    piece, cursor = 0, 0
+    for word in words:
+        text = word.word.strip()
+        for candidate in range(piece, len(pieces)):
+            at = pieces[candidate].text.find(text, cursor if candidate == piece else 0) if text else -1
+            if at >= 0:
+                piece, cursor = candidate, at + len(text)
+                break
+        if pieces:
+            pieces[piece].words.append(word)
+    for timed in pieces:
+        if timed.words:
+            timed.start, timed.end = timed.words[0].start, max(timed.words[0].start, timed.words[-1].end)
 
 
 def _decoded_tokens(sequence: list[int], budget: int) -> tuple[list[int], int]:
