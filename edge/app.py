@@ -16,19 +16,22 @@ from edge.interim import InterimGate
 from edge.metrics import EdgeMetrics
 from edge.outage import OutageLimits, OutageWait
 from edge.routers import audio, console, health, metrics, moderations, transcriptions
+from edge.routers import incidents as incident_routes
 from edge.routers import jobs as job_routes
 from edge.settings import EdgeSettings
 from jobs.service import JobService, celery_job_service
+from moderation.incidents import Incidents
 from moderation.triton import ModerationPool, triton_pool
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None = None,
-               jobs: JobService | None = None) -> FastAPI:
+               jobs: JobService | None = None, incidents: Incidents | None = None) -> FastAPI:
     """The edge app; ``pool`` defaults to a TritonPool built from ``settings``, ``jobs`` (the batch
-    job API's store and queue) to one on Celery and Redis when ``settings.jobs`` is on. The app
-    starts and closes them with its own lifespan. EdgeConfigError for authentication settings that
+    job API's store and queue) to one on Celery and Redis when ``settings.jobs`` is on,
+    ``incidents`` to a PostgreSQL store when ``settings.database_url`` is set. The app starts and
+    closes them with its own lifespan. EdgeConfigError for authentication settings that
     cannot work (docs/SECURITY.md)."""
     settings = settings or EdgeSettings()
     pool = pool if pool is not None else triton_pool(settings)
@@ -43,17 +46,24 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
     drain = Drain.from_settings(settings, edge_metrics.registry)  # started by edge/__main__.py on SIGTERM
     outage = OutageWait(OutageLimits(settings.outage_wait_s, settings.outage_max_segments))
     edge_metrics.watch_outage(outage)
+    if incidents is None:
+        incidents = Incidents.from_settings(settings, edge_metrics.incidents.labels("dropped").inc,
+                                            edge_metrics.incidents.labels("written").inc)
     services = EdgeServices(settings, pool, edge_metrics, admission, access, fair_share, drain, outage,
-                            InterimGate(settings.interim_max_calls), jobs)
+                            InterimGate(settings.interim_max_calls), jobs, incidents)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         await pool.start()
+        if incidents is not None:
+            await incidents.start()
         logger.info("edge up; Triton %s", pool.servers)
         try:
             yield
         finally:
             await pool.close()  # once the calls of sessions that ended have (the pool never cancels one)
+            if incidents is not None:
+                await incidents.close()  # after writing what is queued (a bounded wait)
             if jobs is not None:
                 await jobs.close()
 
@@ -61,7 +71,7 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
     app.state.services = services
     # /ops/status is guarded in its router
     for router in (audio.router, health.router, job_routes.router, transcriptions.router, moderations.router,
-                   console.router):
+                   incident_routes.router, console.router):
         app.include_router(router)
     app.include_router(metrics.router, dependencies=[OpsAccessDep])  # /readyz is guarded in its router
     return app

@@ -46,6 +46,8 @@ class Principal:
 
     name: str
     kind: str
+    roles: frozenset[str] = frozenset()
+    """A JWT's ``roles`` claim (a list of names, or one name): ``moderator`` may decide incidents."""
 
     @property
     def key(self) -> str:
@@ -100,7 +102,8 @@ class JwtVerifier:
             raise AuthError("expired JWT") from exc
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid JWT ({type(exc).__name__})") from exc
-        return Principal(str(claims["sub"]), "jwt")
+        roles = claims.get("roles", [])
+        return Principal(str(claims["sub"]), "jwt", frozenset([roles] if isinstance(roles, str) else map(str, roles)))
 
 
 @dataclass(frozen=True)

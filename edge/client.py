@@ -149,10 +149,11 @@ def read_wav(path: Path) -> WavAudio:
 
 
 def config_frame(audio: WavAudio, language: str | None, word_timestamps: bool = False,
-                 interim: bool = False) -> str | None:
+                 interim: bool = False, who: dict | None = None) -> str | None:
     """The config text frame the file needs, or None when the server's defaults fit it;
-    ValidationError for a file or language the protocol does not take."""
-    fields: dict = {}
+    ValidationError for a file or language the protocol does not take. ``who``: the
+    ``speaker_id``, ``channel_id`` and ``metadata`` kept with the session's incidents."""
+    fields: dict = dict(who or {})
     if (audio.sample_rate, audio.channels, audio.encoding) != (16000, 1, "pcm_s16le"):
         fields.update(sample_rate=audio.sample_rate, channels=audio.channels, encoding=audio.encoding)
     if language:
@@ -251,13 +252,13 @@ async def _session(url: str, options: dict, config: str | None, feed: AudioFeed,
 async def stream(path: Path, url: str, realtime: bool = False, language: str | None = None,
                  on_event=None, word_timestamps: bool = False, strict: bool = True, token: str | None = None,
                  cafile: Path | None = None, backoff: Backoff | None = DEFAULT_BACKOFF,
-                 interim: bool = False) -> StreamResult:
+                 interim: bool = False, who: dict | None = None) -> StreamResult:
     """Stream a WAV file through the edge and collect every event until the server closes. After
     close 1012 or 1013, reconnect with ``backoff`` (None: don't) and go on with the audio the edge
     did not read (docs/PROTOCOL.md, Reconnecting). Strict (the tests): every event must match
     this version's protocol models."""
     audio, result = read_wav(path), StreamResult()
-    config, options = config_frame(audio, language, word_timestamps, interim), connect_options(url, token, cafile)
+    config, options = config_frame(audio, language, word_timestamps, interim, who), connect_options(url, token, cafile)
     feed, failed = AudioFeed(audio, realtime), 0
     while True:
         part = SessionPart(feed.position_s)

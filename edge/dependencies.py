@@ -19,6 +19,7 @@ from edge.metrics import EdgeMetrics
 from edge.outage import OutageWait
 from edge.settings import EdgeSettings
 from jobs.service import JobService
+from moderation.incidents import Incidents
 from moderation.triton import ModerationPool
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class EdgeServices:
     """Whether an interim call may start, edge-wide (edge/interim.py)."""
     jobs: JobService | None = None
     """The batch job API's store and queue; None when jobs are not served (EDGE_JOBS)."""
+    incidents: Incidents | None = None
+    """Where harmful segments are kept for moderators; None without DATABASE_URL."""
 
 
 def get_services(connection: HTTPConnection) -> EdgeServices:
@@ -60,6 +63,22 @@ def get_services(connection: HTTPConnection) -> EdgeServices:
 
 
 ServicesDep = Annotated[EdgeServices, Depends(get_services)]
+
+
+def get_incidents(services: ServicesDep) -> Incidents:
+    """The incident store, or 503 ``incidents_off`` when the edge keeps none (no DATABASE_URL)."""
+    if services.incidents is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            {"code": "incidents_off", "message": "this edge keeps no incidents: set DATABASE_URL"})
+    return services.incidents
+
+
+def get_optional_incidents(services: ServicesDep) -> Incidents | None:
+    return services.incidents
+
+
+IncidentsDep = Annotated[Incidents, Depends(get_incidents)]
+OptionalIncidentsDep = Annotated[Incidents | None, Depends(get_optional_incidents)]
 
 
 def get_settings(services: ServicesDep) -> EdgeSettings:

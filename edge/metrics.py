@@ -74,6 +74,9 @@ class EdgeMetrics:
                                      registry=self.registry)
         self.client_errors = Counter("edge_client_errors", "Bad client input by error code", ["code"],
                                      registry=self.registry)
+        self.incidents = Counter(
+            "edge_incidents", "Incidents by outcome: written (to PostgreSQL), dropped (the queue was full, "
+            "EDGE_INCIDENT_QUEUE_MAX)", ["outcome"], registry=self.registry)
         self.interim_calls = Counter(
             "edge_interim_calls", "Interim calls by outcome: sent (an interim event followed), silent (no new "
             "stable span), skipped (the edge had EDGE_INTERIM_MAX_CALLS calls in flight), failed",

@@ -18,6 +18,7 @@ from edge.interim import InterimGate, SessionInterim
 from edge.metrics import EdgeMetrics
 from edge.outage import OutageLimits, OutageWait
 from edge.settings import EdgeSettings
+from moderation.incidents import IncidentDraft, Incidents
 from moderation.protocol import (
     SAMPLE_RATE,
     BadJson,
@@ -88,7 +89,7 @@ SegmentResult = SegmentEvent | ErrorEvent
 class Session:
     def __init__(self, websocket: WebSocket, settings: EdgeSettings, pool: ModerationPool, metrics: EdgeMetrics,
                  fair_share: FairShare, stop: asyncio.Future | None = None, outage: OutageWait | None = None,
-                 interim_gate: InterimGate | None = None):
+                 interim_gate: InterimGate | None = None, incidents: Incidents | None = None):
         self.id = uuid.uuid4().hex
         self._stop = stop if stop is not None else asyncio.get_running_loop().create_future()
         """Resolved when the edge stops the session to shut down (edge/drain.py); never by default."""
@@ -99,6 +100,8 @@ class Session:
         self.interim_gate = interim_gate or InterimGate(settings.interim_max_calls)
         """Whether an interim call may start (edge-wide: the app's; edge/interim.py)."""
         self.interim = SessionInterim(settings, self.interim_gate, pool, metrics, self._send_interim)
+        self.incidents = incidents
+        """Where this session's harmful segments are kept (None: not kept); never awaited."""
         self.pace = Pace(settings.bulk_lead_s)
         self._realtime_calls = 0
         """This session's real-time segments submitted and not yet answered (see _update_activity)."""
@@ -270,7 +273,9 @@ class Session:
         self.config, self.decoder = config, PcmDecoder(config)
         await self.send(ConfigEvent(sample_rate=config.sample_rate, encoding=config.encoding,
                                     channels=config.channels, language=self.language,
-                                    word_timestamps=config.word_timestamps, interim=config.interim))
+                                    word_timestamps=config.word_timestamps, interim=config.interim,
+                                    speaker_id=config.speaker_id, channel_id=config.channel_id,
+                                    metadata=config.metadata))
 
     async def on_audio(self, data: bytes) -> None:
         received_at = time.perf_counter()
@@ -353,7 +358,16 @@ class Session:
                 segment.closed_at
         event = self._segment_event(result, times, segment)
         event.late = True if late else None
+        if event.is_harmful and self.incidents is not None:
+            self._keep_incident(event, segment)
         return event, segment.closed_at
+
+    def _keep_incident(self, event: SegmentEvent, segment: Segment) -> None:
+        """Hands the harmful segment to the incident writer (a queue: the event never waits)."""
+        c = self.config
+        self.incidents.submit(IncidentDraft(event.model_copy(deep=True), "live", segment.audio, segment.start_s,
+                                            session_id=self.id, speaker_id=c.speaker_id, channel_id=c.channel_id,
+                                            metadata=dict(c.metadata)))
 
     def _realtime_call_done(self, _task: asyncio.Task) -> None:
         self._realtime_calls -= 1

@@ -108,6 +108,9 @@ class EdgeSettings(ModerationSettings):
     """Required ``iss`` claim of JWTs; unset: not checked."""
     max_sessions_per_key: int = Field(20, gt=0)
     """Concurrent sessions of one API key or one JWT subject; more get ``server_busy`` and 1013."""
+    moderator_keys: str = ""
+    """Comma-separated names of API keys that may decide incidents (as JWTs whose ``roles`` claim
+    holds ``moderator`` may); other keys may read them. With authentication off, anyone may."""
     allowed_origins: str = ""
     """Comma-separated browser origins (``https://app.example.com``) allowed to open sessions;
     ``*`` allows any. A handshake with another Origin is refused; one without Origin (a native

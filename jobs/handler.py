@@ -29,6 +29,7 @@ from jobs.pipeline import Handover, JobFailed, JobRun, Resume, started
 from jobs.report import build_report, llm_prompt
 from jobs.settings import JobSettings
 from jobs.store import JobStore, LeaseLost, now, with_state
+from moderation.incidents import Incidents
 from moderation.triton import ModerationPool
 
 logger = logging.getLogger(__name__)
@@ -133,8 +134,12 @@ class JobHandler:
         path = files.find_upload(self.settings.data_dir, info.id)
         if path is None:
             return await self.fail(info, JobErrorCode.INTERNAL, "the uploaded file is missing from the data directory")
+        incidents = Incidents.from_settings(self.settings, self.metrics.incidents.labels("dropped").inc,
+                                            self.metrics.incidents.labels("written").inc)
         run = JobRun(info, path, self.id, self.store, self.pool, self.settings, resume, self.stopping, self.metrics,
-                     lost)
+                     lost, incidents=incidents)
+        if incidents is not None:
+            await incidents.start()
         try:
             await run.progress_event(resume.segments[-1].end_s if resume.segments else 0.0)
             segments = await run.run()
@@ -145,6 +150,9 @@ class JobHandler:
         except Exception:  # noqa: BLE001 - the job fails with a typed error; the worker serves the next
             logger.exception("job %s failed", info.id)
             return await self.fail(run.info, JobErrorCode.INTERNAL, "the job failed (server error)")
+        finally:
+            if incidents is not None:
+                await incidents.close()  # writes what is queued (a bounded wait)
         return await self._complete(run, segments)
 
     async def _complete(self, run: JobRun, segments) -> LastEvent:

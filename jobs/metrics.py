@@ -24,6 +24,8 @@ class JobMetrics:
                                  registry=self.registry)
         self.segments = Counter("jobs_segments", "Segments moderated, by verdict", ["outcome"],
                                 registry=self.registry)
+        self.incidents = Counter("jobs_incidents", "Incidents by outcome: written (to PostgreSQL), dropped "
+                                 "(the queue was full)", ["outcome"], registry=self.registry)
         self.audio_seconds = Counter("jobs_audio_seconds", "Seconds of recordings completed", registry=self.registry)
         self.triton_retries = Counter("jobs_triton_retries", "Segment calls tried again, by the reason the "
                                       "previous one failed", ["reason"], registry=self.registry)

@@ -31,6 +31,7 @@ from jobs.settings import JobSettings
 from jobs.store import JobStore, LeaseLost, StoredEvent, now, with_state
 from jobs.windows import Window, Windower, split_at_silences
 from moderation.events import SAMPLE_RATE, SegmentEvent
+from moderation.incidents import IncidentDraft, Incidents
 from moderation.triton import ModerationPool, Priority, TritonCallError
 from moderation.vad import Segment, Segmenter, SegmenterLimits
 from moderation.verdict import ModelWord, Moderation, WindowSegment, segment_event, wants_word_times
@@ -107,6 +108,10 @@ class JobRun:
     metrics: JobMetrics = field(default_factory=JobMetrics)
     lost: threading.Event = field(default_factory=threading.Event)
     """Set when this worker lost the job's lease: it stops like a hand-over, writing nothing more."""
+    incidents: Incidents | None = None
+    """Where the job's harmful segments are kept for moderators (None: not kept)."""
+    _clips: dict[int, tuple[np.ndarray, float]] = field(default_factory=dict)
+    """The audio of each harmful event not yet written (by the event's id()), for its incident."""
     language: str | None = None
     position_s: float = 0.0
     _progress_at: float = float("-inf")
@@ -216,6 +221,8 @@ class JobRun:
         event = segment_event(result, self.pool.facts, self.settings.verdict_policy(), 0, segment.start_s,
                               segment.end_s, self.info.options.word_timestamps)
         event.latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        if event.is_harmful and self.incidents is not None:
+            self._clips[id(event)] = (segment.audio, segment.start_s)
         return [event]
 
     async def _moderate_window(self, window: Window) -> list[SegmentEvent]:
@@ -264,8 +271,11 @@ class JobRun:
                                   start=max(0.0, window.to_recording(w.start, start=True) - start_s),
                                   end=max(0.0, window.to_recording(w.end, start=False) - start_s))
                         for w in piece.words]
-        return segment_event(result, self.pool.facts, self.settings.verdict_policy(), 0, start_s, end_s,
-                             self.info.options.word_timestamps)
+        event = segment_event(result, self.pool.facts, self.settings.verdict_policy(), 0, start_s, end_s,
+                              self.info.options.word_timestamps)
+        if event.is_harmful and self.incidents is not None:
+            self._clips[id(event)] = window.clip(piece.start, piece.end)
+        return event
 
     async def _call(self, audio: np.ndarray, language: str | None, with_words: bool) -> Moderation:
         return await self._retrying(lambda: self.pool.moderate(audio, language, with_words, Priority.BULK))
@@ -304,9 +314,17 @@ class JobRun:
                                          [(JobEvent.TRANSCRIPT_SEGMENT, event) for event in events], self.info)
         for event in events:
             self.metrics.segments.labels("harmful" if event.is_harmful else "normal").inc()
+            self._keep_incident(event)
         if events and time.monotonic() - self._progress_at >= PROGRESS_INTERVAL_S:
             await self.progress_event(events[-1].end_s)
         return events
+
+    def _keep_incident(self, event: SegmentEvent) -> None:
+        """A written harmful event's incident, to the writer (a queue: nothing waits for it)."""
+        clip = self._clips.pop(id(event), None)
+        if clip is not None and self.incidents is not None:
+            self.incidents.submit(IncidentDraft(event.model_copy(deep=True), "job", clip[0], clip[1],
+                                                job_id=self.info.id))
 
     def _progress(self, position_s: float) -> dict:
         duration = self.info.duration_s

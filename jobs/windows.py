@@ -23,6 +23,8 @@ MAX_GAP_S = 0.3
 Whisper hears a pause there, which it marks with a timestamp, as between spoken sentences."""
 
 
+CLIP_MARGIN_S = 0.2
+"""Audio kept before and after a harmful segment in its incident's clip, as the live VAD keeps."""
 SPLIT_SILENCE_S = 2.0
 """A silence this long in the recording ends a segment even where Whisper wrote on across it (in
 the window it was only MAX_GAP_S): no segment spans a long silence."""
@@ -69,6 +71,13 @@ class Window:
             if t <= chunk.window_end_s:
                 return chunk.start_s + (t - chunk.window_s)
         return self.chunks[-1].end_s
+
+    def clip(self, start: float, end: float) -> tuple[np.ndarray, float]:
+        """The window's audio from ``start`` to ``end`` (window time) with CLIP_MARGIN_S around
+        it, and the recording time where it starts (a gap inside it is MAX_GAP_S at most)."""
+        first = max(0.0, start - CLIP_MARGIN_S)
+        samples = self.audio[int(first * SAMPLE_RATE):int((end + CLIP_MARGIN_S) * SAMPLE_RATE)]
+        return samples, self.to_recording(first, start=True)
 
     def after(self, t: float) -> Window | None:
         """The part of the window from window time ``t`` on (what is left to transcribe when

@@ -43,16 +43,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import IO
 
-import av
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 
 from jobs.client import JobClient
 from jobs.models import JobEvent
+from moderation.encode import encode_mono
 from scripts.bench.triton_stats import busy_ns
 from scripts.cli import MODEL_REPOSITORY, REPO_ROOT, parser, setup_logging
 from scripts.export.whisper_sources import offline_ct2_dir
@@ -187,17 +186,7 @@ def assemble(order: list[str], audio: dict[str, np.ndarray]) -> np.ndarray:
 
 def encode_mp3(samples: np.ndarray, path: Path) -> Path:
     """16 kHz mono float32 samples as an mp3 (LAME, through PyAV's FFmpeg)."""
-    with av.open(str(path), "w", format="mp3") as out:
-        stream = out.add_stream("libmp3lame", rate=SAMPLE_RATE)
-        stream.codec_context.layout = "mono"
-        stream.bit_rate = MP3_BIT_RATE
-        for start in range(0, len(samples), ENCODE_BLOCK):
-            block = np.ascontiguousarray(samples[None, start:start + ENCODE_BLOCK])
-            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, start, Fraction(1, SAMPLE_RATE)
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
+    return encode_mono(samples, path, "mp3", "libmp3lame", MP3_BIT_RATE)
 
 
 def recording_key(minutes: float, pool: list[str], language: str) -> str:

