@@ -15,7 +15,7 @@ from edge.fairness import FairShare
 from edge.interim import InterimGate
 from edge.metrics import EdgeMetrics
 from edge.outage import OutageLimits, OutageWait
-from edge.routers import audio, console, health, metrics, moderations, transcriptions
+from edge.routers import audio, console, health, metrics, moderations, speakers, transcriptions
 from edge.routers import incidents as incident_routes
 from edge.routers import jobs as job_routes
 from edge.settings import EdgeSettings
@@ -48,7 +48,7 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
     edge_metrics.watch_outage(outage)
     if incidents is None:
         incidents = Incidents.from_settings(settings, edge_metrics.incidents.labels("dropped").inc,
-                                            edge_metrics.incidents.labels("written").inc)
+                                            edge_metrics.incidents.labels("written").inc, expire=True)
     services = EdgeServices(settings, pool, edge_metrics, admission, access, fair_share, drain, outage,
                             InterimGate(settings.interim_max_calls), jobs, incidents)
 
@@ -71,7 +71,7 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
     app.state.services = services
     # /ops/status is guarded in its router
     for router in (audio.router, health.router, job_routes.router, transcriptions.router, moderations.router,
-                   incident_routes.router, console.router):
+                   incident_routes.router, speakers.router, console.router):
         app.include_router(router)
     app.include_router(metrics.router, dependencies=[OpsAccessDep])  # /readyz is guarded in its router
     return app

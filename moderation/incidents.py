@@ -18,7 +18,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -38,6 +38,8 @@ CLIP_BIT_RATE = 24_000
 """Opus bits per second of an evidence clip: clear speech at about 3 kB a second."""
 CONNECT_TIMEOUT_S = 5.0
 """How long a store call waits for a connection before it fails (PostgreSQL down or saturated)."""
+EXPIRY_INTERVAL_S = 3600.0
+"""How often the edge erases incidents past their retention."""
 WRITE_BACKOFF_S, WRITE_BACKOFF_MAX_S = 0.5, 10.0
 """Wait before writing an incident again while PostgreSQL fails, doubling up to the maximum."""
 
@@ -149,6 +151,36 @@ class IncidentFilter:
         return " ORDER BY severity DESC, created_at DESC" if self.sort == "severity" else " ORDER BY created_at DESC"
 
 
+SPEAKER_HISTORY_DAYS = 30
+"""Days of a speaker's history ``GET /v1/speakers/{id}`` counts day by day."""
+
+
+class SpeakerDay(BaseModel):
+    day: date
+    incidents: int
+    confirmed: int
+
+
+class SpeakerHistory(BaseModel):
+    """A speaker's incidents over time (``GET /v1/speakers/{id}``): repeat offenders stand out."""
+
+    speaker_id: str
+    incidents: int
+    open: int
+    confirmed: int
+    """Confirmed offences."""
+    dismissed: int
+    first_at: datetime
+    last_at: datetime
+    by_day: list[SpeakerDay] = []
+    """Incidents and confirmed offences per day of the last SPEAKER_HISTORY_DAYS."""
+
+
+def remove_clips(clips_dir: Path, incident_ids: list[str]) -> None:
+    for incident_id in incident_ids:
+        clip_path(clips_dir, incident_id).unlink(missing_ok=True)
+
+
 class DecisionConflict(Exception):
     """The incident was decided already and the new decision does not say it overrides."""
 
@@ -254,6 +286,57 @@ class IncidentStore:
                                (str(status), category, note, moderator, incident_id))
         return await self.get(incident_id)
 
+    async def speaker(self, speaker_id: str, days: int = SPEAKER_HISTORY_DAYS) -> SpeakerHistory | None:
+        """A speaker's counts by status and by day (the last ``days``); None for an unknown one."""
+        await self.ready()
+        async with self.pool.connection() as conn:
+            totals = await (await conn.execute(
+                "SELECT count(*), count(*) FILTER (WHERE status = 'open'), count(*) FILTER (WHERE status = "
+                "'confirmed'), count(*) FILTER (WHERE status = 'dismissed'), min(created_at), max(created_at) "
+                "FROM incidents WHERE speaker_id = %s", (speaker_id,))).fetchone()
+            days_rows = await (await conn.execute(
+                "SELECT date_trunc('day', created_at)::date, count(*), count(*) FILTER (WHERE status = 'confirmed') "
+                "FROM incidents WHERE speaker_id = %s AND created_at >= now() - make_interval(days => %s) "
+                "GROUP BY 1 ORDER BY 1", (speaker_id, days))).fetchall()
+        if not totals[0]:
+            return None
+        return SpeakerHistory(speaker_id=speaker_id, incidents=totals[0], open=totals[1], confirmed=totals[2],
+                              dismissed=totals[3], first_at=totals[4], last_at=totals[5],
+                              by_day=[SpeakerDay(day=d, incidents=n, confirmed=c) for d, n, c in days_rows])
+
+    async def speakers(self, sort: str, limit: int, offset: int) -> tuple[list[SpeakerHistory], int]:
+        """Speakers with incidents, most confirmed offences (or incidents) first: repeat offenders."""
+        await self.ready()
+        order = "confirmed DESC, incidents DESC" if sort == "confirmed" else "incidents DESC, confirmed DESC"
+        async with self.pool.connection() as conn:
+            total = (await (await conn.execute(
+                "SELECT count(DISTINCT speaker_id) FROM incidents WHERE speaker_id IS NOT NULL")).fetchone())[0]
+            rows = await (await conn.execute(
+                "SELECT speaker_id, count(*) AS incidents, count(*) FILTER (WHERE status = 'open'), "
+                "count(*) FILTER (WHERE status = 'confirmed') AS confirmed, "
+                "count(*) FILTER (WHERE status = 'dismissed'), min(created_at), max(created_at) FROM incidents "
+                f"WHERE speaker_id IS NOT NULL GROUP BY speaker_id ORDER BY {order}, speaker_id "  # noqa: S608
+                "LIMIT %s OFFSET %s", (limit, offset))).fetchall()
+        return [SpeakerHistory(speaker_id=r[0], incidents=r[1], open=r[2], confirmed=r[3], dismissed=r[4],
+                               first_at=r[5], last_at=r[6]) for r in rows], int(total)
+
+    async def delete_speaker(self, speaker_id: str) -> list[str]:
+        """Erases a speaker's incidents; the ids erased (their clips are the caller's to remove)."""
+        await self.ready()
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute("DELETE FROM incidents WHERE speaker_id = %s RETURNING id",
+                                             (speaker_id,))).fetchall()
+        return [str(r[0]) for r in rows]
+
+    async def expire(self, days: int) -> list[str]:
+        """Erases incidents older than ``days``; the ids erased."""
+        await self.ready()
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(
+                "DELETE FROM incidents WHERE created_at < now() - make_interval(days => %s) RETURNING id",
+                (days,))).fetchall()
+        return [str(r[0]) for r in rows]
+
     async def export_csv(self) -> str:
         """Decided incidents as ``text,label`` (confirmed 1, dismissed 0): what fine-tuning reads."""
         await self.ready()
@@ -269,29 +352,55 @@ class IncidentStore:
 
 
 class Incidents:
-    """A part's incidents: the store, and the writer that fills it in the background."""
+    """A part's incidents: the store, the writer that fills it in the background, and (where
+    ``retention_days`` is given: the edge) the hourly expiry of old incidents and their clips."""
 
-    def __init__(self, store: IncidentStore, writer: IncidentWriter):
-        self.store, self.writer = store, writer
+    def __init__(self, store: IncidentStore, writer: IncidentWriter, retention_days: int | None = None):
+        self.store, self.writer, self.retention_days = store, writer, retention_days
+        self.clips_dir = writer.clips_dir
+        self._expiry: asyncio.Task | None = None
 
     @classmethod
-    def from_settings(cls, settings, on_drop=None, on_written=None) -> Incidents | None:
+    def from_settings(cls, settings, on_drop=None, on_written=None, expire: bool = False) -> Incidents | None:
         """None when ``settings.database_url`` is unset (no incidents kept)."""
         if not settings.database_url:
             return None
         store = IncidentStore(settings.database_url)
-        return cls(store, IncidentWriter(store, settings.clips_dir, settings.incident_queue_max, on_drop, on_written))
+        writer = IncidentWriter(store, settings.clips_dir, settings.incident_queue_max, on_drop, on_written)
+        return cls(store, writer, settings.incident_retention_days if expire else None)
 
     def submit(self, draft: IncidentDraft) -> bool:
         return self.writer.submit(draft)
 
+    async def erase_speaker(self, speaker_id: str) -> int:
+        """Erases a speaker's incidents and their clips; how many."""
+        erased = await self.store.delete_speaker(speaker_id)
+        await asyncio.to_thread(remove_clips, self.clips_dir, erased)
+        return len(erased)
+
     async def start(self) -> None:
         await self.store.open()
         self.writer.start()
+        if self.retention_days is not None:
+            self._expiry = asyncio.create_task(self._expire_loop(), name="incident-expiry")
 
     async def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            await asyncio.gather(self._expiry, return_exceptions=True)
         await self.writer.close()
         await self.store.close()
+
+    async def _expire_loop(self) -> None:
+        while True:
+            try:
+                erased = await self.store.expire(self.retention_days)
+                await asyncio.to_thread(remove_clips, self.clips_dir, erased)
+                if erased:
+                    logger.info("expired %d incidents older than %d days", len(erased), self.retention_days)
+            except Exception as exc:  # noqa: BLE001 - PostgreSQL away: the next round tries again
+                logger.warning("expiring incidents failed: %s", exc)
+            await asyncio.sleep(EXPIRY_INTERVAL_S)  # the expiry's period
 
 
 class IncidentWriter:

@@ -87,6 +87,8 @@ class ModerationSettings(BaseSettings):
     no incidents are kept and ``/v1/incidents`` answers 503. ``make run`` starts an embedded one."""
     clips_dir: Path = Path("data/clips")
     """Where incidents' evidence clips (Ogg Opus) are written; shared by the edge and the workers."""
+    incident_retention_days: int = Field(90, ge=1)
+    """Incidents and their clips are erased this many days after they were kept (the edge checks hourly)."""
     incident_queue_max: int = Field(1000, gt=0)
     """Incidents waiting to be written (while PostgreSQL is slow or down); past it new ones are
     dropped and counted (``incidents_dropped_total``): a segment event never waits for one."""

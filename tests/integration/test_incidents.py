@@ -245,3 +245,52 @@ def test_a_jobs_profane_word_becomes_an_incident_with_a_clip_that_holds_it(trito
             assert abs(duration - (incident["clip_end_s"] - incident["clip_start_s"])) < 0.1 and rms > 0.01
     finally:
         stack.stop()
+
+
+def test_repeat_offenders_are_counted_sorted_and_can_be_erased_with_their_clips(edge, keys, profane, tmp_path):
+    for _ in range(2):
+        harmful_segments(profane[0], edge, keys[1]["client"], {"speaker_id": "player-13"})
+    with api(edge, keys[1]["mod"]) as mod, api(edge, keys[1]["client"]) as client:
+        first, second = incidents_of(mod, "player-13", count=2)
+        assert mod.post(f"/v1/incidents/{first['id']}/decision", json={"decision": "confirm"}).status_code == 200
+        history = mod.get("/v1/speakers/player-13").json()
+        assert (history["incidents"], history["confirmed"], history["open"]) == (2, 1, 1)
+        assert history["by_day"][-1]["incidents"] == 2 and history["by_day"][-1]["confirmed"] == 1
+        ranked = mod.get("/v1/speakers", params={"sort": "confirmed"}).json()["speakers"]
+        assert ranked[0]["speaker_id"] == "player-13" and ranked[0]["confirmed"] == 1, ranked
+        assert mod.get("/v1/speakers/a b").status_code == 400
+        assert mod.get("/v1/speakers", params={"sort": "loudest"}).status_code == 400
+        refused = client.delete("/v1/speakers/player-13")
+        assert refused.status_code == 403 and refused.json()["detail"]["code"] == "not_moderator"
+        assert mod.get(f"/v1/incidents/{second['id']}/clip").status_code == 200
+        erased = mod.delete("/v1/speakers/player-13").json()
+        assert erased == {"speaker_id": "player-13", "incidents_erased": 2}
+        missing = mod.get("/v1/speakers/player-13")
+        assert missing.status_code == 404 and missing.json()["detail"]["code"] == "speaker_not_found"
+        for incident in (first, second):
+            assert mod.get(f"/v1/incidents/{incident['id']}").status_code == 404
+            assert mod.get(f"/v1/incidents/{incident['id']}/clip").status_code == 404
+
+
+def test_incidents_past_their_retention_are_erased(postgres):
+    async def scenario() -> tuple[list[str], list[str]]:
+        store = IncidentStore(postgres.url)
+        await store.open()
+        try:
+            await store.ready()
+            async with store.pool.connection() as conn:
+                await conn.execute(
+                    "INSERT INTO incidents (id, created_at, source, seq, start_s, end_s, text, spans, categories, "
+                    "severity, reasons) VALUES (gen_random_uuid(), now() - interval '100 days', 'live', 0, 0, 1, "
+                    "'old', '[]', '{}', 1, '{}'), (gen_random_uuid(), now() - interval '10 days', 'live', 0, 0, 1, "
+                    "'recent', '[]', '{}', 1, '{}')")
+            erased = await store.expire(90)
+            async with store.pool.connection() as conn:
+                texts = [r[0] for r in await (await conn.execute("SELECT text FROM incidents WHERE text IN "
+                                                                 "('old', 'recent')")).fetchall()]
+            return erased, texts
+        finally:
+            await store.close()
+
+    erased, left = asyncio.run(scenario())
+    assert len(erased) == 1 and left == ["recent"]
