@@ -47,8 +47,9 @@ def create_app(settings: EdgeSettings | None = None, pool: ModerationPool | None
     outage = OutageWait(OutageLimits(settings.outage_wait_s, settings.outage_max_segments))
     edge_metrics.watch_outage(outage)
     if incidents is None:
-        incidents = Incidents.from_settings(settings, edge_metrics.incidents.labels("dropped").inc,
-                                            edge_metrics.incidents.labels("written").inc, expire=True)
+        written, webhooks = edge_metrics.incidents.labels, edge_metrics.incident_webhooks.labels
+        incidents = Incidents.from_settings(settings, written("dropped").inc, written("written").inc, edge=True,
+                                            on_webhook=lambda outcome: webhooks(outcome).inc())
     services = EdgeServices(settings, pool, edge_metrics, admission, access, fair_share, drain, outage,
                             InterimGate(settings.interim_max_calls), jobs, incidents)
 

@@ -77,6 +77,10 @@ class EdgeMetrics:
         self.incidents = Counter(
             "edge_incidents", "Incidents by outcome: written (to PostgreSQL), dropped (the queue was full, "
             "EDGE_INCIDENT_QUEUE_MAX)", ["outcome"], registry=self.registry)
+        self.incident_webhooks = Counter(
+            "edge_incident_webhooks", "Incident webhook attempts by outcome: sent (2xx), retry (failed, tried "
+            "again later), failed (failed for good after EDGE_INCIDENT_WEBHOOK_MAX_ATTEMPTS)", ["outcome"],
+            registry=self.registry)
         self.interim_calls = Counter(
             "edge_interim_calls", "Interim calls by outcome: sent (an interim event followed), silent (no new "
             "stable span), skipped (the edge had EDGE_INTERIM_MAX_CALLS calls in flight), failed",

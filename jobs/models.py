@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from moderation.events import HarmfulSpan, Signal, error_codes
+from moderation.protocol import Who
 
 
 class JobState(StrEnum):
@@ -55,8 +56,9 @@ MAX_PROMPT_CHARS = 1000
 """Longest ``prompt`` accepted: Whisper reads at most its last 223 tokens anyway."""
 
 
-class JobOptions(BaseModel):
-    """Options of ``POST /v1/jobs`` (form fields)."""
+class JobOptions(Who):
+    """Options of ``POST /v1/jobs`` (form fields; ``metadata`` as a JSON object). ``speaker_id``,
+    ``channel_id`` and ``metadata`` (moderation.protocol.Who) are kept with the job's incidents."""
 
     model_config = ConfigDict(extra="forbid")
 

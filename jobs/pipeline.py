@@ -323,8 +323,10 @@ class JobRun:
         """A written harmful event's incident, to the writer (a queue: nothing waits for it)."""
         clip = self._clips.pop(id(event), None)
         if clip is not None and self.incidents is not None:
+            who = self.info.options
             self.incidents.submit(IncidentDraft(event.model_copy(deep=True), "job", clip[0], clip[1],
-                                                job_id=self.info.id))
+                                                job_id=self.info.id, speaker_id=who.speaker_id,
+                                                channel_id=who.channel_id, metadata=dict(who.metadata)))
 
     def _progress(self, position_s: float) -> dict:
         duration = self.info.duration_s

@@ -21,13 +21,16 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel
 
 from moderation.encode import encode_mono
 from moderation.events import SAMPLE_RATE, HarmfulSpan, SegmentEvent
+
+if TYPE_CHECKING:
+    from moderation.webhook import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +84,8 @@ class Incident(BaseModel):
     decided_by: str | None
     decided_at: datetime | None
     note: str | None
+    webhook_state: Literal["pending", "sent", "failed"] | None = None
+    """Its webhook delivery (docs/INCIDENTS.md); null when none is due (below the severity, or no webhook)."""
 
 
 @dataclass
@@ -187,7 +192,9 @@ class DecisionConflict(Exception):
 
 COLUMNS = ("id", "created_at", "source", "session_id", "job_id", "seq", "start_s", "end_s", "text", "spans",
            "categories", "severity", "reasons", "speaker_id", "channel_id", "metadata", "clip_start_s", "clip_end_s",
-           "status", "category", "decided_by", "decided_at", "note")
+           "status", "category", "decided_by", "decided_at", "note", "webhook_state")
+INSERTED = 18
+"""COLUMNS[:INSERTED] are the ones ``add`` writes (``created_at`` as now()); the rest start empty."""
 
 
 def _incident(row: tuple) -> Incident:
@@ -237,20 +244,48 @@ class IncidentStore:
             logger.info("database migrated: %s", ", ".join(applied))
         return applied
 
-    async def add(self, draft: IncidentDraft, clip: tuple[float, float] | None) -> None:
-        """Inserts the incident (once: a retried write of the same draft changes nothing)."""
+    async def add(self, draft: IncidentDraft, clip: tuple[float, float] | None, notify: bool = False) -> None:
+        """Inserts the incident (once: a retried write of the same draft changes nothing);
+        ``notify`` marks it for the webhook, due now."""
         await self.ready()
         e = draft.event
         async with self.pool.connection() as conn:
             await conn.execute(
-                f"INSERT INTO incidents ({', '.join(COLUMNS[:18])}) VALUES "  # noqa: S608 - fixed column names
-                "(%s, now(), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (id) DO NOTHING",
+                f"INSERT INTO incidents ({', '.join(COLUMNS[:INSERTED])}, webhook_state, webhook_due_at) VALUES "  # noqa: S608 - fixed column names
+                "(%s, now(), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                "CASE WHEN %s::text IS NULL THEN NULL ELSE now() END) ON CONFLICT (id) DO NOTHING",
                 (draft.id, draft.source, draft.session_id, draft.job_id, e.seq, e.start_s, e.end_s, e.text,
                  json.dumps([s.model_dump(mode="json") for s in e.harmful_spans], ensure_ascii=False),
                  sorted({s.category for s in e.harmful_spans}), e.severity, [str(r) for r in e.reasons],
                  draft.speaker_id, draft.channel_id, json.dumps(draft.metadata, ensure_ascii=False),
-                 clip[0] if clip else None, clip[1] if clip else None))
+                 clip[0] if clip else None, clip[1] if clip else None, *(["pending"] * 2 if notify else [None] * 2)))
+
+    async def claim_webhooks(self, limit: int, lease_s: float) -> list[tuple[Incident, int]]:
+        """Up to ``limit`` incidents whose webhook is due, each with its attempts so far, leased for
+        ``lease_s`` (another edge skips them meanwhile; if this one dies they fall due again)."""
+        await self.ready()
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(
+                "UPDATE incidents SET webhook_due_at = now() + make_interval(secs => %s) WHERE id IN "
+                "(SELECT id FROM incidents WHERE webhook_state = 'pending' AND webhook_due_at <= now() "
+                "ORDER BY webhook_due_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+                f"RETURNING {', '.join(COLUMNS)}, webhook_attempts", (lease_s, limit))).fetchall()  # noqa: S608
+        return [(_incident(row[:-1]), int(row[-1])) for row in rows]
+
+    async def webhook_sent(self, incident_id: str) -> None:
+        await self.ready()
+        async with self.pool.connection() as conn:
+            await conn.execute("UPDATE incidents SET webhook_state = 'sent', webhook_attempts = webhook_attempts + 1, "
+                               "webhook_due_at = NULL WHERE id = %s", (incident_id,))
+
+    async def webhook_missed(self, incident_id: str, retry_in_s: float, give_up: bool) -> None:
+        """A failed delivery: due again in ``retry_in_s``, or ``failed`` for good when ``give_up``."""
+        await self.ready()
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE incidents SET webhook_attempts = webhook_attempts + 1, webhook_state = CASE WHEN %s "
+                "THEN 'failed' ELSE 'pending' END, webhook_due_at = CASE WHEN %s THEN NULL ELSE now() + "
+                "make_interval(secs => %s) END WHERE id = %s", (give_up, give_up, retry_in_s, incident_id))
 
     async def get(self, incident_id: str) -> Incident | None:
         await self.ready()
@@ -352,22 +387,34 @@ class IncidentStore:
 
 
 class Incidents:
-    """A part's incidents: the store, the writer that fills it in the background, and (where
-    ``retention_days`` is given: the edge) the hourly expiry of old incidents and their clips."""
+    """A part's incidents: the store, the writer that fills it in the background, and on the edge
+    (``retention_days`` and ``webhook`` given) the hourly expiry of old incidents and their clips
+    and the webhook's deliveries."""
 
-    def __init__(self, store: IncidentStore, writer: IncidentWriter, retention_days: int | None = None):
-        self.store, self.writer, self.retention_days = store, writer, retention_days
+    def __init__(self, store: IncidentStore, writer: IncidentWriter, retention_days: int | None = None,
+                 webhook: WebhookSender | None = None):
+        self.store, self.writer, self.retention_days, self.webhook = store, writer, retention_days, webhook
         self.clips_dir = writer.clips_dir
+        if webhook is not None:
+            writer.on_notify = webhook.wake.set
         self._expiry: asyncio.Task | None = None
 
     @classmethod
-    def from_settings(cls, settings, on_drop=None, on_written=None, expire: bool = False) -> Incidents | None:
-        """None when ``settings.database_url`` is unset (no incidents kept)."""
+    def from_settings(cls, settings, on_drop=None, on_written=None, edge: bool = False,
+                      on_webhook=None) -> Incidents | None:
+        """None when ``settings.database_url`` is unset (no incidents kept). ``edge``: expire old
+        incidents and deliver the webhook (``on_webhook`` counts each attempt's outcome)."""
         if not settings.database_url:
             return None
+        from moderation.webhook import WebhookSender  # it builds on this module
+
         store = IncidentStore(settings.database_url)
-        writer = IncidentWriter(store, settings.clips_dir, settings.incident_queue_max, on_drop, on_written)
-        return cls(store, writer, settings.incident_retention_days if expire else None)
+        url = settings.incident_webhook_url
+        writer = IncidentWriter(store, settings.clips_dir, settings.incident_queue_max, on_drop, on_written,
+                                settings.incident_webhook_min_severity if url else None)
+        webhook = WebhookSender(store, url, settings.incident_webhook_secret.get_secret_value(),
+                                settings.incident_webhook_max_attempts, on_webhook) if url and edge else None
+        return cls(store, writer, settings.incident_retention_days if edge else None, webhook)
 
     def submit(self, draft: IncidentDraft) -> bool:
         return self.writer.submit(draft)
@@ -383,12 +430,16 @@ class Incidents:
         self.writer.start()
         if self.retention_days is not None:
             self._expiry = asyncio.create_task(self._expire_loop(), name="incident-expiry")
+        if self.webhook is not None:
+            self.webhook.start()
 
     async def close(self) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
             await asyncio.gather(self._expiry, return_exceptions=True)
         await self.writer.close()
+        if self.webhook is not None:
+            await self.webhook.close()  # what is still pending is delivered after the next start
         await self.store.close()
 
     async def _expire_loop(self) -> None:
@@ -405,12 +456,17 @@ class Incidents:
 
 class IncidentWriter:
     """Writes drafts in the background: clip first, then the row, tried again while PostgreSQL
-    fails. ``submit`` never blocks; past ``queue_max`` waiting drafts it drops and counts."""
+    fails. ``submit`` never blocks; past ``queue_max`` waiting drafts it drops and counts.
+    Incidents at or above ``notify_min_severity`` (None: no webhook) are marked for the webhook,
+    and ``on_notify`` is called once such a one is written."""
 
-    def __init__(self, store: IncidentStore, clips_dir: Path, queue_max: int, on_drop=None, on_written=None):
+    def __init__(self, store: IncidentStore, clips_dir: Path, queue_max: int, on_drop=None, on_written=None,
+                 notify_min_severity: float | None = None):
         self.store, self.clips_dir = store, clips_dir
         self.queue: asyncio.Queue[IncidentDraft] = asyncio.Queue(queue_max)
         self.on_drop, self.on_written = on_drop, on_written
+        self.notify_min_severity = notify_min_severity
+        self.on_notify = None
         self.dropped = 0
         self._task: asyncio.Task | None = None
 
@@ -452,10 +508,11 @@ class IncidentWriter:
 
     async def _write(self, draft: IncidentDraft) -> None:
         clip = await asyncio.to_thread(self._clip, draft)
+        notify = self.notifies(draft)
         backoff = WRITE_BACKOFF_S
         while True:
             try:
-                await self.store.add(draft, clip)
+                await self.store.add(draft, clip, notify)
                 break
             except Exception as exc:  # noqa: BLE001 - any database failure: the incident waits
                 logger.warning("writing incident %s failed (%s); again in %.1f s", draft.id, exc, backoff)
@@ -463,6 +520,12 @@ class IncidentWriter:
                 backoff = min(WRITE_BACKOFF_MAX_S, backoff * 2)
         if self.on_written:
             self.on_written()
+        if notify and self.on_notify:
+            self.on_notify()
+
+    def notifies(self, draft: IncidentDraft) -> bool:
+        """Whether the draft's incident goes to the webhook."""
+        return self.notify_min_severity is not None and draft.event.severity >= self.notify_min_severity
 
     def _clip(self, draft: IncidentDraft) -> tuple[float, float] | None:
         if not len(draft.audio):

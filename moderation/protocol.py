@@ -115,24 +115,14 @@ def short_id(value: str) -> bool:
     return 0 < len(value) <= MAX_ID_CHARS and value.isprintable() and not any(c.isspace() for c in value)
 
 
-class ClientConfig(BaseModel):
-    """Optional first text frame. Defaults match a raw 16 kHz mono s16le client (wscat -b)."""
+class Who(BaseModel):
+    """Who speaks and where, kept with each incident (docs/INCIDENTS.md): the config frame's and a
+    job's optional fields, validated and bounded alike."""
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["config"] = "config"
-    sample_rate: int = Field(SAMPLE_RATE, ge=8000, le=48000)
-    encoding: Encoding = "pcm_s16le"
-    channels: Literal[1, 2] = 1
-    language: str | None = None
-    """A Whisper language code; None leaves the choice to the model's exported default."""
-    word_timestamps: bool = False
-    """Send each segment's words with their times (``words`` in segment events)."""
-    interim: StrictBool = False
-    """Send ``interim`` events: harmful words flagged while their segment is still open
-    (edge/interim.py). Only ``true`` or ``false``: anything else is ``bad_config``."""
     speaker_id: str | None = None
-    """Who speaks in this stream (the platform's user id), kept with its incidents: at most
+    """Who speaks (the platform's user id), kept with its incidents: at most
     MAX_ID_CHARS printable characters, no spaces."""
     channel_id: str | None = None
     """Where (the voice channel, match or room), kept with its incidents; as ``speaker_id``."""
@@ -155,6 +145,24 @@ class ClientConfig(BaseModel):
         if len(json.dumps(value, ensure_ascii=False).encode()) > MAX_METADATA_BYTES:
             raise ValueError(f"at most {MAX_METADATA_BYTES} bytes of JSON")
         return value
+
+
+class ClientConfig(Who):
+    """Optional first text frame. Defaults match a raw 16 kHz mono s16le client (wscat -b)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["config"] = "config"
+    sample_rate: int = Field(SAMPLE_RATE, ge=8000, le=48000)
+    encoding: Encoding = "pcm_s16le"
+    channels: Literal[1, 2] = 1
+    language: str | None = None
+    """A Whisper language code; None leaves the choice to the model's exported default."""
+    word_timestamps: bool = False
+    """Send each segment's words with their times (``words`` in segment events)."""
+    interim: StrictBool = False
+    """Send ``interim`` events: harmful words flagged while their segment is still open
+    (edge/interim.py). Only ``true`` or ``false``: anything else is ``bad_config``."""
 
     @field_validator("language")
     @classmethod

@@ -8,16 +8,21 @@ serves with, so no deployment file changes meaning.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, AliasGenerator, Field
+from pydantic import AliasChoices, AliasGenerator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from moderation.verdict import DEFAULT_MIN_SCORE, VerdictPolicy
 
 ENV_PREFIX = "EDGE_"
 """Prefix of the shared settings' environment variables (the edge's, where they started)."""
+
+
+WEBHOOK_SECRET = re.compile(r"whsec_[A-Za-z0-9+/]{32,}={0,2}")
+"""A Standard Webhooks secret: the prefix and the base64 of 24 or more random bytes."""
 
 
 def shared_variable(name: str) -> AliasChoices:
@@ -92,6 +97,34 @@ class ModerationSettings(BaseSettings):
     incident_queue_max: int = Field(1000, gt=0)
     """Incidents waiting to be written (while PostgreSQL is slow or down); past it new ones are
     dropped and counted (``incidents_dropped_total``): a segment event never waits for one."""
+    incident_webhook_url: str | None = None
+    """Receives a signed JSON POST for each incident at or above incident_webhook_min_severity
+    (docs/INCIDENTS.md), retried until it answers 2xx; unset: none is sent. The edge and the
+    workers must share it (both mark incidents for delivery; the edge delivers)."""
+    incident_webhook_secret: SecretStr | None = None
+    """The webhook's signing secret (Standard Webhooks: ``whsec_`` and base64 of 24-64 random
+    bytes); required with incident_webhook_url."""
+    incident_webhook_min_severity: float = Field(0.8, ge=0, le=1)
+    """Incidents at or above this severity are sent to the webhook."""
+    incident_webhook_max_attempts: int = Field(10, ge=1, le=50)
+    """Deliveries of one incident before it is marked ``failed`` (waits between them double from
+    1 s up to 5 min: 10 attempts span about 9 minutes)."""
+
+    @field_validator("incident_webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value and not re.match(r"https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value or None
+
+    @model_validator(mode="after")
+    def _webhook_signed(self) -> ModerationSettings:
+        if self.incident_webhook_url and self.incident_webhook_secret is None:
+            raise ValueError("EDGE_INCIDENT_WEBHOOK_URL needs EDGE_INCIDENT_WEBHOOK_SECRET (whsec_...)")
+        secret = self.incident_webhook_secret
+        if secret is not None and not WEBHOOK_SECRET.fullmatch(secret.get_secret_value()):
+            raise ValueError("EDGE_INCIDENT_WEBHOOK_SECRET must be whsec_ and the base64 of at least 24 bytes")
+        return self
 
     def verdict_policy(self) -> VerdictPolicy:
         return VerdictPolicy(self.harmful_threshold, dict(self.category_weights), self.severity_min_score)

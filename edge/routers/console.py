@@ -1,6 +1,7 @@
 """The browser console (issue 12): ``/console`` streams the microphone or a tab's audio to
 ``/ws/audio`` and shows the results live; ``/console/ops`` polls ``/ops/status``, the edge's live
-figures as JSON. The pages are static files of the ``console`` package (no build step)."""
+figures as JSON; ``/console/review`` is the moderators' incident queue (docs/INCIDENTS.md).
+The pages are static files of the ``console`` package (no build step)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ PAGE_HEADERS = {
     "Cache-Control": REVALIDATE,
     # Same-origin scripts, styles and fetches, WebSockets to the edge, no framing (the pages ask
     # for the microphone: a framing site must not trick a click out of a user).
-    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; base-uri 'none'; "
-                               "frame-ancestors 'none'; form-action 'none'",
+    # Clips play from blob: URLs (fetched with the credential, which an <audio src> cannot send).
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob:; "
+                               "base-uri 'none'; frame-ancestors 'none'; form-action 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -139,6 +141,12 @@ async def console_page() -> FileResponse:
 async def ops_page() -> FileResponse:
     """The operator view; its figures come from /ops/status, guarded like /metrics."""
     return page("ops.html")
+
+
+@router.get("/console/review", include_in_schema=False)
+async def review_page() -> FileResponse:
+    """The moderators' review page; its data come from the review API, with the moderator's credential."""
+    return page("review.html")
 
 
 @router.get("/console/languages.json")

@@ -3,6 +3,7 @@ transcripts, cancel, list. The work is done by ``jobs.worker`` processes."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -137,8 +138,17 @@ def valid_callback(url: str) -> bool:
     return parsed.scheme in ("http", "https") and bool(parsed.host)
 
 
+OPTION_FIELDS = ("language", "word_timestamps", "callback_url", "prompt", "speaker_id", "channel_id", "metadata")
+
+
 def parse_options(form) -> JobOptions:
-    fields = {key: form.get(key) for key in ("language", "word_timestamps", "callback_url", "prompt") if form.get(key)}
+    fields = {key: form.get(key) for key in OPTION_FIELDS if form.get(key)}
+    if "metadata" in fields:
+        try:
+            fields["metadata"] = json.loads(fields["metadata"])
+        except json.JSONDecodeError as exc:
+            raise problem(status.HTTP_422_UNPROCESSABLE_CONTENT, "bad_options",
+                          "metadata must be a JSON object") from exc
     language = fields.get("language")
     if language is not None and language != "auto" and language not in WHISPER_LANGUAGES:
         raise problem(status.HTTP_422_UNPROCESSABLE_CONTENT, "bad_language",

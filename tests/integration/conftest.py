@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from _pytest.runner import runtestprotocol
 
-from scripts.cli import MODEL_REPOSITORY
+from scripts.cli import MODEL_REPOSITORY, REPO_ROOT
 from scripts.export import triton_config
+from scripts.export.koelectra_untrained import UNTRAINED_NAME, build_untrained
 from scripts.export.triton_config import WhisperValues
 from scripts.export.whisper_sources import torch_checkpoint_file
 from scripts.service.launch import free_port, http_get, running_edge
@@ -150,6 +151,15 @@ def triton(model_repository, tmp_path_factory) -> str:
         if restarter.restarts:
             warnings.warn(f"tritonserver crashed and was restarted {restarter.restarts} time(s); see {log_path}",
                           stacklevel=1)
+
+
+@pytest.fixture(scope="session")
+def untrained_base(tmp_path_factory) -> Path:
+    """The offline untrained KoELECTRA to fine-tune: `make export`'s copy in .cache, else a fresh one."""
+    cached = REPO_ROOT / ".cache" / UNTRAINED_NAME
+    if (cached / "config.json").exists():
+        return cached
+    return build_untrained(tmp_path_factory.mktemp("base") / UNTRAINED_NAME)
 
 
 @pytest.fixture(scope="session")

@@ -231,10 +231,13 @@ def test_k8s_manifests_pass_strict_schemas(kustomize, tmp_path):
     # Incidents: the edge takes DATABASE_URL from its Secret and writes clips to the shared volume.
     objects = by_kind(docs)
     edge = pod_template(objects, "Deployment", "edge")["spec"]["containers"][0]
-    assert {"secretRef": {"name": "incidents-database", "optional": True}} in edge["envFrom"]
     assert "DATABASE_URL" in objects["Secret", "incidents-database"]["stringData"]
     clips = objects["ConfigMap", "moderation-settings"]["data"]["EDGE_CLIPS_DIR"]
-    assert any(m["mountPath"] == clips and m["name"] == "jobs-data" for m in edge["volumeMounts"])
+    worker = pod_template(objects, "Deployment", "jobs-worker")["spec"]["containers"][0]
+    for part in (edge, worker):  # both write incidents and their clips
+        assert {"secretRef": {"name": "incidents-database", "optional": True}} in part["envFrom"]
+        assert any(m["mountPath"] == clips and m["name"] == "jobs-data" and m.get("subPath") == "clips"
+                   for m in part["volumeMounts"])
     namespace = kustomization(K8S)["namespace"]
     assert all(doc["metadata"]["namespace"] == namespace for doc in docs)
     # The command docs/SCALING.md gives operators, on the same build: no error, and no WARN (a

@@ -17,7 +17,6 @@ import pytest
 
 from scripts.cli import REPO_ROOT
 from scripts.export import export_koelectra, triton_config
-from scripts.export.koelectra_untrained import UNTRAINED_NAME, build_untrained
 from scripts.train import TRAINING_MARKER
 from scripts.train import finetune_koelectra as finetune
 from scripts.train.datasets import CATEGORIES, HEADS
@@ -61,15 +60,6 @@ def write_csv(path, rows, header=("text", "label")):
         writer.writerow(header)
         writer.writerows(rows)
     return path
-
-
-@pytest.fixture(scope="module")
-def untrained_base(tmp_path_factory):
-    """The offline untrained model: `make export`'s copy in .cache, else a fresh one."""
-    cached = REPO_ROOT / ".cache" / UNTRAINED_NAME
-    if (cached / "config.json").exists():
-        return cached
-    return build_untrained(tmp_path_factory.mktemp("base") / UNTRAINED_NAME)
 
 
 @pytest.fixture(scope="module")

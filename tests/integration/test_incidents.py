@@ -8,9 +8,15 @@ input."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import subprocess
+import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import av
@@ -20,16 +26,22 @@ import numpy as np
 import psycopg
 import pytest
 import websockets
+from standardwebhooks import Webhook
 
 from edge.auth import key_line, new_api_key
 from edge.client import stream
 from jobs.client import JobClient
-from moderation.incidents import IncidentStore
+from moderation.incidents import MIGRATIONS_DIR, IncidentStore
 from moderation.protocol import ErrorEvent, SegmentEvent
+from moderation.webhook import retry_delay
+from scripts.cli import REPO_ROOT
 from scripts.service.embedded import PostgresChild
 from scripts.service.launch import free_port, running_edge
 from scripts.speech import PAUSE_S, join_words, write_wav
+from scripts.train import TRAINING_MARKER
 from scripts.train.datasets import read_labelled
+from tests.integration.test_console import CHROMIUM, SCREENSHOTS, UI_TIMEOUT_MS, launch
+from tests.integration.test_finetune_koelectra import FINETUNE_TIMEOUT_S
 from tests.integration.test_jobs import JobStack
 
 PIECES = ["you played like", "shit", "this round"]
@@ -38,6 +50,9 @@ JWT_SECRET = "incident-tests-secret-of-at-least-32-bytes"
 WAIT_S = 60.0
 """How long an incident may take to appear (the writer retries PostgreSQL with backoff)."""
 POLL_S = 0.25
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"incident-webhook-test-key-32-byte").decode()
+WEBHOOK_MIN_SEVERITY = 0.1
+"""Low enough that the profane word's incident is sent (the threshold itself: tests/unit/test_webhook.py)."""
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +73,63 @@ def keys(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     return path, made
 
 
+@dataclass
+class Delivery:
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+class WebhookReceiver:
+    """A real HTTP receiver: refuses each incident's first delivery with a 500 (so the edge must
+    retry) and accepts the next ones, keeping them all."""
+
+    def __init__(self):
+        self.deliveries: dict[str, list[Delivery]] = {}
+        self.changed = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["content-length"]))
+                with receiver.changed:
+                    seen = receiver.deliveries.setdefault(self.headers["webhook-id"], [])
+                    seen.append(Delivery(dict(self.headers), body, time.monotonic()))
+                    receiver.changed.notify_all()
+                self.send_response(500 if len(seen) == 1 else 204)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/incidents"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, message_id: str, count: int) -> list[Delivery]:
+        with self.changed:
+            self.changed.wait_for(lambda: len(self.deliveries.get(message_id, [])) >= count, WAIT_S)
+            return list(self.deliveries.get(message_id, []))
+
+
 @pytest.fixture(scope="module")
-def edge(triton, postgres, keys, tmp_path_factory):
+def receiver():
+    hooks = WebhookReceiver()
+    try:
+        yield hooks
+    finally:
+        hooks.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def edge(triton, postgres, keys, receiver, tmp_path_factory):
     root = tmp_path_factory.mktemp("incident-edge")
     with open(root / "edge.log", "wb") as log, running_edge(
             free_port(), triton, log, triton_timeout_s=60, auth="required", api_keys_file=keys[0],
-            moderator_keys="mod", jwt_secret=JWT_SECRET, database_url=postgres.url, clips_dir=root / "clips") as run:
+            moderator_keys="mod", jwt_secret=JWT_SECRET, database_url=postgres.url, clips_dir=root / "clips",
+            incident_webhook_url=receiver.url, incident_webhook_secret=WEBHOOK_SECRET,
+            incident_webhook_min_severity=WEBHOOK_MIN_SEVERITY) as run:
         yield run.address
 
 
@@ -204,7 +270,55 @@ def test_migrations_run_on_an_empty_database_once(postgres):
             await store.close()
 
     first, second = asyncio.run(migrate_twice())
-    assert first == ["0001_incidents"] and second == []
+    assert first == ["0001_incidents", "0002_incident_webhook"] and second == []
+
+
+def test_migrations_upgrade_the_previous_versions_database_keeping_its_incidents(postgres):
+    """A database as the previous version left it (0001 only, with an incident) gains 0002."""
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS previous")
+        conn.execute("CREATE DATABASE previous")
+    url = postgres.url.rsplit("/", 1)[0] + "/previous"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL "
+                     "DEFAULT now())")
+        conn.execute((MIGRATIONS_DIR / "0001_incidents.sql").read_text())
+        conn.execute("INSERT INTO schema_migrations (name) VALUES ('0001_incidents')")
+        conn.execute("INSERT INTO incidents (id, source, seq, start_s, end_s, text, spans, categories, severity, "
+                     "reasons, speaker_id) VALUES (gen_random_uuid(), 'live', 3, 1, 2, 'kept', '[]', '{profanity}', "
+                     "0.9, '{lexicon}', 'old-player')")
+
+    async def upgrade():
+        store = IncidentStore(url)
+        await store.open()
+        try:
+            applied = await store.migrate()
+            await store.ready()
+            return applied, await store.speaker("old-player"), await store.claim_webhooks(10, 60)
+        finally:
+            await store.close()
+
+    applied, history, due = asyncio.run(upgrade())
+    assert applied == ["0002_incident_webhook"]
+    assert history is not None and history.incidents == 1 and history.open == 1
+    assert due == []  # incidents written before the webhook existed are not sent now
+
+
+def test_incidents_are_delivered_to_the_webhook_signed_and_retried_until_accepted(edge, keys, profane, receiver):
+    harmful_segments(profane[0], edge, keys[1]["client"], {"speaker_id": "player-15"})
+    with api(edge, keys[1]["mod"]) as mod:
+        (incident,) = incidents_of(mod, "player-15")
+        refused, accepted = receiver.wait_for(incident["id"], 2)[:2]
+        deadline = time.monotonic() + WAIT_S
+        while mod.get(f"/v1/incidents/{incident['id']}").json()["webhook_state"] != "sent":
+            assert time.monotonic() < deadline, "the delivery was not recorded as sent"
+            time.sleep(POLL_S)  # polling the API for the sender's record
+    for delivery in (refused, accepted):
+        body = Webhook(WEBHOOK_SECRET).verify(delivery.body, delivery.headers)
+        assert body["type"] == "incident.created" and body["data"]["id"] == incident["id"]
+        assert body["data"]["speaker_id"] == "player-15" and body["data"]["text"] == incident["text"]
+    assert accepted.at - refused.at >= retry_delay(1) * 0.9  # the backoff, not a hot loop
+    assert len(receiver.deliveries[incident["id"]]) == 2  # once accepted, it is not sent again
 
 
 @dataclass
@@ -224,7 +338,8 @@ def test_a_jobs_profane_word_becomes_an_incident_with_a_clip_that_holds_it(trito
     try:
         client = JobClient(stack.url)
         try:
-            job = client.submit(wav, language="en")
+            job = client.submit(wav, language="en", speaker_id="uploader-3", channel_id="vod-9",
+                                metadata=json.dumps({"title": "match recap"}))
             events = list(client.follow(job["id"]))
         finally:
             client.close()
@@ -238,6 +353,8 @@ def test_a_jobs_profane_word_becomes_an_incident_with_a_clip_that_holds_it(trito
             (incident,) = mine
             span = next(s for s in incident["spans"] if s["source"] == "lexicon")
             assert incident["source"] == "job" and abs(span["start_s"] - word_start) < 0.3
+            assert (incident["speaker_id"], incident["channel_id"], incident["metadata"]) == (
+                "uploader-3", "vod-9", {"title": "match recap"})
             assert abs(span["end_s"] - word_end) < 0.3
             assert incident["clip_start_s"] <= span["start_s"] < span["end_s"] <= incident["clip_end_s"]
             clip = api_client.get(f"/v1/incidents/{incident['id']}/clip")
@@ -294,3 +411,84 @@ def test_incidents_past_their_retention_are_erased(postgres):
 
     erased, left = asyncio.run(scenario())
     assert len(erased) == 1 and left == ["recent"]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not (CHROMIUM and Path(CHROMIUM).exists()):
+        pytest.skip("Debian's chromium is not installed (scripts/install_system_deps.sh)")
+    with playwright.sync_playwright() as driver:
+        yield driver.chromium
+
+
+def queue(page) -> list[dict]:
+    return page.eval_on_selector_all("#queue tr.incident", """rows => rows.map(r => ({
+        id: r.dataset.id, status: r.dataset.status, selected: r.getAttribute('aria-selected') === 'true'}))""")
+
+
+def test_a_moderator_reviews_by_keyboard_in_the_browser_and_the_decisions_retrain(chromium, edge, keys, profane,
+                                                                                untrained_base, tmp_path):
+    """The review page in Chromium: the queue of a speaker, a clip played, one incident confirmed
+    and the next dismissed by keyboard; the API then shows both decisions and the counts, and
+    the export of the decisions fine-tunes with the existing tool, unedited."""
+    who = {"speaker_id": "player-21", "channel_id": "lobby"}
+    with ThreadPoolExecutor(1) as thread:  # Playwright's sync API holds this thread's event loop
+        for _ in range(2):
+            thread.submit(harmful_segments, profane[0], edge, keys[1]["client"], who).result()
+    with api(edge, keys[1]["mod"]) as mod:
+        assert len(incidents_of(mod, "player-21", count=2)) == 2
+    browser = launch(chromium)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"http://{edge}/console/review?speaker_id=player-21")
+        page.fill("#token", keys[1]["mod"])
+        page.press("#token", "Enter")
+        page.wait_for_selector("#queue tr.incident[aria-selected='true']", timeout=UI_TIMEOUT_MS)
+        page.wait_for_selector("#clip[src^='blob:']", timeout=UI_TIMEOUT_MS)
+        marks = page.eval_on_selector_all("#transcript mark.harmful", "ms => ms.map(m => m.innerText)")
+        page.keyboard.press("p")
+        page.wait_for_selector("#clip[data-played='true']", timeout=UI_TIMEOUT_MS)  # its time advanced
+        played_s = page.eval_on_selector("#clip", "clip => clip.currentTime")
+        page.keyboard.press("p")  # pause again
+        before = queue(page)
+        page.keyboard.press("c")
+        page.wait_for_selector(f"#queue tr[data-id='{before[0]['id']}'][data-status='confirmed']",
+                               timeout=UI_TIMEOUT_MS)
+        page.wait_for_selector(f"#queue tr[data-id='{before[1]['id']}'][aria-selected='true']",
+                               timeout=UI_TIMEOUT_MS)
+        page.keyboard.press("d")
+        page.wait_for_selector("#speaker-dismissed:text-is('1')", timeout=UI_TIMEOUT_MS)
+        shown = {name: page.text_content(f"#speaker-{name}") for name in ("incidents", "confirmed", "dismissed")}
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=SCREENSHOTS / "review.png", full_page=True)
+        message = page.text_content("#review-message")
+    finally:
+        browser.close()
+    assert not message, message
+    assert played_s > 0, played_s
+    assert [m.lower().strip(".,!?") for m in marks] == ["shit"], marks
+    assert shown == {"incidents": "2", "confirmed": "1", "dismissed": "1"}, shown
+    with api(edge, keys[1]["mod"]) as mod:
+        decided = {i["id"]: (i["status"], i["decided_by"]) for i in incidents_of(mod, "player-21", count=2)}
+        history = mod.get("/v1/speakers/player-21").json()
+    assert decided == {before[0]["id"]: ("confirmed", "mod"), before[1]["id"]: ("dismissed", "mod")}
+    assert (history["incidents"], history["confirmed"], history["dismissed"], history["open"]) == (2, 1, 1, 0)
+    retrain_on_the_export(edge, keys[1]["mod"], untrained_base, tmp_path)
+
+
+def retrain_on_the_export(edge: str, key: str, base: Path, tmp_path: Path) -> None:
+    """The export of the decisions, given as it is to the fine-tuning tool (README's loop)."""
+    with api(edge, key) as mod:
+        exported = mod.get("/v1/incidents/export", params={"format": "csv"}).text
+    decided = tmp_path / "decided.csv"
+    decided.write_text(exported, encoding="utf-8")
+    out = tmp_path / "retrained"
+    command = [sys.executable, "-m", "scripts.train.finetune_koelectra", "--train", str(decided), "--eval",
+               str(decided), "--base", str(base), "--out", str(out), "--epochs", "1", "--batch-size", "4",
+               "--threads", "1"]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=FINETUNE_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout + done.stderr
+    metrics = json.loads((out / "training_metrics.json").read_text(encoding="utf-8"))
+    assert metrics["train"]["rows"] == len(exported.splitlines()) - 1 >= 2
+    assert (out / TRAINING_MARKER).exists() and (out / "model.safetensors").exists()

@@ -10,17 +10,28 @@ language. Fixed "ko" on that Korean audio still transcribes Korean and reports "
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
 from moderation.triton import Moderation, ensemble_inputs, parse_moderation
-from scripts.bench.triton_stats import model_counts
-from scripts.speech import ENGLISH_SENTENCE, read_wav, synthesize, wer
+from scripts.bench.triton_stats import counts_reaching, model_counts
+from scripts.speech import ENGLISH_SENTENCE, cer, read_wav, synthesize, wer
 from tests.integration.triton_calls import with_client
 
 AUTO = "auto"
 MAX_WER = 0.3
 KOREAN_WORD = "안녕하세요"
+MAX_KOREAN_CER = 0.5
+"""espeak-ng's word is heard exactly on some CPUs and as "아, 넌 하세요" (CER 0.4) on others (AMD
+EPYC, CTranslate2 int8): the test asks for Korean heard as Korean, not for this voice's accuracy."""
+HANGUL = re.compile(r"[\uac00-\ud7a3]")
+
+
+def heard_as_korean(transcript: str) -> bool:
+    """Hangul only (beside punctuation and spaces), and close to the word spoken."""
+    letters = re.findall(r"\w", transcript)
+    return bool(letters) and all(HANGUL.match(c) for c in letters) and cer(KOREAN_WORD, transcript) <= MAX_KOREAN_CER
 SPANISH_GREETING = "bueno"
 """What the Spanish fixture's transcript ("Buenos días, ¿cómo estás hoy?") starts with: Whisper base
 hears espeak-ng's "Buenos días" as "Buenos días" or "Bueno, sí", and the rest less exactly."""
@@ -55,7 +66,7 @@ def test_a_fixed_or_default_language_is_reported_as_transcribed(triton, korean_a
     # None sends no LANGUAGE: the exported default, "ko", applies.
     result = with_client(triton, lambda c: infer(c, korean_audio, language))
     assert result.language == "ko"
-    assert KOREAN_WORD in result.transcript
+    assert heard_as_korean(result.transcript), result.transcript
 
 
 def test_a_batch_mixing_auto_and_fixed_rows_gives_each_its_own_language(triton, english_wav, spanish_wav,
@@ -66,14 +77,14 @@ def test_a_batch_mixing_auto_and_fixed_rows_gives_each_its_own_language(triton, 
     async def scenario(client):
         before = await model_counts(client, "whisper")
         results = await asyncio.gather(*(infer(client, *r) for r in requests))
-        return results, before, await model_counts(client, "whisper")
+        return results, before, await counts_reaching(client, "whisper", before[0] + len(requests))
 
     results, before, after = with_client(triton, scenario)
     assert [r.language for r in results] == ["en", "ko", "es", "en"]
     assert after[1] - before[1] < after[0] - before[0], "the requests were not batched together"
     for english_result in (results[0], results[3]):
         assert wer(ENGLISH_SENTENCE, english_result.transcript) <= MAX_WER, english_result.transcript
-    assert KOREAN_WORD in results[1].transcript
+    assert heard_as_korean(results[1].transcript), results[1].transcript
     assert SPANISH_GREETING in results[2].transcript.lower(), results[2].transcript
     # The auto row's words are timed with the detected language's tokenizer.
     assert [w.word for w in results[0].words] == results[0].transcript.split()

@@ -13,7 +13,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
-from scripts.bench.triton_stats import model_counts
+from scripts.bench.triton_stats import counts_reaching, model_counts
 from scripts.export import export_lexicon
 from scripts.service.launch import free_port
 from scripts.service.serve_triton import Ports, TritonServer
@@ -70,7 +70,7 @@ def test_concurrent_requests_are_batched_answered_each_and_a_bad_one_fails_alone
         before = await model_counts(client, "lexicon")
         bad = client.infer("lexicon", [text_input([b"\xff\xfe broken"])], client_timeout=60)
         results = await asyncio.gather(bad, *(matches(client, [t]) for t in texts), return_exceptions=True)
-        return results, before, await model_counts(client, "lexicon")
+        return results, before, await counts_reaching(client, "lexicon", before[0] + len(texts))
 
     (bad, *good), before, after = with_client(lexicon_triton, scenario)
     assert isinstance(bad, InferenceServerException) and "UTF-8" in bad.message()

@@ -23,6 +23,8 @@ from tests.unit.test_auth import KEY, bearer, secured
 INDEX_IDS = {"source", "language", "word-timestamps", "token", "start", "stop", "bleep", "bleep-delay", "state",
              "message", "meter", "p50", "p95", "segments", "summary", "reconnects"}
 OPS_IDS = {"token", "sessions", "segments-per-s", "p50", "p95", "errors", "replicas", "ops-message"}
+REVIEW_IDS = {"token", "status", "min-severity", "speaker", "queue", "transcript", "clip", "confirm", "dismiss",
+              "decision", "speaker-incidents", "speaker-confirmed", "speaker-dismissed", "review-message"}
 MODULE_IMPORT = re.compile(r"""^\s*import\s[^'"]*['"](\.[^'"]+)['"]""", re.M)
 
 
@@ -69,7 +71,19 @@ def test_the_console_and_the_ops_page_are_served_with_their_dom_contract():
     assert sources == ["mic", "tab"]
 
 
-@pytest.mark.parametrize("page, base", [("/console", "/"), ("/console/ops", "/console/")])
+def test_the_review_page_is_served_with_its_dom_contract_and_may_play_blob_clips():
+    with app() as client:
+        review = client.get("/console/review")
+    assert review.status_code == 200 and review.headers["content-type"].startswith("text/html")
+    assert "media-src 'self' blob:" in review.headers["content-security-policy"]
+    elements = parsed(review.text)
+    assert REVIEW_IDS <= elements.by_id.keys()
+    assert elements.by_id["review-message"][1]["role"] == "alert" and elements.by_id["queue"][0] == "tbody"
+    assert elements.by_id["clip"][0] == "audio"
+
+
+@pytest.mark.parametrize("page, base", [("/console", "/"), ("/console/ops", "/console/"),
+                                        ("/console/review", "/console/")])
 def test_every_asset_a_page_loads_is_served_javascript_as_text_javascript(page, base):
     with app() as client:
         assets = parsed(client.get(page).text).assets
@@ -91,7 +105,7 @@ def test_every_module_the_console_imports_is_a_static_file():
                 assert answer.status_code == 200, f"{module.name} imports {target}"
                 assert answer.headers["content-type"].startswith("text/javascript")
     assert {m.name for m in modules} >= {"console.js", "protocol.js", "resampler.js", "capture-worklet.js",
-                                         "level.js", "ops.js"}
+                                         "level.js", "ops.js", "review.js"}
 
 
 def test_static_files_outside_the_static_folder_are_not_served():

@@ -13,14 +13,15 @@ from pydantic import ValidationError
 from edge.auth import Principal
 from edge.routers.incidents import may_decide
 from edge.settings import EdgeSettings
+from jobs.models import JobOptions
 from moderation.events import SAMPLE_RATE, HarmfulSpan, SegmentEvent
 from moderation.incidents import IncidentDraft, IncidentWriter, clip_path
 from moderation.protocol import ClientConfig
 
 
-def draft(seq: int = 0, seconds: float = 1.5) -> IncidentDraft:
+def draft(seq: int = 0, seconds: float = 1.5, severity: float = 1.0) -> IncidentDraft:
     event = SegmentEvent(seq=seq, start_s=10.0, end_s=10.0 + seconds, text="you shit", is_harmful=True,
-                         reasons=["lexicon"], confidence=1.0, harmful_prob=0.1, no_speech_prob=0.0, severity=1.0,
+                         reasons=["lexicon"], confidence=1.0, harmful_prob=0.1, no_speech_prob=0.0, severity=severity,
                          harmful_spans=[HarmfulSpan(start_s=10.5, end_s=10.9, text="shit", category="profanity",
                                                     source="lexicon")])
     tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE)
@@ -33,11 +34,12 @@ class FlakyStore:
     def __init__(self, failures: int = 0):
         self.failures, self.rows = failures, []
 
-    async def add(self, incident: IncidentDraft, clip) -> None:
+    async def add(self, incident: IncidentDraft, clip, notify: bool = False) -> None:
         if self.failures:
             self.failures -= 1
             raise OSError("connection refused")
         self.rows.append((incident.id, clip))
+        self.notified = [*getattr(self, "notified", []), notify]
 
 
 def test_the_writer_retries_a_failing_store_and_encodes_a_clip_that_decodes(tmp_path):
@@ -70,13 +72,33 @@ def test_a_full_queue_drops_and_counts_without_blocking(tmp_path):
     assert accepted == [True, True, False, False] and count == 2 and len(dropped) == 2
 
 
+def test_incidents_at_the_webhook_severity_are_marked_for_it_and_wake_the_sender(tmp_path):
+    store, woken = FlakyStore(), []
+
+    async def scenario():
+        writer = IncidentWriter(store, tmp_path, queue_max=4, notify_min_severity=0.8)
+        writer.on_notify = lambda: woken.append(1)
+        writer.start()
+        for severity in (0.5, 0.8, 1.0):
+            writer.submit(draft(severity=severity, seconds=0.0))
+        await writer.close(timeout_s=30)
+
+    asyncio.run(scenario())
+    assert store.notified == [False, True, True] and len(woken) == 2
+
+
+def test_without_a_webhook_nothing_is_marked(tmp_path):
+    assert not IncidentWriter(FlakyStore(), tmp_path, queue_max=1).notifies(draft(severity=1.0))
+
+
+@pytest.mark.parametrize("model", [ClientConfig, JobOptions])
 @pytest.mark.parametrize("fields", [{"speaker_id": "user 1"}, {"speaker_id": ""}, {"channel_id": "x" * 65},
                                     {"speaker_id": "bell\x07"}, {"metadata": {"a": [1]}},
                                     {"metadata": {f"k{i}": i for i in range(17)}}, {"metadata": {"k": "v" * 2100}},
                                     {"metadata": {"bad key": 1}}])
-def test_bad_speaker_channel_or_metadata_is_refused(fields):
+def test_bad_speaker_channel_or_metadata_is_refused(model, fields):
     with pytest.raises(ValidationError):
-        ClientConfig(**fields)
+        model(**fields)
 
 
 def test_good_speaker_channel_and_metadata_are_kept():

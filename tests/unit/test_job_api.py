@@ -133,7 +133,11 @@ def test_a_recording_whose_header_says_it_is_too_long_gets_413(service, tmp_path
 @pytest.mark.parametrize(("fields", "code"), [({"language": "xx"}, "bad_language"),
                                                ({"callback_url": "ftp://x"}, "bad_callback_url"),
                                                ({"callback_url": "http://[::1/x"}, "bad_callback_url"),
-                                               ({"word_timestamps": "maybe"}, "bad_options")])
+                                               ({"word_timestamps": "maybe"}, "bad_options"),
+                                               ({"speaker_id": "two words"}, "bad_options"),
+                                               ({"metadata": "{not json"}, "bad_options"),
+                                               ({"metadata": "[1, 2]"}, "bad_options"),
+                                               ({"metadata": '{"k": "' + "v" * 3000 + '"}'}, "bad_options")])
 def test_bad_options_get_422_with_a_code(service, wav, fields, code):
     with app_client(service) as client:
         response = upload(client, wav, **fields)
