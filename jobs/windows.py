@@ -25,9 +25,12 @@ Whisper hears a pause there, which it marks with a timestamp, as between spoken 
 
 CLIP_MARGIN_S = 0.2
 """Audio kept before and after a harmful segment in its incident's clip, as the live VAD keeps."""
-SPLIT_SILENCE_S = 2.0
+SPLIT_SILENCE_S = 0.8
 """A silence this long in the recording ends a segment even where Whisper wrote on across it (in
-the window it was only MAX_GAP_S): no segment spans a long silence."""
+the window it was only MAX_GAP_S): a pause between sentences, as the live stream's VAD cuts at,
+while a hesitation inside one (the VAD's 0.4 s or so) stays. Whisper's own grouping across the
+compressed gap varies by CPU (CTranslate2's int8 kernels differ between AVX2 and AVX-512): two
+sentences 1 s apart came back as one segment on one machine and as two on another."""
 
 
 @dataclass(frozen=True)

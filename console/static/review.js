@@ -39,16 +39,18 @@ class ApiError extends Error {
   }
 }
 
-/** A review API call; its JSON, or an ApiError with the edge's typed code. */
-async function api(path, options = {}) {
-  const headers = { ...authHeaders(ui.token.value.trim()), ...(options.headers || {}) };
-  const response = await fetch(new URL(path, BASE), { ...options, headers });
+/** A review API call; its JSON (the response itself with `raw`), or an ApiError with the edge's
+ *  typed code. */
+async function api(path, { raw = false, headers = {}, ...options } = {}) {
+  const response = await fetch(new URL(path, BASE), {
+    ...options, headers: { ...authHeaders(ui.token.value.trim()), ...headers },
+  });
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
     const detail = body.detail || {};
     throw new ApiError(response.status, detail.code || `http_${response.status}`, detail.message || response.statusText);
   }
-  return options.raw ? response : response.json();
+  return raw ? response : response.json();
 }
 
 function showError(error) {

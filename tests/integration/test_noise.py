@@ -31,7 +31,7 @@ def test_loud_noise_gives_no_text(edge, noise_wav, language):
     assert not result.of_type(ErrorEvent), result.of_type(ErrorEvent)
     segments = result.of_type(SegmentEvent)
     assert segments, "the noise should pass the VAD (else this test tests nothing)"
-    texts = [(s.start_s, s.text) for s in segments if s.text.strip()]
+    texts = [(s.start_s, s.text, s.no_speech_prob) for s in segments if s.text.strip()]
     assert not texts, texts
     assert not any(s.is_harmful for s in segments)
 

@@ -13,7 +13,7 @@ import pytest
 from jobs.models import JobEvent, JobInfo, JobOptions, JobState
 from jobs.pipeline import JobRun, Resume
 from jobs.settings import JobSettings
-from jobs.windows import MAX_GAP_S, Windower, split_at_silences
+from jobs.windows import MAX_GAP_S, SPLIT_SILENCE_S, Windower, split_at_silences
 from moderation.events import SAMPLE_RATE
 from moderation.triton import Priority
 from moderation.vad import Segment
@@ -205,3 +205,16 @@ def test_a_whisper_segment_across_a_long_silence_is_cut_there():
     assert [(p.start, p.end) for p in parts] == [(0.5, 1.6), (later + 0.2, pytest.approx(later + 1.2))]
     close = WindowSegment(start=0.0, end=1.6, text="Stop it", words=words[:2])
     assert split_at_silences(close, window) == [close]
+
+
+@pytest.mark.parametrize(("pause_s", "parts"), [(0.5, 1), (SPLIT_SILENCE_S + 0.2, 2)])
+def test_a_pause_between_sentences_cuts_a_segment_and_a_hesitation_does_not(pause_s, parts):
+    windower = Windower(30.0)
+    for s in (segment(0.0, 2.0), segment(2.0 + pause_s, 2.0)):
+        list(windower.feed(s))
+    window = next(windower.flush())
+    later = 2.0 + min(pause_s, MAX_GAP_S)  # where the second segment lies in the window
+    words = [ModelWord(word=w, start=t, end=t + 0.4, probability=1.0)
+             for w, t in (("Good", 0.5), ("game.", 1.5), ("See", later), ("you.", later + 0.8))]
+    piece = WindowSegment(start=0.0, end=later + 1.5, text="Good game. See you.", words=words)
+    assert len(split_at_silences(piece, window)) == parts

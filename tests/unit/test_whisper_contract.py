@@ -55,6 +55,9 @@ def test_silence_rules_and_token_budgets():
     # noise's known phrases, where Whisper doubted there was speech; the same words spoken are kept
     assert transcript("이 영상은 영상에서", 0.65, -0.3) == "" and transcript("I.", 0.6, -0.4) == ""
     assert transcript("이 노래는 정말 좋아요", 0.55, -0.3) == ""
+    # the same noise on an AVX2 CPU: lower no-speech, and the opening alone
+    assert transcript("이 영상은 영상이", 0.4874, -0.3) == "" and transcript("이 영상은", 0.66, -0.3) == ""
+    assert transcript("I", 0.4874, -0.3) == "" and transcript("이 영상은 좋아요", 0.31, -0.3) == "이 영상은 좋아요"
     assert transcript("I.", 0.2, -0.4) == "I." and transcript("안녕하세요", 0.56, -0.83) == "안녕하세요"
     assert token_budget(0, 224) == MIN_TOKEN_BUDGET
     assert token_budget(16000 * 4, 224) == MIN_TOKEN_BUDGET + 4 * TOKENS_PER_SECOND
