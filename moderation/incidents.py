@@ -253,12 +253,12 @@ class IncidentStore:
             await conn.execute(
                 f"INSERT INTO incidents ({', '.join(COLUMNS[:INSERTED])}, webhook_state, webhook_due_at) VALUES "  # noqa: S608 - fixed column names
                 "(%s, now(), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                "CASE WHEN %s::text IS NULL THEN NULL ELSE now() END) ON CONFLICT (id) DO NOTHING",
+                "CASE WHEN %s THEN now() END) ON CONFLICT (id) DO NOTHING",
                 (draft.id, draft.source, draft.session_id, draft.job_id, e.seq, e.start_s, e.end_s, e.text,
                  json.dumps([s.model_dump(mode="json") for s in e.harmful_spans], ensure_ascii=False),
                  sorted({s.category for s in e.harmful_spans}), e.severity, [str(r) for r in e.reasons],
                  draft.speaker_id, draft.channel_id, json.dumps(draft.metadata, ensure_ascii=False),
-                 clip[0] if clip else None, clip[1] if clip else None, *(["pending"] * 2 if notify else [None] * 2)))
+                 clip[0] if clip else None, clip[1] if clip else None, "pending" if notify else None, notify))
 
     async def claim_webhooks(self, limit: int, lease_s: float) -> list[tuple[Incident, int]]:
         """Up to ``limit`` incidents whose webhook is due, each with its attempts so far, leased for
